@@ -1,0 +1,42 @@
+"""The worker backend interface: how workers are started, watched and stopped."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from cocaine.core.languages import WorkerSpec
+
+
+class WorkerHandle:
+    """A started worker as its backend sees it."""
+
+    pid: int | None = None
+
+    def exit_fd(self) -> int | None:
+        """A file descriptor that becomes readable when the worker exits (None: poll ``returncode``)."""
+        return None
+
+    def returncode(self) -> int | None:
+        """None while running; otherwise the exit status (negative: killed by that signal)."""
+        raise NotImplementedError
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the worker to exit; True if it has."""
+        raise NotImplementedError
+
+    def kill(self) -> None:
+        """Stop the worker at once."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the handle holds once the worker has exited."""
+
+
+class Backend:
+    """Base class of every backend. Subclasses set ``name`` (the manifest's ``engine.backend``)."""
+
+    name: ClassVar[str] = ""
+
+    def spawn(self, spec: WorkerSpec) -> WorkerHandle:
+        """Start one worker; raise OSError (or a CocaineError) if it cannot be started."""
+        raise NotImplementedError

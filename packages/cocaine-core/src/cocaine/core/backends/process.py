@@ -1,0 +1,67 @@
+"""The ``process`` backend: every worker is a fresh process (fork + exec, never a bare fork, since a
+ZeroMQ context does not survive ``fork()``)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+from cocaine.core.backends import Backend, WorkerHandle
+from cocaine.core.languages import WorkerSpec
+
+
+class ProcessHandle(WorkerHandle):
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+        try:
+            self._pidfd = os.pidfd_open(proc.pid)
+        except (AttributeError, OSError):
+            self._pidfd = None
+
+    def exit_fd(self) -> int | None:
+        return self._pidfd
+
+    def returncode(self) -> int | None:
+        return self.proc.poll()
+
+    def wait(self, timeout: float) -> bool:
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.send_signal(signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def close(self) -> None:
+        self.proc.poll()
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
+
+
+class ProcessBackend(Backend):
+    name = "process"
+
+    def spawn(self, spec: WorkerSpec) -> ProcessHandle:
+        env = dict(os.environ, **spec.env)
+        env["COCAINE_PARENT_PID"] = str(os.getpid())
+        proc = subprocess.Popen(
+            spec.argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            # A worker's prints land in the daemon's log stream rather than a terminal.
+            stdout=sys.stderr.fileno(),
+            # Its own session: a Ctrl-C at the daemon's terminal is the daemon's to handle.
+            start_new_session=True,
+            close_fds=True,
+        )
+        return ProcessHandle(proc)

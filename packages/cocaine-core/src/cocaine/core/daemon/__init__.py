@@ -1,0 +1,1 @@
+"""The ``cocained`` daemon: a node hosting app engines, managed over ZeroMQ."""

@@ -1,0 +1,80 @@
+"""What an engine gives each of its drivers: submitting jobs, publishing, and per-task statistics."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, deque
+from typing import TYPE_CHECKING, Any
+
+from cocaine.core.drivers import Responder
+
+if TYPE_CHECKING:
+    import zmq
+
+    from cocaine.core.engine.engine import Engine
+    from cocaine.core.engine.job import Job
+    from cocaine.core.engine.reactor import Reactor
+
+LATENCY_WINDOW = 1024  # recent jobs whose latency the percentiles describe
+
+
+class TaskStats:
+    """Counters of one task: accepted, rejected, succeeded, failed by code, recent latencies."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.rejected = 0
+        self.succeeded = 0
+        self.failed: Counter[int] = Counter()
+        self.latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
+
+    def finished(self, job: Job, code: int | None) -> None:
+        if code is None:
+            self.succeeded += 1
+        else:
+            self.failed[code] += 1
+        self.latencies.append(time.monotonic() - job.accepted_at)
+
+    def snapshot(self) -> dict[str, Any]:
+        ordered = sorted(self.latencies)
+
+        def percentile(p: float) -> float | None:
+            if not ordered:
+                return None
+            return round(ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000, 3)
+
+        return {
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "succeeded": self.succeeded,
+            "failed": sum(self.failed.values()),
+            "failed-by-code": {str(code): n for code, n in sorted(self.failed.items())},
+            "latency-ms": {"p50": percentile(0.5), "p90": percentile(0.9), "p99": percentile(0.99)},
+        }
+
+
+class TaskContext:
+    """The engine as one task's driver sees it. Use only from the reactor thread."""
+
+    def __init__(self, engine: Engine, task: str) -> None:
+        self.engine = engine
+        self.app = engine.app
+        self.task = task
+        self.stats = TaskStats()
+
+    @property
+    def reactor(self) -> Reactor:
+        return self.engine.reactor
+
+    @property
+    def zmq_context(self) -> zmq.Context:
+        return self.engine.zmq_context
+
+    def submit(self, body: bytes | None, responder: Responder, meta: dict[str, Any] | None = None) -> None:
+        """Queue a job for this task. The responder always gets exactly one final answer, possibly
+        at once (an error such as 503 when the queue is full)."""
+        self.engine.submit(self, body, meta or {}, responder)
+
+    def publisher(self, meta: dict[str, Any] | None = None) -> Responder:
+        """A responder that publishes the job's result on the app's pubsub endpoint."""
+        return self.engine.publisher.responder(self.task, meta or {})

@@ -1,0 +1,53 @@
+"""A job: one event to process, and the guarantee that its responder gets exactly one final answer."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from cocaine.core.drivers import Responder
+
+if TYPE_CHECKING:
+    from cocaine.core.engine.context import TaskStats
+
+log = logging.getLogger(__name__)
+
+
+class Job:
+    __slots__ = ("id", "task", "meta", "body", "responder", "stats", "accepted_at", "worker", "done")
+
+    def __init__(self, job_id: int, task: str, body: bytes | None, meta: dict[str, Any],
+                 responder: Responder, stats: TaskStats) -> None:
+        self.id = job_id
+        self.task = task
+        self.body = body
+        self.meta = meta
+        self.responder = responder
+        self.stats = stats
+        self.accepted_at = time.monotonic()
+        self.worker = None  # the worker running it, once dispatched
+        self.done = False
+
+    def chunk(self, data: bytes) -> None:
+        if not self.done:
+            self._call(self.responder.chunk, data)
+
+    def end(self) -> None:
+        if not self.done:
+            self.done = True
+            self.stats.finished(self, None)
+            self._call(self.responder.end)
+
+    def fail(self, code: int, message: str) -> None:
+        if not self.done:
+            self.done = True
+            self.stats.finished(self, int(code))
+            self._call(self.responder.error, int(code), message)
+
+    def _call(self, method, *args) -> None:
+        # A broken responder (a driver bug) must not break the engine's bookkeeping for other jobs.
+        try:
+            method(*args)
+        except Exception:
+            log.exception("job %s of task %s: responder failed", self.id, self.task)

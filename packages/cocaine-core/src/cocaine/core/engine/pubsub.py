@@ -1,0 +1,70 @@
+"""The app's pubsub endpoint: results of jobs nobody waits for (timers, monitors, sinks).
+
+Each message is ``[topic, meta, *payload]``: topic ``"<task> result"`` with the response chunks as
+payload, or ``"<task> error"`` with a JSON ``{"code", "message"}``; ``meta`` is JSON with node,
+app, task and timestamp. Subscribers filter by prefix, so subscribing to ``"<task>"`` gets both.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import time
+from typing import Any
+
+import zmq
+
+log = logging.getLogger(__name__)
+
+
+class Publisher:
+    def __init__(self, zmq_context: zmq.Context, app: str, endpoint: str | None) -> None:
+        self.app = app
+        self.node = socket.gethostname()
+        self.sock = None
+        if endpoint is not None:
+            self.sock = zmq_context.socket(zmq.PUB)
+            self.sock.linger = 0
+            # A slow subscriber loses messages rather than growing the daemon's memory.
+            self.sock.sndhwm = 10_000
+            self.sock.bind(endpoint)
+
+    def publish(self, topic: str, meta: dict[str, Any], payload: list[bytes]) -> None:
+        if self.sock is None:
+            return
+        header = {"node": self.node, "app": self.app, "timestamp": time.time(), **meta}
+        try:
+            self.sock.send_multipart([topic.encode(), json.dumps(header).encode(), *payload], zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # PUB never blocks; dropping is the documented behaviour for slow subscribers
+
+    def responder(self, task: str, meta: dict[str, Any]) -> PublishingResponder:
+        return PublishingResponder(self, task, meta)
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close(0)
+            self.sock = None
+
+
+class PublishingResponder:
+    """Collects a job's chunks and publishes them as one message once the job ends."""
+
+    __slots__ = ("publisher", "task", "meta", "chunks")
+
+    def __init__(self, publisher: Publisher, task: str, meta: dict[str, Any]) -> None:
+        self.publisher = publisher
+        self.task = task
+        self.meta = meta
+        self.chunks: list[bytes] = []
+
+    def chunk(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+    def end(self) -> None:
+        self.publisher.publish(f"{self.task} result", {"task": self.task, **self.meta}, self.chunks)
+
+    def error(self, code: int, message: str) -> None:
+        body = json.dumps({"code": code, "message": message}).encode()
+        self.publisher.publish(f"{self.task} error", {"task": self.task, **self.meta}, [body])

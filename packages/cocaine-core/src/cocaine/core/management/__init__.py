@@ -1,0 +1,1 @@
+"""The management protocol: JSON requests over ZeroMQ (docs/management.md)."""

@@ -1,0 +1,146 @@
+"""Parsing and validating an app's manifest before anything starts.
+
+Every error is a ConfigError whose message names the app, the field and what was expected, e.g.
+``app 'echo': tasks.event.type: unknown driver 'zmq' (known: recurring-timer, zeromq-server)``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from cocaine.core.errors import ConfigError, PluginError, StorageError
+from cocaine.core.plugins import Registry
+from cocaine.core.storage.files import check_key
+from cocaine.core.validation import check_endpoint, field_error, get_int, get_number, get_str, only_keys
+
+TOP_LEVEL_KEYS = ("type", "args", "version", "engine", "pubsub", "tasks")
+_TASK_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """The ``engine`` section. Defaults are documented in docs/manifest.md."""
+
+    backend: str = "process"
+    pool_limit: int = 10
+    queue_limit: int = 100
+    concurrency: int = 8  # jobs in flight per worker
+    heartbeat_timeout: float = 30.0  # seconds a worker may stay silent
+
+    KEYS = {
+        "backend": "backend",
+        "pool-limit": "pool_limit",
+        "queue-limit": "queue_limit",
+        "concurrency": "concurrency",
+        "heartbeat-timeout": "heartbeat_timeout",
+    }
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    name: str
+    driver: type
+    config: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    app: str
+    type: str
+    args: str
+    version: Any
+    engine: EngineConfig
+    pubsub: str | None
+    tasks: dict[str, TaskConfig]
+    raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+
+
+def check_app_name(app) -> str:
+    try:
+        return check_key(app)
+    except StorageError as e:
+        raise ConfigError(f"app name: {e}") from None
+
+
+def parse_manifest(app: str, raw: Any, registry: Registry) -> Manifest:
+    check_app_name(app)
+    try:
+        return _parse(app, raw, registry)
+    except (ConfigError, PluginError) as e:
+        raise ConfigError(f"app {app!r}: {e}") from None
+
+
+def _parse(app: str, raw: Any, registry: Registry) -> Manifest:
+    if not isinstance(raw, dict):
+        raise field_error("manifest", "a JSON object", raw)
+    only_keys(raw, TOP_LEVEL_KEYS, "manifest")
+
+    language_name = get_str(raw, "type", "manifest")
+    try:
+        language = registry.get("language", language_name)
+    except PluginError as e:
+        raise ConfigError(f"type: {e}") from None
+    args = language.validate_args(raw.get("args"), "args")
+
+    version = raw.get("version", 1)
+    if isinstance(version, bool) or not isinstance(version, (int, str)):
+        raise field_error("version", "an integer or a string", version)
+
+    engine = _parse_engine(raw.get("engine", {}), registry)
+
+    pubsub = raw.get("pubsub")
+    endpoint = None
+    if pubsub is not None:
+        if not isinstance(pubsub, dict):
+            raise field_error("pubsub", 'an object like {"endpoint": "tcp://lo:9200"}', pubsub)
+        only_keys(pubsub, ("endpoint",), "pubsub")
+        endpoint = check_endpoint(pubsub.get("endpoint"), "pubsub.endpoint")
+
+    tasks_raw = raw.get("tasks")
+    if not isinstance(tasks_raw, dict) or not tasks_raw:
+        expected = 'a non-empty object mapping task names to {"type": driver, ...}'
+        if "tasks" not in raw:
+            raise field_error("tasks", expected)
+        raise field_error("tasks", expected, tasks_raw)
+    tasks = {}
+    for name, config in tasks_raw.items():
+        where = f"tasks.{name}"
+        if not _TASK_NAME.match(name):
+            raise field_error(where, "a task name of letters, digits, _ . - starting with a letter or _", name)
+        if not isinstance(config, dict):
+            raise field_error(where, 'an object like {"type": "zeromq-server", ...}', config)
+        driver_name = get_str(config, "type", where)
+        try:
+            driver = registry.get("driver", driver_name)
+        except PluginError as e:
+            raise ConfigError(f"{where}.type: {e}") from None
+        tasks[name] = TaskConfig(name, driver, driver.validate(dict(config), where))
+
+    if endpoint is None and any(t.driver.publishes for t in tasks.values()):
+        publishing = ", ".join(n for n, t in tasks.items() if t.driver.publishes)
+        raise field_error("pubsub.endpoint", f"an endpoint, since tasks {publishing} publish their results")
+
+    return Manifest(app, language_name, args, version, engine, endpoint, tasks, raw)
+
+
+def _parse_engine(raw: Any, registry: Registry) -> EngineConfig:
+    where = "engine"
+    if not isinstance(raw, dict):
+        raise field_error(where, "an object", raw)
+    only_keys(raw, tuple(EngineConfig.KEYS), where)
+    defaults = EngineConfig()
+    backend = get_str(raw, "backend", where, default=defaults.backend)
+    try:
+        registry.get("backend", backend)
+    except PluginError as e:
+        raise ConfigError(f"{where}.backend: {e}") from None
+    return EngineConfig(
+        backend=backend,
+        pool_limit=get_int(raw, "pool-limit", where, default=defaults.pool_limit, minimum=1, maximum=1024),
+        queue_limit=get_int(raw, "queue-limit", where, default=defaults.queue_limit, minimum=1),
+        concurrency=get_int(raw, "concurrency", where, default=defaults.concurrency, minimum=1, maximum=1024),
+        heartbeat_timeout=get_number(raw, "heartbeat-timeout", where, default=defaults.heartbeat_timeout),
+    )
+

@@ -1,0 +1,79 @@
+"""``zeromq-server``: request/response over a ZeroMQ ROUTER socket, usable from a plain REQ socket.
+
+Framing (docs/drivers.md): a request is one ZeroMQ message whose frames after the envelope are the
+body (several frames are concatenated). The reply is one message: ``[b"ok", *chunks]`` with the
+response chunks in order, or ``[b"error", b"<code>", b"<message>"]``.
+"""
+
+from __future__ import annotations
+
+import zmq
+
+from cocaine.core.drivers import Driver
+from cocaine.core.validation import check_endpoint, only_keys
+
+OK = b"ok"
+ERROR = b"error"
+
+
+class ZeroMQServer(Driver):
+    name = "zeromq-server"
+
+    @classmethod
+    def validate(cls, config, where):
+        only_keys(config, ("type", "endpoint"), where)
+        return {"type": cls.name, "endpoint": check_endpoint(config.get("endpoint"), f"{where}.endpoint")}
+
+    def start(self) -> None:
+        sock = self.sock = self.context.zmq_context.socket(zmq.ROUTER)
+        sock.linger = 0
+        sock.bind(self.config["endpoint"])
+        self.context.reactor.add_reader(sock, self._on_readable)
+
+    def _on_readable(self) -> None:
+        recv = self.sock.recv_multipart
+        submit = self.context.submit
+        while True:
+            try:
+                frames = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            # The envelope runs up to the empty delimiter a REQ socket adds; a DEALER may send none.
+            try:
+                split = frames.index(b"", 1) + 1
+            except ValueError:
+                split = 1
+            body = frames[split:]
+            submit(body[0] if len(body) == 1 else b"".join(body), Reply(self.sock, frames[:split]))
+
+    def stop(self) -> None:
+        sock = getattr(self, "sock", None)
+        if sock is not None:
+            self.context.reactor.remove_reader(sock)
+            sock.close(0)
+
+
+class Reply:
+    """Collects the response chunks; sends them as one reply message when the job ends."""
+
+    __slots__ = ("sock", "envelope", "chunks")
+
+    def __init__(self, sock: zmq.Socket, envelope: list[bytes]) -> None:
+        self.sock = sock
+        self.envelope = envelope
+        self.chunks: list[bytes] = []
+
+    def chunk(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+    def end(self) -> None:
+        self._send([*self.envelope, OK, *self.chunks])
+
+    def error(self, code: int, message: str) -> None:
+        self._send([*self.envelope, ERROR, str(code).encode(), message.encode()])
+
+    def _send(self, frames: list[bytes]) -> None:
+        try:
+            self.sock.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass  # the client is gone or not reading; ROUTER drops what it cannot deliver

@@ -1,0 +1,177 @@
+"""Helpers for end-to-end tests: real daemons, real sockets, waits with deadlines."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import zmq
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def endpoint() -> str:
+    return f"tcp://127.0.0.1:{free_port()}"
+
+
+def wait_for(condition, timeout: float = 10.0, interval: float = 0.02, message: str = "condition"):
+    """Poll ``condition()`` until it returns something truthy; fail the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(interval)
+
+
+def children_of(pid: int) -> list[int]:
+    """Every process whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+class Client:
+    """A REQ client with a receive timeout, so no test can hang on a silent server."""
+
+    def __init__(self, context: zmq.Context, address: str, timeout: float = 10.0) -> None:
+        self.sock = context.socket(zmq.REQ)
+        self.sock.linger = 0
+        self.sock.rcvtimeo = int(timeout * 1000)
+        self.sock.connect(address)
+
+    def call(self, *frames: bytes) -> list[bytes]:
+        self.sock.send_multipart(list(frames) or [b""])
+        return self.sock.recv_multipart()
+
+    def call_json(self, request) -> dict:
+        self.sock.send(request if isinstance(request, bytes) else json.dumps(request).encode())
+        return json.loads(self.sock.recv())
+
+    def close(self) -> None:
+        self.sock.close(0)
+
+
+class Daemon:
+    """A real ``cocained`` process on free ports, with storage and runtime folders under ``tmp``."""
+
+    def __init__(self, tmp: Path, context: zmq.Context, *extra: str) -> None:
+        self.tmp = tmp
+        self.context = context
+        self.storage = tmp / "storage"
+        self.runtime = tmp / "run"
+        self.management = endpoint()
+        self.log_path = tmp / "cocained.log"
+        self.extra = extra
+        self.proc: subprocess.Popen | None = None
+        self._clients: list[Client] = []
+
+    def start(self) -> Daemon:
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cocaine.core.daemon.main", "--storage-location", str(self.storage),
+             "--runtime-dir", str(self.runtime), "--management", self.management, "--log-level", "debug",
+             "--stop-timeout", "5", *self.extra],
+            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        wait_for(self._answers, timeout=20, message=f"cocained to answer (log: {self.log_path})")
+        return self
+
+    def _answers(self) -> bool:
+        assert self.proc.poll() is None, f"cocained exited with {self.proc.returncode}:\n{self.log()}"
+        probe = Client(self.context, self.management, timeout=0.5)
+        try:
+            return "node" in probe.call_json({"version": 2, "action": "info"})
+        except zmq.Again:
+            return False
+        finally:
+            probe.close()
+
+    def client(self, address: str | None = None, timeout: float = 10.0) -> Client:
+        client = Client(self.context, address or self.management, timeout)
+        self._clients.append(client)
+        return client
+
+    def request(self, request) -> dict:
+        client = self.client()
+        try:
+            return client.call_json(request)
+        finally:
+            client.close()
+
+    def create(self, name: str, manifest: dict) -> dict:
+        reply = self.request({"version": 2, "action": "create", "apps": {name: manifest}})
+        assert "error" not in reply.get(name, reply), reply
+        return reply[name]
+
+    def info(self, name: str | None = None) -> dict:
+        reply = self.request({"version": 2, "action": "info"})
+        return reply["apps"][name] if name else reply
+
+    def workers(self) -> list[int]:
+        return [pid for pid in children_of(self.proc.pid) if alive(pid)]
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM and wait; return the exit status. Asserts no worker outlives the daemon."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        workers = self.workers()
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout)
+        for pid in workers:
+            wait_for(lambda: not alive(pid), timeout=5, message=f"worker {pid} to exit with the daemon")
+        return code
+
+    def close(self) -> None:
+        for client in self._clients:
+            client.close()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        if getattr(self, "_log", None):
+            self._log.close()
+
+
+def python_app(tmp: Path, source: str, name: str = "app.py") -> str:
+    path = tmp / name
+    path.write_text(source)
+    return str(path)
+
+
+def manifest(args: str, tasks: dict, **engine) -> dict:
+    engine = {k.replace("_", "-"): v for k, v in engine.items()}
+    return {"type": "python", "args": args, "engine": engine, "tasks": tasks}
