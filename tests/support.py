@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -17,10 +18,24 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free right now, below the kernel's ephemeral range (so no outgoing connection takes it
+    before the test binds it) and never handed out twice in one test run."""
+    low, _ = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    while True:
+        port = random.randrange(max(1024, low - 12000), low)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
 
 
 def endpoint() -> str:
@@ -87,8 +102,9 @@ class Client:
 class Daemon:
     """A real ``cocained`` process on free ports, with storage and runtime folders under ``tmp``."""
 
-    def __init__(self, tmp: Path, context: zmq.Context, *extra: str) -> None:
+    def __init__(self, tmp: Path, context: zmq.Context, *extra: str, python: str = sys.executable) -> None:
         self.tmp = tmp
+        self.python = python
         self.context = context
         self.storage = tmp / "storage"
         self.runtime = tmp / "run"
@@ -99,9 +115,10 @@ class Daemon:
         self._clients: list[Client] = []
 
     def start(self) -> Daemon:
+        self.tmp.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cocaine.core.daemon.main", "--storage-location", str(self.storage),
+            [self.python, "-m", "cocaine.core.daemon.main", "--storage-location", str(self.storage),
              "--runtime-dir", str(self.runtime), "--management", self.management, "--log-level", "debug",
              "--stop-timeout", "5", *self.extra],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

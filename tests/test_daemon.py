@@ -1,0 +1,111 @@
+"""cocained itself: loading apps from storage at start, signals, no orphan workers."""
+
+import json
+import os
+import signal
+
+from support import endpoint, manifest, python_app, wait_for
+
+ECHO = "def echo(request):\n    return request.body\n"
+
+
+def store(daemon, name, document):
+    apps = daemon.storage / "default" / "apps"
+    apps.mkdir(parents=True, exist_ok=True)
+    (apps / name).write_text(document if isinstance(document, str) else json.dumps(document))
+
+
+def test_apps_in_storage_start_with_the_daemon_and_a_corrupt_one_is_skipped(make_daemon, tmp_path):
+    daemon = make_daemon()
+    good = manifest(python_app(tmp_path, ECHO), {"echo": {"type": "zeromq-server", "endpoint": endpoint()}})
+    store(daemon, "good", good)
+    store(daemon, "corrupt", "{not json")
+    store(daemon, "invalid", dict(good, type="cobol"))
+    daemon.start()
+    apps = daemon.info()["apps"]
+    assert apps["good"]["running"] is True
+    assert apps["corrupt"]["state"] == "failed" and "is not valid JSON" in apps["corrupt"]["error"]
+    assert "type: unknown language 'cobol' (known: python)" in apps["invalid"]["error"]
+    assert daemon.client(good["tasks"]["echo"]["endpoint"]).call(b"hi") == [b"ok", b"hi"]
+    assert "corrupt" in daemon.log() and "not started" in daemon.log()
+
+
+def test_sigterm_stops_every_worker_and_exits_zero(make_daemon, tmp_path):
+    daemon = make_daemon().start()
+    m = manifest(python_app(tmp_path, ECHO), {"echo": {"type": "zeromq-server", "endpoint": endpoint()}})
+    daemon.create("echo", m)
+    assert daemon.client(m["tasks"]["echo"]["endpoint"]).call(b"x") == [b"ok", b"x"]
+    workers = daemon.workers()
+    assert len(workers) == 1
+    assert daemon.stop() == 0  # also waits for every worker to be gone
+
+
+def test_sigint_stops_cleanly_too(make_daemon):
+    daemon = make_daemon().start()
+    daemon.proc.send_signal(signal.SIGINT)
+    assert daemon.proc.wait(20) == 0
+
+
+def test_workers_exit_when_the_daemon_is_killed(make_daemon, tmp_path):
+    daemon = make_daemon().start()
+    m = manifest(python_app(tmp_path, ECHO), {"echo": {"type": "zeromq-server", "endpoint": endpoint()}})
+    daemon.create("echo", m)
+    daemon.client(m["tasks"]["echo"]["endpoint"]).call(b"x")
+    workers = daemon.workers()
+    assert workers
+    daemon.proc.kill()
+    daemon.proc.wait(10)
+    for pid in workers:
+        wait_for(lambda: not os.path.exists(f"/proc/{pid}") or _zombie(pid), timeout=10,
+                 message=f"orphan worker {pid} to exit")
+
+
+def _zombie(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_sighup_makes_the_node_match_storage(make_daemon, tmp_path):
+    daemon = make_daemon().start()
+    first = manifest(python_app(tmp_path, ECHO), {"echo": {"type": "zeromq-server", "endpoint": endpoint()}})
+    daemon.create("first", first)
+    second = manifest(python_app(tmp_path, ECHO), {"echo": {"type": "zeromq-server", "endpoint": endpoint()}})
+    apps = daemon.storage / "default" / "apps"
+    (apps / "first").unlink()
+    (apps / "second").write_text(json.dumps(second))
+    daemon.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: set(daemon.info()["apps"]) == {"second"}, message="SIGHUP to load second, drop first")
+    assert daemon.client(second["tasks"]["echo"]["endpoint"]).call(b"2") == [b"ok", b"2"]
+
+
+def test_instance_and_several_management_endpoints(make_daemon, zmq_context):
+    extra = endpoint()
+    daemon = make_daemon("--instance", "blue", "--management", extra).start()
+    from support import Client
+
+    client = Client(zmq_context, extra)
+    try:
+        assert client.call_json({"version": 2, "action": "info"})["node"]["instance"] == "blue"
+    finally:
+        client.close()
+
+
+def test_a_taken_management_endpoint_is_a_clear_error(make_daemon, zmq_context):
+    import subprocess
+    import sys
+
+    import zmq
+
+    taken = zmq_context.socket(zmq.ROUTER)
+    address = endpoint()
+    taken.bind(address)
+    try:
+        result = subprocess.run([sys.executable, "-m", "cocaine.core.daemon.main", "--management", address,
+                                 "--storage-location", "/nonexistent"], capture_output=True, text=True, timeout=30)
+        assert result.returncode == 2
+        assert f"--management {address}: cannot bind: Address already in use" in result.stderr
+    finally:
+        taken.close(0)

@@ -1,0 +1,79 @@
+"""Plugins: built-ins register through the entry-point group like third-party packages do."""
+
+from importlib.metadata import entry_points
+
+import pytest
+from pluggy import PluginValidationError
+
+from cocaine.core.drivers import Driver
+from cocaine.core.errors import PluginError
+from cocaine.core.hookspecs import hookimpl
+from cocaine.core.plugins import ENTRY_POINT_GROUP, Registry, make_plugin_manager
+
+
+def test_builtins_come_from_entry_points():
+    names = {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    assert names["core"] == "cocaine.core.builtin"
+    assert names["drivers"] == "cocaine.drivers.plugin"
+    assert names["python"] == "cocaine.python.language"
+    registry = Registry.load()
+    assert registry.names("driver") == ["recurring-timer", "zeromq-server"]
+    assert registry.names("language") == ["python"]
+    assert registry.names("backend") == ["process"]
+    assert registry.names("storage") == ["files"]
+
+
+def test_autoload_can_be_disabled(monkeypatch):
+    monkeypatch.setenv("COCAINE_DISABLE_PLUGIN_AUTOLOAD", "1")
+    assert Registry.load().names("driver") == []
+
+
+class Extra(Driver):
+    name = "extra"
+
+
+class Plugin:
+    @hookimpl
+    def cocaine_register_drivers(self):
+        return [Extra]
+
+
+def test_a_plugin_object_adds_a_driver():
+    registry = Registry.load(plugins=(Plugin(),))
+    assert registry.get("driver", "extra") is Extra
+
+
+def test_unknown_names_list_the_known_ones():
+    with pytest.raises(PluginError, match=r"unknown driver 'nope' \(known: recurring-timer, zeromq-server\)"):
+        Registry.load().get("driver", "nope")
+
+
+def test_two_plugins_cannot_claim_one_name():
+    class Clash(Driver):
+        name = "zeromq-server"
+
+    class ClashPlugin:
+        @hookimpl
+        def cocaine_register_drivers(self):
+            return [Clash]
+
+    with pytest.raises(PluginError, match="driver 'zeromq-server' is registered twice"):
+        Registry.load(plugins=(ClashPlugin(),))
+
+
+def test_misspelled_hooks_are_rejected():
+    class Typo:
+        @hookimpl
+        def cocaine_register_driver(self):
+            return []
+
+    with pytest.raises(PluginValidationError, match="cocaine_register_driver"):
+        make_plugin_manager(plugins=(Typo(),))
+
+
+def test_every_hook_is_documented():
+    from cocaine.core import hookspecs
+
+    for name in ("cocaine_register_drivers", "cocaine_register_languages", "cocaine_register_backends",
+                 "cocaine_register_storages"):
+        assert getattr(hookspecs, name).__doc__.strip()
