@@ -21,7 +21,7 @@ import sys
 import msgpack
 import zmq
 
-from zmqfast import NOBLOCK, send_frames
+from cocaine.core.transport import NOBLOCK, send_frames
 
 HELLO, INVOKE, CHUNK, END = 1, 4, 5, 6
 PR_SET_PDEATHSIG = 1

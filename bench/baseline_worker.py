@@ -9,7 +9,7 @@ import sys
 import msgpack
 import zmq
 
-from zmqfast import NOBLOCK, send_frames
+from cocaine.core.transport import NOBLOCK, send_frames
 
 HELLO, INVOKE, CHUNK, END = 1, 4, 5, 6
 

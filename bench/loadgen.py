@@ -12,7 +12,7 @@ import time
 
 import zmq
 
-from zmqfast import NOBLOCK, send_frames
+from cocaine.core.transport import NOBLOCK, send_frames
 
 TIMEOUT_S = 5.0
 

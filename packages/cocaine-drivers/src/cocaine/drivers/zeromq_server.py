@@ -10,6 +10,7 @@ from __future__ import annotations
 import zmq
 
 from cocaine.core.drivers import Driver
+from cocaine.core.transport import NOBLOCK, send_frames
 from cocaine.core.validation import check_endpoint, only_keys
 
 OK = b"ok"
@@ -74,6 +75,6 @@ class Reply:
 
     def _send(self, frames: list[bytes]) -> None:
         try:
-            self.sock.send_multipart(frames, zmq.NOBLOCK)
+            send_frames(self.sock, frames, NOBLOCK)
         except zmq.ZMQError:
             pass  # the client is gone or not reading; ROUTER drops what it cannot deliver

@@ -22,6 +22,7 @@ import zmq
 
 from cocaine.core import protocol
 from cocaine.core.errors import Code
+from cocaine.core.transport import send_frames
 from cocaine.python.request import Request
 
 EXIT_LOAD_FAILED = 3
@@ -108,7 +109,7 @@ class Worker:
 
     def flush(self) -> None:
         if self.out:
-            self.sock.send_multipart(self.out)
+            send_frames(self.sock, self.out)
             self.out.clear()  # in place: invoke() holds a reference to this list
 
     def handle(self, message: list) -> bool:

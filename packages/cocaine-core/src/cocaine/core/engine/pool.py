@@ -18,6 +18,7 @@ from cocaine.core import protocol
 from cocaine.core.backends import Backend, WorkerHandle
 from cocaine.core.errors import Code, ProtocolError
 from cocaine.core.languages import Language
+from cocaine.core.transport import NOBLOCK, send_frames
 
 if TYPE_CHECKING:
     from cocaine.core.engine.engine import Engine
@@ -150,7 +151,7 @@ class WorkerPool:
         outbox, self.outbox = self.outbox, {}
         for worker, frames in outbox.items():
             try:
-                self.sock.send_multipart(frames, zmq.NOBLOCK)
+                send_frames(self.sock, frames, NOBLOCK)
             except zmq.ZMQError as e:
                 # Not connected yet or gone: the exit watcher answers its jobs.
                 log.warning("app %s: cannot reach worker %s: %s", self.app, worker.id, e.strerror)

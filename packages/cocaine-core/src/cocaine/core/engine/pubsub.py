@@ -15,6 +15,8 @@ from typing import Any
 
 import zmq
 
+from cocaine.core.transport import NOBLOCK, send_frames
+
 log = logging.getLogger(__name__)
 
 
@@ -35,7 +37,7 @@ class Publisher:
             return
         header = {"node": self.node, "app": self.app, "timestamp": time.time(), **meta}
         try:
-            self.sock.send_multipart([topic.encode(), json.dumps(header).encode(), *payload], zmq.NOBLOCK)
+            send_frames(self.sock, [topic.encode(), json.dumps(header).encode(), *payload], NOBLOCK)
         except zmq.Again:
             pass  # PUB never blocks; dropping is the documented behaviour for slow subscribers
 

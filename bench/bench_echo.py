@@ -1,0 +1,113 @@
+"""Requests/s (64 in flight) and latency (1 in flight) of a Python echo app behind `zeromq-server`,
+against the hand-written baseline broker with the same number of Python workers, in one run.
+
+Usage: .venv/bin/python bench/bench_echo.py [--duration 5] [--workers 2] [--concurrency 32] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+
+import zmq
+
+from bench_baseline import run_baseline
+from loadgen import measure_latency, measure_throughput, wait_ready
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_cocaine(duration: float, workers: int, concurrency: int) -> dict:
+    """Start cocained with the echo app, warm its pool up to ``workers``, measure, stop it."""
+    with tempfile.TemporaryDirectory(prefix="cocaine-bench-") as tmp:
+        management = f"tcp://127.0.0.1:{_free_port()}"
+        endpoint = f"tcp://127.0.0.1:{_free_port()}"
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "cocaine.core.daemon.main", "--storage-location", f"{tmp}/storage",
+             "--runtime-dir", f"{tmp}/run", "--management", management, "--log-level", "warning"])
+        try:
+            manifest = {
+                "type": "python", "args": os.path.join(HERE, "echo_app.py"),
+                "engine": {"pool-limit": workers, "concurrency": concurrency, "queue-limit": 10_000},
+                "tasks": {"echo": {"type": "zeromq-server", "endpoint": endpoint}},
+            }
+            _manage(management, {"version": 2, "action": "create", "apps": {"echo": manifest}})
+            wait_ready(endpoint, timeout=20.0, process=daemon)
+            # A burst larger than one worker's credit grows the pool to its limit before measuring.
+            measure_throughput(endpoint, inflight=workers * concurrency, duration=1.0)
+            pool = _manage(management, {"version": 2, "action": "info"})["apps"]["echo"]["pool"]
+            return {
+                "workers": pool["total"],
+                "throughput": measure_throughput(endpoint, inflight=64, duration=duration),
+                "latency": measure_latency(endpoint),
+            }
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            try:
+                daemon.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+                daemon.wait()
+
+
+def _manage(endpoint: str, request: dict) -> dict:
+    context = zmq.Context.instance()
+    sock = context.socket(zmq.REQ)
+    sock.linger = 0
+    sock.rcvtimeo = 20_000
+    sock.connect(endpoint)
+    deadline_tries = 100  # the daemon may still be binding: retry with a fresh socket
+    try:
+        for _ in range(deadline_tries):
+            sock.send_json(request)
+            try:
+                return sock.recv_json()
+            except zmq.Again:
+                sock.close(0)
+                sock = context.socket(zmq.REQ)
+                sock.linger = 0
+                sock.rcvtimeo = 200
+                sock.connect(endpoint)
+        raise TimeoutError(f"cocained at {endpoint} did not answer")
+    finally:
+        sock.close(0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+    ours = run_cocaine(args.duration, args.workers, args.concurrency)
+    base = run_baseline(args.duration)
+    ratio = {
+        "throughput": ours["throughput"]["rps"] / base["throughput"]["rps"],
+        "latency_p50": base["latency"]["p50_us"] / ours["latency"]["p50_us"],
+    }
+    if args.json:
+        print(json.dumps({"cocaine": ours, "baseline": base, "ratio": ratio}, indent=2))
+        return
+    for name, result in (("cocaine", ours), ("baseline", base)):
+        tp, lat = result["throughput"], result["latency"]
+        print(f"{name:9} {tp['rps']:9,.0f} req/s at 64 in flight ({tp['errors']} errors)   "
+              f"1 in flight: p50 {lat['p50_us']:5.0f} us, p99 {lat['p99_us']:6.0f} us")
+    print(f"cocaine / baseline: throughput {ratio['throughput']:.2f}x, "
+          f"p50 latency {ratio['latency_p50']:.2f}x (1.0 = as fast as the baseline)")
+
+
+if __name__ == "__main__":
+    main()
