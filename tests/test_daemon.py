@@ -109,3 +109,20 @@ def test_a_taken_management_endpoint_is_a_clear_error(make_daemon, zmq_context):
         assert f"--management {address}: cannot bind: Address already in use" in result.stderr
     finally:
         taken.close(0)
+
+
+def test_sighup_logs_an_app_that_cannot_be_reloaded_and_keeps_it_running(make_daemon, tmp_path):
+    daemon = make_daemon().start()
+    app = python_app(tmp_path, ECHO)
+    m = manifest(app, {"echo": {"type": "zeromq-server", "endpoint": endpoint()}})
+    daemon.create("echo", m)
+    os.unlink(app)
+    daemon.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "app echo: not reloaded" in daemon.log(), message="the reload failure to be logged")
+    assert "(no such file)" in daemon.log()
+    assert daemon.info("echo")["running"] is True
+
+
+def test_reload_of_an_unknown_app(daemon):
+    reply = daemon.request({"version": 2, "action": "reload", "apps": ["ghost"]})
+    assert reply == {"ghost": {"error": "no app named 'ghost'"}}

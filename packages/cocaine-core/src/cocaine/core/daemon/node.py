@@ -82,7 +82,9 @@ class Node:
             self._stop(name)
         for name in sorted(stored):
             if name in self.engines:
-                self._per_app(self._reload, name)
+                result = self._per_app(self._reload, name)
+                if "error" in result:
+                    log.error("app %s: not reloaded: %s", name, result["error"])
             else:
                 self._load(name)
 
@@ -153,6 +155,8 @@ class Node:
 
     def _reload(self, name: str) -> dict[str, Any]:
         check_app_name(name)
+        if name not in self.engines and name not in self._stored_apps():
+            raise ConfigError(f"no app named {name!r}")
         try:
             raw = self.storage.get(APPS, name)
         except StorageError as e:
