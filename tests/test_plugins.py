@@ -19,7 +19,7 @@ def test_builtins_come_from_entry_points():
     registry = Registry.load()
     assert registry.names("driver") == ["recurring-timer", "zeromq-server"]
     assert registry.names("language") == ["python"]
-    assert registry.names("backend") == ["process"]
+    assert registry.names("backend") == ["process", "thread"]
     assert registry.names("storage") == ["files"]
 
 

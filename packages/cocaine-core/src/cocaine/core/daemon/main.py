@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 
 import zmq
 
@@ -26,6 +27,7 @@ log = logging.getLogger("cocained")
 
 # Requests past MAX_REQUEST_BYTES still get an error reply; past this the peer is disconnected.
 HARD_MESSAGE_LIMIT = 64 << 20
+TERM_TIMEOUT = 5.0
 
 
 def default_runtime_dir(instance: str) -> str:
@@ -124,7 +126,13 @@ class Daemon:
         self.node.stop_all()
         for sock in self.sockets:
             sock.close(0)
-        self.context.term()
+        # A hung worker thread (thread backend) never closes its socket, and term() would wait for it
+        # forever: wait a bounded time, then exit anyway.
+        terminating = threading.Thread(target=self.context.term, name="zmq-term", daemon=True)
+        terminating.start()
+        terminating.join(TERM_TIMEOUT)
+        if terminating.is_alive():
+            log.warning("abandoned worker threads still hold sockets; exiting without them")
 
 
 def main(argv: list[str] | None = None) -> int:
