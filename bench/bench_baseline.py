@@ -12,7 +12,7 @@ import sys
 import tempfile
 
 from baseline_broker import die_with_parent
-from loadgen import measure_latency, measure_throughput, wait_ready
+from loadgen import measure_broker, measure_latency, wait_ready
 
 BROKER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "baseline_broker.py")
 
@@ -32,7 +32,7 @@ def run_baseline(duration: float = 5.0) -> dict:
         try:
             wait_ready(endpoint, timeout=10.0, process=broker)
             return {
-                "throughput": measure_throughput(endpoint, inflight=64, duration=duration),
+                "throughput": measure_broker(endpoint, broker.pid, inflight=64, duration=duration),
                 "latency": measure_latency(endpoint),
             }
         finally:
