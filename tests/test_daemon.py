@@ -118,7 +118,7 @@ def test_sighup_logs_an_app_that_cannot_be_reloaded_and_keeps_it_running(make_da
     daemon.create("echo", m)
     os.unlink(app)
     daemon.proc.send_signal(signal.SIGHUP)
-    wait_for(lambda: "app echo: not reloaded" in daemon.log(), message="the reload failure to be logged")
+    wait_for(lambda: "app=echo not reloaded" in daemon.log(), message="the reload failure to be logged")
     assert "(no such file)" in daemon.log()
     assert daemon.info("echo")["running"] is True
 

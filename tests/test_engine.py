@@ -154,7 +154,8 @@ def test_timer_results_are_published(daemon, tmp_path, zmq_context):
     sub = zmq_context.socket(zmq.SUB)
     sub.linger = 0
     sub.rcvtimeo = 10_000
-    sub.subscribe(b"")
+    sub.subscribe(b"tick ")  # the tasks' results only, not the engine's events, stats and logs
+    sub.subscribe(b"boom ")
     sub.connect(pubsub)
     daemon.create("timers", dict(manifest(app, {"tick": {"type": "recurring-timer", "interval": 100},
                                                 "boom": {"type": "recurring-timer", "interval": 100}}),

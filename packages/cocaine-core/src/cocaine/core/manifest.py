@@ -16,6 +16,8 @@ from cocaine.core.storage.files import check_key
 from cocaine.core.validation import check_endpoint, field_error, get_int, get_number, get_str, only_keys
 
 TOP_LEVEL_KEYS = ("type", "args", "version", "engine", "pubsub", "tasks")
+DEFAULT_STATS_INTERVAL = 5.0
+MIN_STATS_INTERVAL = 0.1
 _TASK_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -68,6 +70,8 @@ class Manifest:
     pubsub: str | None
     tasks: dict[str, TaskConfig]
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+    #: Seconds between ``@stats`` messages on the pubsub endpoint; 0: none (docs/pubsub.md).
+    stats_interval: float = DEFAULT_STATS_INTERVAL
 
 
 def check_app_name(app) -> str:
@@ -108,11 +112,13 @@ def _parse(app: str, raw: Any, registry: Registry) -> Manifest:
 
     pubsub = raw.get("pubsub")
     endpoint = None
+    stats_interval = DEFAULT_STATS_INTERVAL
     if pubsub is not None:
         if not isinstance(pubsub, dict):
             raise field_error("pubsub", 'an object like {"endpoint": "tcp://lo:9200"}', pubsub)
-        only_keys(pubsub, ("endpoint",), "pubsub")
+        only_keys(pubsub, ("endpoint", "stats-interval"), "pubsub")
         endpoint = check_endpoint(pubsub.get("endpoint"), "pubsub.endpoint")
+        stats_interval = _parse_stats_interval(pubsub)
 
     tasks_raw = raw.get("tasks")
     if not isinstance(tasks_raw, dict) or not tasks_raw:
@@ -138,7 +144,17 @@ def _parse(app: str, raw: Any, registry: Registry) -> Manifest:
         publishing = ", ".join(n for n, t in tasks.items() if t.driver.publishes)
         raise field_error("pubsub.endpoint", f"an endpoint, since tasks {publishing} publish their results")
 
-    return Manifest(app, language_name, args, version, engine, endpoint, tasks, raw)
+    return Manifest(app, language_name, args, version, engine, endpoint, tasks, raw, stats_interval)
+
+
+def _parse_stats_interval(pubsub: dict) -> float:
+    value = pubsub.get("stats-interval", DEFAULT_STATS_INTERVAL)
+    if value == 0 and not isinstance(value, bool):
+        return 0.0
+    expected = f"0 (no statistics) or a number of seconds >= {MIN_STATS_INTERVAL:g}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= MIN_STATS_INTERVAL:
+        raise field_error("pubsub.stats-interval", expected, value)
+    return float(value)
 
 
 def _parse_engine(raw: Any, registry: Registry) -> EngineConfig:

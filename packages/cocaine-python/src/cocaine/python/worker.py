@@ -10,12 +10,10 @@ import argparse
 import ctypes
 import importlib.util
 import inspect
-import logging
 import os
 import signal
 import sys
 import time
-import traceback
 from types import ModuleType
 
 import zmq
@@ -23,6 +21,7 @@ import zmq
 from cocaine.core import protocol
 from cocaine.core.errors import Code
 from cocaine.core.transport import send_frames
+from cocaine.python import logs
 from cocaine.python.request import Request
 
 EXIT_LOAD_FAILED = 3
@@ -86,6 +85,7 @@ class Worker:
         self.heartbeat = heartbeat
         self.out: list[bytes] = []
         self.last_heard = time.monotonic()
+        self.logs: logs.LogForwarder | None = None  # log records other threads left for this loop to send
 
     def run(self) -> None:
         sock = self.sock
@@ -109,6 +109,8 @@ class Worker:
             self.flush()
 
     def flush(self) -> None:
+        if self.logs is not None and self.logs.pending:
+            self.out.extend(self.logs.collect())
         if self.out:
             send_frames(self.sock, self.out)
             self.out.clear()  # in place: invoke() holds a reference to this list
@@ -148,7 +150,7 @@ class Worker:
                 raise TypeError(f"handler returned {type(result).__name__}; "
                                 "expected bytes, str, None or an iterable of them")
         except Exception as e:  # noqa: BLE001 - the app's error becomes this request's error reply
-            sys.stderr.write(f"app error in task {task!r} (job {job}):\n{traceback.format_exc()}")
+            out.append(logs.app_error(job, task, e))
             out.append(protocol.error(job, Code.APP, f"{type(e).__name__}: {e}"))
             return
         out.append(protocol.end(job))
@@ -164,22 +166,26 @@ def _to_bytes(item) -> bytes:
     raise TypeError(f"handler produced {type(item).__name__}; expected bytes or str")
 
 
-def serve(context: zmq.Context, *, endpoint: str, worker_id: str, path: str, heartbeat: float) -> int:
+def serve(context: zmq.Context, *, endpoint: str, worker_id: str, path: str, heartbeat: float,
+          own_process: bool = False) -> int:
     """Load the app and serve the engine until told to stop; return the exit status."""
     sock = context.socket(zmq.DEALER)
     sock.identity = worker_id.encode()
     sock.linger = 1000
     sock.connect(endpoint)
+    forwarder = logs.LogForwarder.install(sock, own_process=own_process)
     try:
         try:
             module = load_module(path, worker_id)
         except BaseException as e:  # noqa: BLE001 - SystemExit at import is a failed load too
-            sys.stderr.write(f"worker {worker_id}: cannot load {path}:\n{traceback.format_exc()}")
-            sock.send(protocol.log(logging.ERROR, f"cannot load {path}: {type(e).__name__}: {e}"))
+            sock.send(logs.load_failure(path, e))
             return EXIT_LOAD_FAILED
-        Worker(sock, Handlers(module), heartbeat).run()
+        worker = Worker(sock, Handlers(module), heartbeat)
+        worker.logs = forwarder
+        worker.run()
         return 0
     finally:
+        forwarder.uninstall()
         sock.close()
 
 
@@ -193,9 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when its workers stop
+    sys.stdout.reconfigure(line_buffering=True)  # each printed line reaches the engine's pipe at once
     context = zmq.Context()
     try:
-        return serve(context, endpoint=args.endpoint, worker_id=args.id, path=args.path, heartbeat=args.heartbeat)
+        return serve(context, endpoint=args.endpoint, worker_id=args.id, path=args.path, heartbeat=args.heartbeat,
+                     own_process=True)
     finally:
         context.term()
 

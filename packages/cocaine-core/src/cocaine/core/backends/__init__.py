@@ -16,6 +16,11 @@ class WorkerHandle:
         """A file descriptor that becomes readable when the worker exits (None: poll ``returncode``)."""
         return None
 
+    def output_fds(self) -> dict[str, int]:
+        """The read ends of the worker's output pipes by stream name (``stdout``, ``stderr``), which
+        the engine reads and logs line by line; empty when the worker's output is not captured."""
+        return {}
+
     def returncode(self) -> int | None:
         """None while running; otherwise the exit status (negative: killed by that signal)."""
         raise NotImplementedError

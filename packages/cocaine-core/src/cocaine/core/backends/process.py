@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 
 from cocaine.core.backends import Backend, WorkerHandle
 from cocaine.core.languages import WorkerSpec
@@ -23,6 +22,9 @@ class ProcessHandle(WorkerHandle):
 
     def exit_fd(self) -> int | None:
         return self._pidfd
+
+    def output_fds(self) -> dict[str, int]:
+        return {"stdout": self.proc.stdout.fileno(), "stderr": self.proc.stderr.fileno()}
 
     def returncode(self) -> int | None:
         return self.proc.poll()
@@ -43,6 +45,9 @@ class ProcessHandle(WorkerHandle):
 
     def close(self) -> None:
         self.proc.poll()
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
         if self._pidfd is not None:
             os.close(self._pidfd)
             self._pidfd = None
@@ -58,8 +63,9 @@ class ProcessBackend(Backend):
             spec.argv,
             env=env,
             stdin=subprocess.DEVNULL,
-            # A worker's prints land in the daemon's log stream rather than a terminal.
-            stdout=sys.stderr.fileno(),
+            # Read by the engine line by line, and logged and published as the worker's (monitor.py).
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             # Its own session: a Ctrl-C at the daemon's terminal is the daemon's to handle.
             start_new_session=True,
             close_fds=True,

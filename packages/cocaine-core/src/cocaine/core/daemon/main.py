@@ -17,7 +17,7 @@ import threading
 
 import zmq
 
-from cocaine.core import __version__
+from cocaine.core import __version__, logs
 from cocaine.core.daemon.node import Node
 from cocaine.core.errors import CocaineError
 from cocaine.core.management import protocol
@@ -46,6 +46,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="management endpoint, repeatable (default: tcp://*:5000)")
     parser.add_argument("--runtime-dir", help="folder for ipc sockets (default: under $XDG_RUNTIME_DIR or /tmp)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-format", default="text", choices=logs.FORMATS,
+                        help="text: one greppable line per record; json: one JSON object per line")
+    parser.add_argument("--metrics", metavar="HOST:PORT",
+                        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: off)")
     parser.add_argument("--stop-timeout", type=float, default=10.0,
                         help="seconds workers get to exit when an app stops (default: %(default)s)")
     parser.add_argument("--version", action="version", version=f"cocained {__version__}")
@@ -65,6 +69,7 @@ class Daemon:
                          instance=args.instance, zmq_context=self.context, stop_timeout=args.stop_timeout)
         self.sockets: list[zmq.Socket] = []
         self._signals: list[int] = []
+        self.metrics = None
 
     def bind(self, endpoints: list[str]) -> None:
         for endpoint in endpoints:
@@ -77,6 +82,12 @@ class Daemon:
                 sock.close()
                 raise CocaineError(f"--management {endpoint}: cannot bind: {e.strerror}") from e
             self.sockets.append(sock)
+
+    def serve_metrics(self, address: str) -> None:
+        from cocaine.core.daemon.metrics import MetricsServer  # prometheus_client only when asked for
+
+        self.metrics = MetricsServer(self.node, address)
+        log.info("serving Prometheus metrics at http://%s/metrics", address)
 
     def serve(self) -> None:
         wake_r, wake_w = os.pipe()
@@ -123,6 +134,8 @@ class Daemon:
                 log.warning("cannot answer a management client: %s", e.strerror)
 
     def close(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
         self.node.stop_all()
         for sock in self.sockets:
             sock.close(0)
@@ -138,11 +151,12 @@ class Daemon:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.management = args.management or ["tcp://*:5000"]
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(args.log_level, args.log_format)
     try:
         daemon = Daemon(args)
         daemon.bind(args.management)
+        if args.metrics:
+            daemon.serve_metrics(args.metrics)
     except CocaineError as e:
         log.error("%s", e)
         return 2

@@ -27,30 +27,38 @@ class TaskStats:
         self.succeeded = 0
         self.failed: Counter[int] = Counter()
         self.latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self.latency_sum = 0.0  # seconds, over every finished job (a Prometheus summary's _sum)
 
     def finished(self, job: Job, code: int | None) -> None:
         if code is None:
             self.succeeded += 1
         else:
             self.failed[code] += 1
-        self.latencies.append(time.monotonic() - job.accepted_at)
+        latency = time.monotonic() - job.accepted_at
+        self.latencies.append(latency)
+        self.latency_sum += latency
 
     def snapshot(self) -> dict[str, Any]:
-        ordered = sorted(self.latencies)
-
-        def percentile(p: float) -> float | None:
-            if not ordered:
-                return None
-            return round(ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000, 3)
-
         return {
             "accepted": self.accepted,
             "rejected": self.rejected,
             "succeeded": self.succeeded,
             "failed": sum(self.failed.values()),
             "failed-by-code": {str(code): n for code, n in sorted(self.failed.items())},
-            "latency-ms": {"p50": percentile(0.5), "p90": percentile(0.9), "p99": percentile(0.99)},
+            "latency-ms": percentiles(self.latencies),
         }
+
+
+def percentiles(latencies) -> dict[str, float | None]:
+    """p50, p90 and p99 in milliseconds of some latencies in seconds (None for none)."""
+    ordered = sorted(latencies)
+
+    def at(p: float) -> float | None:
+        if not ordered:
+            return None
+        return round(ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000, 3)
+
+    return {"p50": at(0.5), "p90": at(0.9), "p99": at(0.99)}
 
 
 class TaskContext:

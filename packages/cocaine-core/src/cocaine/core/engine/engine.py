@@ -19,6 +19,7 @@ import zmq
 
 from cocaine.core.engine.context import TaskContext
 from cocaine.core.engine.job import Job
+from cocaine.core.engine.monitor import Monitor, read_rss
 from cocaine.core.engine.pool import WorkerPool
 from cocaine.core.engine.pubsub import Publisher
 from cocaine.core.engine.reactor import Reactor
@@ -55,6 +56,7 @@ class Engine:
         self.generation = 0
         self.broken = False  # since a worker failed to start, until one starts
         self.publisher: Publisher | None = None
+        self.monitor = Monitor(self)  # statistics, worker events and worker logs on pubsub
         self._stopped: Future | None = None
         self._closing_pools: set = set()
 
@@ -75,7 +77,7 @@ class Engine:
     def reload(self, manifest: Manifest, timeout: float = 10.0) -> dict[str, Any]:
         """Switch to ``manifest`` without dropping work: new jobs go to a new generation of workers,
         running ones finish on the old. Only for a manifest whose tasks and pubsub are unchanged."""
-        return self._call(self._reload, manifest, timeout=timeout)
+        return with_memory(self._call(self._reload, manifest, timeout=timeout))
 
     def can_reload_in_place(self, manifest: Manifest) -> bool:
         def tasks(m: Manifest):
@@ -107,7 +109,13 @@ class Engine:
     def info(self, timeout: float = 5.0) -> dict[str, Any]:
         if self.state not in ("running", "stopping"):
             return {"running": False, "state": self.state}
-        return self._call(self._info, timeout=timeout)
+        return with_memory(self._call(self._info, timeout=timeout))
+
+    def metrics(self, timeout: float = 2.0) -> dict[str, Any] | None:
+        """A copy of the figures the Prometheus endpoint shows (None unless the app runs)."""
+        if self.state not in ("running", "stopping"):
+            return None
+        return self._call(self.monitor.snapshot, timeout=timeout)
 
     def _call(self, fn, *args, timeout: float):
         future: Future = Future()
@@ -147,6 +155,7 @@ class Engine:
             return
         self.state = "running"
         self.started_at = time.time()
+        self.monitor.start()
         self.publisher.event("started", {"generation": self.generation})
         log.info("app %s: started with tasks %s", self.app, ", ".join(self.drivers))
         started.set_result(None)
@@ -165,6 +174,7 @@ class Engine:
             if not worker.jobs:
                 old.ask_to_exit(worker, "reload")
         self._retire_old_pools()
+        self.monitor.start()  # the stats interval may have changed
         self.publisher.event("reloaded", {"generation": self.generation})
         self.dispatch()
         return self._info()
@@ -204,6 +214,7 @@ class Engine:
         self._closing_pools.discard(pool)
         if self._closing_pools:
             return
+        self.monitor.stop()
         self.publisher.event("stopped", {})
         self._release_drivers()
         self.state = "stopped"
@@ -224,7 +235,7 @@ class Engine:
     def _retire_old_pools(self) -> None:
         for pool in list(self.old_pools):
             if not pool.running_jobs() and not pool.closing:
-                pool.close(CLOSE_GRACE, lambda pool=pool: self.old_pools.remove(pool))
+                pool.close(CLOSE_GRACE, lambda pool=pool: self.old_pools.remove(pool), reason="reload")
 
     # -- jobs -------------------------------------------------------------------------------------
     def submit(self, context: TaskContext, body: bytes | None, meta: dict, responder, *,
@@ -267,8 +278,11 @@ class Engine:
             queue.appendleft(job)
         else:
             queue.append(job)
-        if len(queue) > self.queue_peak:
-            self.queue_peak = len(queue)
+        depth = len(queue)
+        if depth > self.monitor.queue_peak:  # the peak of this stats interval, never above the all-time one
+            self.monitor.queue_peak = depth
+            if depth > self.queue_peak:
+                self.queue_peak = depth
         self.dispatch()
 
     def dispatch(self) -> None:
@@ -341,14 +355,23 @@ class Engine:
         self._deadline_timer = self.reactor.call_at(deadlines[0][0], self._expire) if deadlines else None
 
     # -- info -------------------------------------------------------------------------------------
+    def public_state(self) -> str:
+        """The state ``info`` shows: ``broken`` while no worker can start, else the engine's state."""
+        pool = self.pool
+        broken = pool.broken_reason is not None and not any(w.ready for w in pool.workers.values())
+        return "broken" if broken else self.state
+
+    def running_jobs(self) -> int:
+        return self.pool.running_jobs() + sum(p.running_jobs() for p in self.old_pools)
+
     def _info(self) -> dict[str, Any]:
         pool = self.pool
         contexts = self.contexts.values()
-        broken = pool.broken_reason is not None and not any(w.ready for w in pool.workers.values())
         busy = pool.busy()
+        now = time.monotonic()
         return {
             "running": True,
-            "state": "broken" if broken else self.state,
+            "state": self.public_state(),
             "broken-reason": pool.broken_reason,
             "type": self.manifest.type,
             "args": self.manifest.args,
@@ -356,6 +379,7 @@ class Engine:
             "uptime": round(time.time() - self.started_at, 3),
             "engine": self.manifest.engine.to_json(),
             "pubsub": self.manifest.pubsub,
+            "stats-interval": self.manifest.stats_interval,
             "pool": {
                 "total": pool.total,
                 "busy": busy,
@@ -366,10 +390,16 @@ class Engine:
                 "generation": self.generation,
                 "spawned": pool.spawned,
                 "spawn-failures": pool.spawn_failures,
+                "spawned-total": self.monitor.spawned,
+                "exits": dict(self.monitor.exits),
+                "workers": [{"id": w.id, "pid": w.handle.pid, "generation": p.generation,
+                             "state": "busy" if w.jobs else "idle" if w.ready else "starting",
+                             "jobs": len(w.jobs), "uptime": round(now - w.spawned_at, 3)}
+                            for p in (pool, *self.old_pools) for w in p.workers.values()],
             },
             "queue": {"depth": len(self.queue), "peak": self.queue_peak, "limit": self.manifest.engine.queue_limit},
             "jobs": {
-                "running": pool.running_jobs() + sum(p.running_jobs() for p in self.old_pools),
+                "running": self.running_jobs(),
                 "accepted": sum(c.stats.accepted for c in contexts),
                 "succeeded": sum(c.stats.succeeded for c in contexts),
                 "failed": sum(sum(c.stats.failed.values()) for c in contexts),
@@ -378,3 +408,16 @@ class Engine:
             "tasks": {name: {"type": driver.name, **driver.info(), "stats": self.contexts[name].stats.snapshot()}
                       for name, driver in self.drivers.items()},
         }
+
+
+def with_memory(info: dict[str, Any]) -> dict[str, Any]:
+    """Add each process worker's resident memory (and the pool's total) to ``info``, from /proc.
+    Done by the caller, off the engine's reactor."""
+    pool = info.get("pool")
+    if pool:
+        total = 0
+        for worker in pool["workers"]:
+            worker["memory-rss"] = rss = read_rss(worker["pid"])
+            total += rss or 0
+        pool["memory-rss"] = total
+    return info

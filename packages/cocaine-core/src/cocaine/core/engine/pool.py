@@ -19,6 +19,8 @@ import zmq
 
 from cocaine.core import protocol
 from cocaine.core.backends import Backend, WorkerHandle
+from cocaine.core.engine import monitor
+from cocaine.core.engine.monitor import WorkerOutput
 from cocaine.core.errors import Code, ProtocolError
 from cocaine.core.languages import Language
 from cocaine.core.manifest import EngineConfig
@@ -41,7 +43,7 @@ _pool_numbers = itertools.count(1)
 
 class Worker:
     __slots__ = ("id", "identity", "handle", "jobs", "ready", "last_seen", "spawned_at", "idle_since",
-                 "last_error", "retiring")
+                 "last_error", "retiring", "exit_reason", "output")
 
     def __init__(self, worker_id: str, handle: WorkerHandle) -> None:
         self.id = worker_id
@@ -52,6 +54,12 @@ class Worker:
         self.spawned_at = self.last_seen = self.idle_since = time.monotonic()
         self.last_error: str | None = None  # the last error the worker logged (a failed import, say)
         self.retiring: str | None = None  # why it was asked to exit, once it was
+        self.exit_reason: str | None = None  # one of monitor's reasons, once it is on its way out
+        self.output: WorkerOutput | None = None  # its stdout and stderr, for a process
+
+
+#: ask_to_exit's reasons as the exit reasons that monitoring reports.
+EXIT_REASONS = {"idle": monitor.IDLE, "reload": monitor.RELOAD, "engine stopping": monitor.STOPPING}
 
 
 def describe_exit(returncode: int | None) -> str:
@@ -172,7 +180,11 @@ class WorkerPool:
         fd = handle.exit_fd()
         if fd is not None:
             self.reactor.add_reader(fd, lambda: self._on_exit(worker))
+        fds = handle.output_fds()
+        if fds:
+            worker.output = WorkerOutput(self.engine.monitor, self.reactor, worker_id, fds)
         log.info("app %s: worker %s started%s", self.app, worker_id, f" (pid {handle.pid})" if handle.pid else "")
+        self.engine.monitor.worker_spawned(self, worker)
         return True
 
     def _start_failed(self, reason: str) -> None:
@@ -257,9 +269,11 @@ class WorkerPool:
             return True
         if kind == protocol.HELLO:
             if message[1] != protocol.VERSION:
-                self.retire(worker, Code.SERVER, f"speaks protocol version {message[1]}, not {protocol.VERSION}")
+                self.retire(worker, Code.SERVER, f"speaks protocol version {message[1]}, not {protocol.VERSION}",
+                            cause=monitor.PROTOCOL_ERROR)
                 return False
             worker.ready = True
+            self.engine.monitor.worker_ready(self, worker)
             self.failed_in_a_row = 0
             self.broken_reason = None
             self.engine.on_worker_ready(self)
@@ -269,8 +283,8 @@ class WorkerPool:
         if kind == protocol.LOG:
             level, text = message[1], message[2]
             if level >= logging.ERROR:
-                worker.last_error = text
-            log.log(level, "app %s: worker %s: %s", self.app, worker.id, text)
+                worker.last_error = text.partition("\n")[0]  # a traceback's summary comes first
+            self.engine.monitor.worker_log(worker.id, level, text)
             return False
         log.warning("app %s: worker %s sent unknown message type %r", self.app, worker.id, kind)
         return False
@@ -290,10 +304,12 @@ class WorkerPool:
             elif not worker.ready:
                 if now - worker.spawned_at > config.startup_timeout:
                     self.retire(worker, Code.UNAVAILABLE,
-                                f"did not say hello within startup-timeout ({config.startup_timeout:g} s)")
+                                f"did not say hello within startup-timeout ({config.startup_timeout:g} s)",
+                                cause=monitor.STARTUP_FAILURE)
             elif now - worker.last_seen > config.heartbeat_timeout:
                 self.retire(worker, Code.TIMEOUT,
-                            f"did not answer within heartbeat-timeout ({config.heartbeat_timeout:g} s)")
+                            f"did not answer within heartbeat-timeout ({config.heartbeat_timeout:g} s)",
+                            cause=monitor.HEARTBEAT_TIMEOUT)
             elif not worker.jobs and idle_spare > 0 and now - worker.idle_since > config.idle_timeout:
                 idle_spare -= 1
                 self.ask_to_exit(worker, "idle")
@@ -310,6 +326,8 @@ class WorkerPool:
     def _on_exit(self, worker: Worker) -> None:
         # Read what it said before exiting (a failed import's reason) before giving up on it.
         self._on_readable()
+        if worker.output is not None:
+            worker.output.drain()
         if self.workers.get(worker.identity) is worker:
             self.retire(worker, Code.SERVER, describe_exit(worker.handle.returncode()))
         self._forget(worker)
@@ -319,15 +337,19 @@ class WorkerPool:
         if self.workers.pop(worker.identity, None) is None:
             return
         worker.retiring = reason
+        worker.exit_reason = worker.exit_reason or EXIT_REASONS.get(reason, reason)
         self.exiting[worker.identity] = worker
         self._send(worker, protocol.terminate(reason))
         log.info("app %s: worker %s asked to exit (%s)", self.app, worker.id, reason)
 
-    def retire(self, worker: Worker, code: int, reason: str) -> None:
-        """Give up on a worker now: kill it, answer its jobs with an error, let the engine replace it."""
+    def retire(self, worker: Worker, code: int, reason: str, cause: str = monitor.CRASH) -> None:
+        """Give up on a worker now: kill it, answer its jobs with an error, let the engine replace it.
+        ``cause`` is the exit reason published (a worker that never said hello failed to start)."""
         known = self.workers.pop(worker.identity, None) or self.exiting.pop(worker.identity, None)
         if known is None:
             return
+        if worker.exit_reason is None:
+            worker.exit_reason = cause if worker.ready else monitor.STARTUP_FAILURE
         self.outbox.pop(worker, None)
         if worker.handle.returncode() is None:
             self._send(worker, protocol.terminate(reason))  # a thread backend's worker can only be told
@@ -348,7 +370,8 @@ class WorkerPool:
         """The worker has exited: release what its handle holds."""
         if worker.handle.returncode() is None:
             return
-        self.exiting.pop(worker.identity, None)
+        if self.exiting.pop(worker.identity, None) is not None:
+            self._gone(worker)
         fd = worker.handle.exit_fd()
         if fd is not None:
             self.reactor.remove_reader(fd)
@@ -356,14 +379,19 @@ class WorkerPool:
         if self.closing and not self.workers and not self.exiting:
             self._closed()
 
+    def _gone(self, worker: Worker) -> None:
+        if worker.output is not None:
+            worker.output.close()
+        self.engine.monitor.worker_exited(self, worker, describe_exit(worker.handle.returncode()))
+
     # -- closing ----------------------------------------------------------------------------------
-    def close(self, grace: float, on_closed: Callable[[], None]) -> None:
+    def close(self, grace: float, on_closed: Callable[[], None], reason: str = "engine stopping") -> None:
         """Ask every worker to exit, kill those still there after ``grace`` seconds, then release the
         socket and call ``on_closed``. Jobs still running are the caller's to answer first."""
         self.closing = True
         self._on_closed = on_closed
         for worker in list(self.workers.values()):
-            self.ask_to_exit(worker, "engine stopping")
+            self.ask_to_exit(worker, reason)
         self.flush()
         self.reactor.call_later(grace, self._kill_remaining)
         if not self.exiting:
@@ -380,6 +408,7 @@ class WorkerPool:
                 if worker.handle.returncode() is None:
                     log.warning("app %s: worker %s abandoned at shutdown", self.app, worker.id)
                 self.exiting.pop(worker.identity, None)
+                self._gone(worker)
                 worker.handle.close()
             self._closed()
 

@@ -1,0 +1,102 @@
+"""The app's log lines, sent to the engine as protocol ``log`` messages (docs/protocol.md).
+
+An app logs with the standard :mod:`logging` module; the worker forwards every record (INFO and up
+unless the app sets another level) with its level, and the engine logs it and publishes it on the
+app's pubsub endpoint, attributed to the app and the worker (docs/pubsub.md). What an app prints to
+stdout or stderr is captured by the engine from the process's pipes instead.
+
+A handler that raises is reported the same way, once: one ``log`` message at ERROR whose first line
+is the summary and whose further lines are the traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+
+import zmq
+
+from cocaine.core import logs, protocol
+from cocaine.core.transport import NOBLOCK
+
+#: Logger names not worth repeating in front of the message.
+_ANONYMOUS = ("root", "cocaine_app_")
+
+
+def app_error(job: int, task: str, error: BaseException) -> bytes:
+    """The ``log`` message for a handler that raised (call it in the ``except`` block)."""
+    return protocol.log(logging.ERROR, f"task {task!r} job {job} failed: {type(error).__name__}: {error}\n"
+                                       f"{traceback.format_exc().rstrip()}")
+
+
+def load_failure(path: str, error: BaseException) -> bytes:
+    """The ``log`` message of a worker whose app cannot load: the summary (which the engine shows as
+    the app's broken reason), then the traceback."""
+    return protocol.log(logging.ERROR, f"cannot load {path}: {type(error).__name__}: {error}\n"
+                                       f"{traceback.format_exc().rstrip()}")
+
+
+class LogForwarder(logging.Handler):
+    """Sends log records to the engine over the worker's socket.
+
+    The socket belongs to the thread that serves it, so only that thread sends; records from other
+    threads wait in :attr:`pending` until the worker's loop collects them (:meth:`collect`).
+    """
+
+    def __init__(self, sock: zmq.Socket) -> None:
+        super().__init__()
+        self.sock = sock
+        self.owner = threading.get_ident()
+        self.pending: list[bytes] = []
+        self._pending_lock = threading.Lock()
+
+    @classmethod
+    def install(cls, sock: zmq.Socket, *, own_process: bool) -> LogForwarder:
+        """Forward the records of the whole process (a process worker, whose root logger goes to INFO)
+        or, in a thread worker inside the daemon, of the calling thread only."""
+        forwarder = cls(sock)
+        root = logging.getLogger()
+        if own_process:
+            root.setLevel(logging.INFO)
+        else:
+            forwarder.addFilter(lambda record: record.thread == forwarder.owner)
+            logs.claim_thread()  # the daemon's own log handler leaves this thread's records to us
+        root.addHandler(forwarder)
+        return forwarder
+
+    def uninstall(self) -> None:
+        logging.getLogger().removeHandler(self)
+        if self.owner == threading.get_ident():
+            logs.release_thread()
+        self.close()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            frame = protocol.log(record.levelno, self.text(record))
+            if threading.get_ident() == self.owner:
+                self.sock.send(frame, NOBLOCK)
+            else:
+                with self._pending_lock:
+                    self.pending.append(frame)
+        except zmq.Again:
+            pass  # the engine is not reading: a log line is not worth blocking the app for
+        except Exception:  # noqa: BLE001 - logging never raises into the app
+            self.handleError(record)
+
+    def collect(self) -> list[bytes]:
+        """The records other threads logged since the last call, for the loop to send."""
+        with self._pending_lock:
+            pending, self.pending = self.pending, []
+        return pending
+
+    @staticmethod
+    def text(record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if not record.name.startswith(_ANONYMOUS):
+            message = f"{record.name}: {message}"
+        if record.exc_info:
+            message = f"{message}\n{''.join(traceback.format_exception(*record.exc_info)).rstrip()}"
+        if record.stack_info:
+            message = f"{message}\n{record.stack_info}"
+        return message
