@@ -192,3 +192,39 @@ def python_app(tmp: Path, source: str, name: str = "app.py") -> str:
 def manifest(args: str, tasks: dict, **engine) -> dict:
     engine = {k.replace("_", "-"): v for k, v in engine.items()}
     return {"type": "python", "args": args, "engine": engine, "tasks": tasks}
+
+
+class Subscriber:
+    """A SUB socket on an app's pubsub endpoint that keeps every message it receives, so a test can
+    wait for messages in any order (a worker's stdout and its protocol log travel different ways)."""
+
+    def __init__(self, context: zmq.Context, address: str, *topics: bytes) -> None:
+        self.sock = context.socket(zmq.SUB)
+        self.sock.linger = 0
+        for topic in topics or (b"",):
+            self.sock.subscribe(topic)
+        self.sock.connect(address)
+        self.kept: list[tuple[str, dict, list[bytes]]] = []
+
+    def wait(self, prefix: str, where=lambda meta: True, timeout: float = 15.0) -> tuple[str, dict, list[bytes]]:
+        """The first message (kept or new) whose topic starts with ``prefix`` and whose meta passes
+        ``where``; it is consumed. Fails the test at the deadline, listing the topics seen."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, (topic, meta, payload) in enumerate(self.kept):
+                if topic.startswith(prefix) and where(meta):
+                    del self.kept[i]
+                    return topic, meta, payload
+            left = deadline - time.monotonic()
+            if left <= 0 or not self.sock.poll(int(left * 1000)):
+                seen = sorted({topic for topic, _, _ in self.kept})
+                raise AssertionError(f"no {prefix!r} message within {timeout} s; kept: {seen}")
+            while True:
+                try:
+                    topic, meta, *payload = self.sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self.kept.append((topic.decode(), json.loads(meta), payload))
+
+    def close(self) -> None:
+        self.sock.close(0)

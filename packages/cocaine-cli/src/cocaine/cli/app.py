@@ -1,4 +1,5 @@
-"""``cocaine-admin``: the command line of the management protocol (create, delete, reload, info).
+"""``cocaine-admin``: the command line of the management protocol (create, delete, reload, info), and
+monitoring: ``tail`` (an app's pubsub stream), ``call`` (one request to a task), ``top`` (a live view).
 
 Exit statuses: 0 success; 1 the daemon reported an error (for the request or for any app) or the
 manifest file is unusable; 2 a bad command line; 3 no answer from the daemon within ``--timeout``.
@@ -17,11 +18,12 @@ from typing import Annotated, Any
 
 import typer
 
-from cocaine.cli import __version__
+from cocaine.cli import __version__, calls, tail as tailing, top as live
 from cocaine.cli.client import DEFAULT_ENDPOINT, DEFAULT_TIMEOUT, ManagementClient
+from cocaine.cli.endpoints import connectable
 from cocaine.cli.errors import FAILED, CliError, RequestFailed
 from cocaine.cli.manifest import load_manifest
-from cocaine.cli.output import PROG, Output, app_errors, request_error
+from cocaine.cli.output import PROG, Output, app_errors, event_json, format_event, request_error, write_chunk
 
 DEBUG_VARIABLE = "COCAINE_DEBUG"
 
@@ -142,6 +144,98 @@ def info(ctx: typer.Context,
          names: Annotated[list[str] | None, typer.Argument(metavar="NAME")] = None) -> None:
     """Show the node and its apps' state and statistics (every app, or the ones named)."""
     request(ctx, "info", names or None)
+
+
+def app_info(session: Session, name: str) -> dict[str, Any]:
+    """One app's ``info``; a CliError if the daemon refuses or does not know the app."""
+    reply = session.client.request("info", [name])
+    error = request_error(reply)
+    if error is not None:
+        raise RequestFailed(f"{session.client.endpoint} refused the request: {error}")
+    info = (reply.get("apps") or {}).get(name)
+    if not isinstance(info, dict) or ("error" in info and "state" not in info):
+        raise RequestFailed(f"{name}: {info.get('error') if isinstance(info, dict) else 'no such app'}")
+    return info
+
+
+@app.command()
+def tail(ctx: typer.Context,
+         name: Annotated[str, typer.Argument(metavar="APP", help="The app whose stream to follow.")],
+         topics: Annotated[list[str] | None, typer.Option(
+             "--topic", metavar="PREFIX",
+             help="Only topics starting with PREFIX (repeatable), e.g. '@log', '@worker', 'tick '.")] = None,
+         count: Annotated[int | None, typer.Option(
+             min=1, metavar="N", help="Exit after N messages.")] = None,
+         connect: Annotated[str | None, typer.Option(
+             metavar="ENDPOINT", help="Connect here instead of the app's pubsub endpoint as info shows it.")] = None,
+         ) -> None:
+    """Follow an app's pubsub stream: results, statistics, worker events and log lines (Ctrl-C stops).
+
+    One readable line per message; with --json, one JSON object per line:
+    {"topic": ..., "meta": {...}, "payload": [...]}.
+    """
+    session: Session = ctx.obj
+    with reported():
+        if connect is None:
+            endpoint = app_info(session, name).get("pubsub")
+            if not endpoint:
+                raise CliError(f"{name}: the app has no pubsub endpoint (manifest key pubsub.endpoint)")
+            connect = connectable(endpoint, session.client.endpoint)
+        try:
+            for topic, meta, payload in tailing.follow(connect, topics or [], count):
+                if session.output.json_mode:
+                    print(event_json(topic, meta, payload), flush=True)
+                else:
+                    print("\n".join(format_event(topic, meta, payload)), flush=True)
+        except KeyboardInterrupt:
+            pass
+
+
+@app.command()
+def call(ctx: typer.Context,
+         name: Annotated[str, typer.Argument(metavar="APP")],
+         task: Annotated[str, typer.Argument(metavar="TASK")],
+         data: Annotated[str, typer.Argument(
+             metavar="[DATA|-]", help="The request body; - reads it from stdin. Default: empty.")] = "",
+         ) -> None:
+    """Send one request to an app's task and write the response to stdout as it arrives.
+
+    Works with tasks served by a zeromq-server. An error reply exits 1 with its code and message;
+    no reply within --timeout exits 3.
+    """
+    session: Session = ctx.obj
+    with reported():
+        detail = (app_info(session, name).get("tasks") or {}).get(task)
+        if detail is None:
+            raise CliError(f"{name} has no task {task!r}")
+        caller = calls.caller_for(detail.get("type", ""))
+        if caller is None or "endpoint" not in detail:
+            known = ", ".join(sorted(calls.CALLERS))
+            raise CliError(f"{name} {task}: a {detail.get('type')} task takes no requests (call works with {known})")
+        body = sys.stdin.buffer.read() if data == "-" else data.encode()
+        endpoint = connectable(detail["endpoint"], session.client.endpoint)
+        try:
+            for chunk in caller(endpoint, body, session.client.timeout):
+                write_chunk(chunk)
+        except CliError as e:
+            e.args = (f"call {name} {task}: {e}",)
+            raise
+
+
+@app.command()
+def top(ctx: typer.Context,
+        interval: Annotated[float, typer.Option(
+            callback=_check_timeout, metavar="SECONDS", help="Seconds between refreshes.")] = 1.0,
+        ) -> None:
+    """A live view of the node: apps, workers, queues, requests/s with history, latency, errors.
+
+    Press q (or Ctrl-C) to quit. When stdout is not a terminal, prints one view and exits.
+    """
+    session: Session = ctx.obj
+    with reported():
+        # A poll must not hold the screen (and the q key) for long when the daemon does not answer.
+        client = ManagementClient(session.client.endpoint, min(session.client.timeout, max(interval, 1.0)))
+        live.run(client, interval)
 
 
 def main(argv: list[str] | None = None) -> None:

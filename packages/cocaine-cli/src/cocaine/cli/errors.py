@@ -38,3 +38,12 @@ class BadReply(CliError, ValueError):
 
 class RequestFailed(CliError):
     """The daemon answered with an error, for the whole request or for some of its apps."""
+
+
+class CallFailed(CliError):
+    """The app answered a request with an error code and message."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(f"error {code}: {message}")
+        self.code = code
+        self.message = message

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
+import time
 from typing import Any
 
 PROG = "cocaine-admin"
@@ -179,3 +181,141 @@ def duration(seconds: float) -> str:
 
 def plural(n: Any, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+# -- tail: pubsub messages ------------------------------------------------------------------------
+#: Meta fields every message carries, left out of the human form (tail follows one app).
+COMMON_FIELDS = ("node", "app", "timestamp")
+
+
+def event_json(topic: str, meta: dict[str, Any], payload: list[bytes]) -> str:
+    """One JSON line: ``{"topic", "meta", "payload"}``; payload frames as UTF-8 strings, or all of
+    them in base64 with ``"payload-encoding": "base64"`` when one is not UTF-8."""
+    entry: dict[str, Any] = {"topic": topic, "meta": meta}
+    try:
+        entry["payload"] = [frame.decode() for frame in payload]
+    except UnicodeDecodeError:
+        entry["payload"] = [base64.b64encode(frame).decode() for frame in payload]
+        entry["payload-encoding"] = "base64"
+    return json.dumps(entry, ensure_ascii=False)
+
+
+def format_event(topic: str, meta: dict[str, Any], payload: list[bytes]) -> list[str]:
+    """A pubsub message as lines for a terminal: the time, the topic, what happened."""
+    head = f"{clock(meta.get('timestamp'))}  {topic}"
+    family, _, event = topic.partition(" ")
+    if topic == "@stats":
+        return [f"{head}  {format_stats(meta)}"]
+    if family == "@log":
+        first, *rest = str(meta.get("message", "")).split("\n")
+        indent = " " * (len(head) + 2)
+        return [f"{head}  {meta.get('worker', '?')} [{meta.get('stream', 'log')}]  {first}",
+                *(indent + line for line in rest)]
+    if event == "error" and not family.startswith("@") and payload:
+        try:
+            error = json.loads(payload[0])
+            return [f"{head}  {error['code']} {error['message']}"]
+        except (ValueError, KeyError, TypeError):
+            pass
+    details = "  ".join(f"{key}={value}" for key, value in meta.items()
+                        if key not in COMMON_FIELDS and value is not None)
+    text = payload_text(payload)
+    return ["  ".join(part for part in (head, details, text) if part)]
+
+
+def format_stats(stats: dict[str, Any]) -> str:
+    pool, queue = stats.get("pool", {}), stats.get("queue", {})
+    parts = [f"workers {pool.get('total', 0)}/{pool.get('limit', '?')} ({pool.get('busy', 0)} busy)",
+             f"queue {queue.get('depth', 0)}/{queue.get('limit', '?')} (peak {queue.get('peak', 0)})"]
+    if pool.get("memory-rss"):
+        parts.append(size(pool["memory-rss"]))
+    for task, figures in sorted(stats.get("tasks", {}).items()):
+        if not (figures.get("accepted") or figures.get("failed") or figures.get("rejected")):
+            continue
+        ms = figures.get("latency-ms") or {}
+        parts.append(f"{task}: {figures.get('throughput', 0):g}/s, {figures.get('succeeded', 0)} ok, "
+                     f"{figures.get('failed', 0)} failed, {figures.get('rejected', 0)} rejected, "
+                     f"p50 {milliseconds(ms.get('p50'))}, p99 {milliseconds(ms.get('p99'))}")
+    return "  ".join(parts)
+
+
+def payload_text(payload: list[bytes]) -> str:
+    data = b"".join(payload)
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        return f"<{len(data)} bytes>"
+    return text if text.isprintable() else repr(text)
+
+
+def clock(timestamp: Any) -> str:
+    if not isinstance(timestamp, (int, float)):
+        return "--:--:--.---"
+    return time.strftime("%H:%M:%S", time.localtime(timestamp)) + f".{int(timestamp * 1000) % 1000:03d}"
+
+
+def size(n: Any) -> str:
+    if not isinstance(n, (int, float)):
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return "-"  # unreachable
+
+
+# -- call: the response -------------------------------------------------------------------------
+def write_chunk(chunk: bytes) -> None:
+    """A response chunk to stdout as it arrives, unchanged (it may be binary)."""
+    sys.stdout.buffer.write(chunk)
+    sys.stdout.buffer.flush()
+
+
+# -- top: the live view -------------------------------------------------------------------------
+SPARKS = " ▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float], width: int) -> str:
+    """The last ``width`` values as bars scaled to their maximum."""
+    values = values[-width:]
+    top = max(values, default=0)
+    if top <= 0:
+        return (SPARKS[1] * len(values)).rjust(width)
+    return "".join(SPARKS[max(1, round(v / top * (len(SPARKS) - 1)))] if v > 0 else SPARKS[1]
+                   for v in values).rjust(width)
+
+
+def rate(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.0f}" if value >= 100 else f"{value:.1f}"
+
+
+def top_view(node: dict[str, Any], rows: list, error: str | None, endpoint: str):
+    """The screen of ``top``: a header line and one table row per app and per task (a rich renderable)."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    head = Text(format_node(node) if node else f"node at {endpoint}", style="bold")
+    head.append(f"   {time.strftime('%H:%M:%S')}   q: quit", style="dim")
+    table = Table(box=None, pad_edge=False, header_style="bold reverse", expand=False)
+    for title, justify in (("APP / TASK", "left"), ("STATE", "left"), ("WORKERS", "right"), ("QUEUE", "right"),
+                           ("REQ/S", "right"), ("HISTORY", "left"), ("P50", "right"), ("P99", "right"),
+                           ("ERRORS", "right"), ("MEMORY", "right")):
+        table.add_column(title, justify=justify, no_wrap=True)
+    for row in rows:
+        errors = Text(str(row.failed))
+        if row.failing:
+            errors.append(f" +{rate(row.failing)}/s", style="bold red")
+        state_style = {"running": "green", "broken": "bold red", "failed": "bold red"}.get(row.state, "")
+        table.add_row(
+            Text(f"  {row.task}" if row.task else row.app, style="" if row.task else "bold"),
+            Text(row.state, style=state_style if not row.task else "dim"),
+            row.workers, row.queue, rate(row.rate), Text(sparkline(row.history, 20), style="cyan"),
+            milliseconds(row.p50) if row.task else "", milliseconds(row.p99) if row.task else "",
+            errors, size(row.memory) if row.memory else "")
+    parts = [head, table if rows else Text("no apps", style="dim")]
+    if error:
+        parts.append(Text(f"{PROG}: {error}", style="bold red"))
+    return Group(*parts)

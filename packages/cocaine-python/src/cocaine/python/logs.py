@@ -25,9 +25,13 @@ _ANONYMOUS = ("root", "cocaine_app_")
 
 
 def app_error(job: int, task: str, error: BaseException) -> bytes:
-    """The ``log`` message for a handler that raised (call it in the ``except`` block)."""
-    return protocol.log(logging.ERROR, f"task {task!r} job {job} failed: {type(error).__name__}: {error}\n"
-                                       f"{traceback.format_exc().rstrip()}")
+    """The ``log`` message for a handler that raised: its traceback from the app's own frames on
+    (the runtime's frame that called the handler is left out)."""
+    tb = error.__traceback__
+    if tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    text = "".join(traceback.format_exception(type(error), error, tb)).rstrip()
+    return protocol.log(logging.ERROR, f"task {task!r} job {job} failed: {type(error).__name__}: {error}\n{text}")
 
 
 def load_failure(path: str, error: BaseException) -> bytes:

@@ -1,0 +1,49 @@
+"""``cocaine-admin call``: send one request to an app's task and yield the response chunks.
+
+One function per driver that serves requests, in :data:`CALLERS` under the driver's name. Each takes
+the task's connectable endpoint, the request body and a timeout, and yields the response chunks as
+they arrive; it raises :class:`CallFailed` for an error reply and :class:`Unreachable` when nothing
+comes back in time. A driver whose replies stream (``native-server``) adds its function here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import zmq
+
+from cocaine.cli.errors import BadReply, CallFailed, Unreachable
+
+Caller = Callable[[str, bytes, float], Iterator[bytes]]
+
+
+def zeromq_server(endpoint: str, body: bytes, timeout: float) -> Iterator[bytes]:
+    """``zeromq-server`` (docs/drivers.md): one message out, one reply ``[ok, *chunks]`` or
+    ``[error, code, message]`` back, so the chunks arrive together."""
+    context = zmq.Context()
+    try:
+        sock = context.socket(zmq.DEALER)
+        sock.linger = 0
+        sock.connect(endpoint)
+        sock.send_multipart([b"", body])
+        if not sock.poll(int(timeout * 1000)):
+            raise Unreachable(f"no reply from {endpoint} within {timeout:g} s")
+        frames = sock.recv_multipart()
+    finally:
+        context.destroy(linger=0)
+    status, *rest = frames[1:] if frames and frames[0] == b"" else frames
+    if status == b"ok":
+        yield from rest
+    elif status == b"error" and len(rest) >= 2:
+        raise CallFailed(int(rest[0]), rest[1].decode(errors="replace"))
+    else:
+        raise BadReply(f"{endpoint} answered something that is not a zeromq-server reply: {frames[:3]!r}")
+
+
+CALLERS: dict[str, Caller] = {
+    "zeromq-server": zeromq_server,
+}
+
+
+def caller_for(driver: str) -> Caller | None:
+    return CALLERS.get(driver)

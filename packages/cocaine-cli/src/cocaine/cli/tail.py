@@ -1,0 +1,38 @@
+"""``cocaine-admin tail``: follow an app's pubsub stream (topics in docs/pubsub.md)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import zmq
+
+from cocaine.cli.errors import BadReply
+
+Message = tuple[str, dict[str, Any], list[bytes]]
+
+
+def follow(endpoint: str, topics: list[str], count: int | None = None) -> Iterator[Message]:
+    """Subscribe to ``topics`` (prefixes; none: everything) and yield ``(topic, meta, payload)``
+    until ``count`` messages, or forever. Ctrl-C ends it cleanly."""
+    context = zmq.Context()
+    try:
+        sock = context.socket(zmq.SUB)
+        sock.linger = 0
+        for topic in topics or [""]:
+            sock.subscribe(topic.encode())
+        sock.connect(endpoint)
+        seen = 0
+        while count is None or seen < count:
+            frames = sock.recv_multipart()
+            if len(frames) < 2:
+                continue  # not one of ours: every message has a topic and a meta frame
+            try:
+                meta = json.loads(frames[1])
+            except (ValueError, UnicodeDecodeError) as e:
+                raise BadReply(f"{endpoint} published a meta frame that is not JSON: {e}") from None
+            seen += 1
+            yield frames[0].decode(errors="replace"), meta, frames[2:]
+    finally:
+        context.destroy(linger=0)
