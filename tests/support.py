@@ -16,6 +16,8 @@ import zmq
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
+CLI = [sys.executable, "-m", "cocaine.cli.app"]
+RUN_TIMEOUT = 30  # seconds any one CLI run may take before the test fails
 
 
 _handed_out: set[int] = set()
@@ -228,3 +230,18 @@ class Subscriber:
 
     def close(self) -> None:
         self.sock.close(0)
+
+
+def admin_env(env: dict | None = None) -> dict:
+    """The environment of a cocaine-admin run: the caller's, without its COCAINE_* settings."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("COCAINE_")}
+    environ.update(env or {})
+    return environ
+
+
+def admin(*args: str, endpoint: str | None = None, env: dict | None = None, cwd=None,
+          timeout: float = RUN_TIMEOUT, input: bytes | None = None) -> subprocess.CompletedProcess:
+    """Run cocaine-admin as its own process. Output is text, or bytes when ``input`` (stdin) is bytes."""
+    argv = [*CLI, *(["--endpoint", endpoint] if endpoint else []), *args]
+    return subprocess.run(argv, capture_output=True, text=input is None, timeout=timeout, env=admin_env(env),
+                          cwd=cwd, input=input, stdin=subprocess.DEVNULL if input is None else None)

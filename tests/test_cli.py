@@ -14,21 +14,7 @@ from pathlib import Path
 import pytest
 import zmq
 
-from support import EXAMPLES, endpoint, wait_for
-
-CLI = [sys.executable, "-m", "cocaine.cli.app"]
-RUN_TIMEOUT = 30  # seconds any one CLI run may take before the test fails
-
-
-def admin(*args: str, endpoint: str | None = None, env: dict | None = None, cwd=None,
-          timeout: float = RUN_TIMEOUT) -> subprocess.CompletedProcess:
-    """Run cocaine-admin as its own process; never inherit the caller's COCAINE_* settings."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("COCAINE_")}
-    environ.update(env or {})
-    argv = [*CLI, *(["--endpoint", endpoint] if endpoint else []), *args]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=environ, cwd=cwd,
-                          stdin=subprocess.DEVNULL)
-
+from support import CLI, EXAMPLES, RUN_TIMEOUT, admin, endpoint, wait_for
 
 def one_line(stderr: str) -> str:
     assert "Traceback" not in stderr, stderr
@@ -84,11 +70,13 @@ def test_create_call_info_reload_delete(daemon, echo_dir, tmp_path):
     lines = shown.stdout.splitlines()
     assert lines[0].startswith("node ") and ", cocaine " in lines[0] and ", 1 app" in lines[0], lines[0]
     assert lines[1].startswith("echo: running, up "), shown.stdout
-    assert lines[2].startswith("  workers ") and "/4 (" in lines[2] and "  queue 0/100  jobs " in lines[2]
+    assert lines[2].startswith("  workers ") and "/4 (" in lines[2] and " MiB)  queue 0/100 (peak " in lines[2]
     echo_line = next(line for line in lines if line.startswith("  task echo "))
     assert "zeromq-server" in echo_line and echo_endpoint in echo_line, echo_line
     assert "1 accepted, 1 succeeded, 0 failed, 0 rejected" in echo_line and "p50 " in echo_line
-    assert "p99 " in echo_line
+    assert "p90 " in echo_line and "p99 " in echo_line
+    worker_line = next(line for line in lines if line.startswith("  worker "))
+    assert " pid " in worker_line and " MiB " in worker_line and " up " in worker_line, worker_line
     assert any(line.startswith("  task tick ") and "every 5000 ms" in line for line in lines), shown.stdout
 
     as_json = admin("--json", "info", "echo", endpoint=daemon.management)

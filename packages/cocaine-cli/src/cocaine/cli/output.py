@@ -114,14 +114,20 @@ def format_app(name: str, info: dict[str, Any], done: str | None = None) -> list
 
     pool, queue, jobs = info.get("pool", {}), info.get("queue", {}), info.get("jobs", {})
     limit = info.get("engine", {}).get("pool-limit", "?")
-    lines.append(f"  workers {pool.get('total', 0)}/{limit} ({pool.get('busy', 0)} busy)"
-                 f"  queue {queue.get('depth', 0)}/{queue.get('limit', '?')}"
+    memory = f", {size(pool['memory-rss'])}" if pool.get("memory-rss") else ""
+    lines.append(f"  workers {pool.get('total', 0)}/{limit} ({pool.get('busy', 0)} busy{memory})"
+                 f"  queue {queue.get('depth', 0)}/{queue.get('limit', '?')} (peak {queue.get('peak', 0)})"
                  f"  jobs {counts(jobs)}")
     tasks = info.get("tasks", {})
     rows = [(f"  task {task}", str(detail.get("type", "?")), describe_driver(detail),
              counts(detail.get("stats", {})), latency(detail.get("stats", {})))
             for task, detail in sorted(tasks.items())]
     lines.extend(table(rows))
+    workers = [(f"  worker {w.get('id')}", f"pid {w['pid']}" if w.get("pid") else "thread", str(w.get("state", "?")),
+                plural(w.get("jobs", 0), "job"), size(w["memory-rss"]) if w.get("memory-rss") else "",
+                f"up {duration(w.get('uptime', 0))}")
+               for w in pool.get("workers", [])]
+    lines.extend(table(workers))
     return lines
 
 
@@ -141,14 +147,20 @@ def describe_driver(detail: dict[str, Any]) -> str:
 
 
 def counts(stats: dict[str, Any]) -> str:
-    return ", ".join(f"{stats.get(key, 0)} {key}" for key in ("accepted", "succeeded", "failed", "rejected"))
+    """``N accepted, N succeeded, N failed (502: n, ...), N rejected``."""
+    by_code = stats.get("failed-by-code") or {}
+    failed = f"{stats.get('failed', 0)} failed"
+    if by_code:
+        failed += " (" + ", ".join(f"{code}: {n}" for code, n in by_code.items()) + ")"
+    return f"{stats.get('accepted', 0)} accepted, {stats.get('succeeded', 0)} succeeded, {failed}, " \
+           f"{stats.get('rejected', 0)} rejected"
 
 
 def latency(stats: dict[str, Any]) -> str:
     ms = stats.get("latency-ms") or {}
     if ms.get("p50") is None:
         return ""
-    return f"p50 {milliseconds(ms['p50'])}, p99 {milliseconds(ms.get('p99'))}"
+    return ", ".join(f"{p} {milliseconds(ms.get(p))}" for p in ("p50", "p90", "p99"))
 
 
 def table(rows: list[tuple[str, ...]]) -> list[str]:
