@@ -22,6 +22,7 @@ from cocaine.core.daemon.node import Node
 from cocaine.core.errors import CocaineError
 from cocaine.core.management import protocol
 from cocaine.core.plugins import Registry
+from cocaine.core.transport import split_envelope
 
 log = logging.getLogger("cocained")
 
@@ -121,15 +122,11 @@ class Daemon:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            # ROUTER envelope: identity frames up to the empty delimiter a REQ socket adds.
-            try:
-                split = frames.index(b"", 1) + 1
-            except ValueError:
-                split = 1
-            reply = protocol.handle(self.node, frames[split:])
+            envelope, request = split_envelope(frames)
+            reply = protocol.handle(self.node, request)
             body = json.dumps(reply, default=str).encode()
             try:
-                sock.send_multipart([*frames[:split], body], zmq.NOBLOCK)
+                sock.send_multipart([*envelope, body], zmq.NOBLOCK)
             except zmq.ZMQError as e:
                 log.warning("cannot answer a management client: %s", e.strerror)
 
