@@ -4,7 +4,6 @@ the replies a real daemon cannot be made to give)."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys

@@ -225,9 +225,9 @@ def test_prometheus_metrics_move_with_traffic(make_daemon, tmp_path):
     port = free_port()
     daemon = make_daemon("--metrics", f"127.0.0.1:{port}").start()
     address = endpoint()
-    daemon.create("web", manifest(python_app(tmp_path, APP), {"echo": {"type": "zeromq-server", "endpoint": address},
-                                                              "fails": {"type": "zeromq-server", "endpoint": endpoint()}},
-                                  pool_limit=3))
+    tasks = {"echo": {"type": "zeromq-server", "endpoint": address},
+             "fails": {"type": "zeromq-server", "endpoint": endpoint()}}
+    daemon.create("web", manifest(python_app(tmp_path, APP), tasks, pool_limit=3))
     before = scrape(port)
     assert before[("cocaine_app_up", (("app", "web"),))] == 1
     assert before[("cocaine_jobs_total", (("app", "web"), ("outcome", "succeeded"), ("task", "echo")))] == 0
