@@ -218,8 +218,7 @@ def call(ctx: typer.Context,
             for chunk in caller(endpoint, body, session.client.timeout):
                 write_chunk(chunk)
         except CliError as e:
-            e.args = (f"call {name} {task}: {e}",)
-            raise
+            raise e.within(f"call {name} {task}") from None
 
 
 @app.command()

@@ -15,6 +15,11 @@ class CliError(Exception):
 
     exit_code = FAILED
 
+    def within(self, context: str) -> CliError:
+        """The same error (and exit status), its message prefixed with what was being done."""
+        self.args = (f"{context}: {self}",)
+        return self
+
 
 class ManifestFileError(CliError, ValueError):
     """The manifest file cannot be read or is not JSON."""
