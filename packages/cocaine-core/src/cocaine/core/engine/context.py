@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from cocaine.core.drivers import Responder
+from cocaine.core.engine.handle import JobHandle
 
 if TYPE_CHECKING:
     import zmq
@@ -74,6 +76,25 @@ class TaskContext:
         """Queue a job for this task. The responder always gets exactly one final answer, possibly
         at once (an error such as 503 when the queue is full)."""
         self.engine.submit(self, body, meta or {}, responder)
+
+    def open_job(self, responder: Responder, meta: dict[str, Any] | None = None, *, body: bytes | None = None,
+                 stream: bool = False, urgent: bool = False,
+                 on_credit: Callable[[int], None] | None = None) -> JobHandle:
+        """Queue a job like :meth:`submit` and return its :class:`JobHandle`, with options:
+
+        :param body: the request body, or its first chunk when ``stream`` is true.
+        :param stream: the request goes on in chunks: ``handle.push(chunk)``, then ``handle.close()``.
+        :param urgent: the job goes to the head of the queue instead of its tail.
+        :param on_credit: called with a byte count each time the handler consumes a request chunk;
+            a driver lets its source send at most ``REQUEST_WINDOW`` bytes beyond what was credited.
+
+        ``handle.cancel(code, message)`` gives up on the job (a deadline, a client that left).
+        """
+        engine = self.engine
+        job = engine.new_job(self, body, meta or {}, responder)
+        handle = JobHandle(engine, job, stream=stream, on_credit=on_credit)
+        engine.admit(self, job, urgent)
+        return handle
 
     def publisher(self, meta: dict[str, Any] | None = None) -> Responder:
         """A responder that publishes the job's result on the app's pubsub endpoint."""

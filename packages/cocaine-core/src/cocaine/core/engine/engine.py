@@ -136,30 +136,44 @@ class Engine:
 
     # -- jobs -------------------------------------------------------------------------------------
     def submit(self, context: TaskContext, body: bytes | None, meta: dict, responder) -> None:
+        self.admit(context, self.new_job(context, body, meta, responder))
+
+    def new_job(self, context: TaskContext, body: bytes | None, meta: dict, responder) -> Job:
+        return Job(next(self._ids), context.task, body, meta, responder, context.stats)
+
+    def admit(self, context: TaskContext, job: Job, urgent: bool = False) -> bool:
+        """Run ``job`` on a worker with free credit, or queue it (at the head if ``urgent``), or
+        refuse it at once with 503. Returns whether it was accepted."""
         stats = context.stats
         if self.state != "running":
             stats.rejected += 1
-            responder.error(Code.UNAVAILABLE, f"app {self.app!r} is {self.state}")
-            return
+            job.done = True
+            job.responder.error(Code.UNAVAILABLE, f"app {self.app!r} is {self.state}")
+            return False
         queue = self.queue
         pool = self.pool
         if not queue:
             worker = pool.least_loaded()
             if worker is not None:
                 stats.accepted += 1
-                pool.assign(worker, Job(next(self._ids), context.task, body, meta, responder, stats))
-                return
+                pool.assign(worker, job)
+                return True
         limit = self.manifest.engine.queue_limit
         # Jobs waiting for workers that are still starting do not count against the limit.
         if len(queue) >= limit + pool.starting() * self.manifest.engine.concurrency:
             stats.rejected += 1
-            responder.error(Code.UNAVAILABLE, f"queue is full (queue-limit {limit})")
-            return
+            job.done = True
+            job.responder.error(Code.UNAVAILABLE, f"queue is full (queue-limit {limit})")
+            return False
         stats.accepted += 1
-        queue.append(Job(next(self._ids), context.task, body, meta, responder, stats))
+        if urgent:
+            queue.appendleft(job)
+        else:
+            queue.append(job)
         if len(queue) > self.queue_peak:
             self.queue_peak = len(queue)
         self.dispatch()
+        return True
 
     def dispatch(self) -> None:
         """Hand queued jobs to workers with free credit; start workers for what remains."""

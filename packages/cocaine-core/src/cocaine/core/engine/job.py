@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 
 class Job:
-    __slots__ = ("id", "task", "meta", "body", "responder", "stats", "accepted_at", "worker", "done")
+    __slots__ = ("id", "task", "meta", "body", "responder", "stats", "accepted_at", "worker", "done", "handle")
 
     def __init__(self, job_id: int, task: str, body: bytes | None, meta: dict[str, Any],
                  responder: Responder, stats: TaskStats) -> None:
@@ -28,6 +28,7 @@ class Job:
         self.accepted_at = time.monotonic()
         self.worker = None  # the worker running it, once dispatched
         self.done = False
+        self.handle = None  # a JobHandle when the driver opened the job with TaskContext.open_job
 
     def chunk(self, data: bytes) -> None:
         if not self.done:

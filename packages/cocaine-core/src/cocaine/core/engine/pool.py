@@ -136,7 +136,13 @@ class WorkerPool:
     def assign(self, worker: Worker, job: Job) -> None:
         job.worker = worker
         worker.jobs[job.id] = job
-        self._send(worker, protocol.invoke(job.id, job.task, job.meta, job.body, True))
+        handle = job.handle
+        closed = True if handle is None else handle.dispatching()
+        self._send(worker, protocol.invoke(job.id, job.task, job.meta, job.body, closed))
+
+    def send_to(self, worker: Worker, frame: bytes) -> None:
+        """Queue one protocol message for ``worker``; it leaves with this reactor round's batch."""
+        self._send(worker, frame)
 
     def _send(self, worker: Worker, frame: bytes) -> None:
         frames = self.outbox.get(worker)
@@ -198,6 +204,11 @@ class WorkerPool:
             if job is not None:
                 job.fail(message[2], message[3])
             return True
+        if kind == protocol.CREDIT:
+            job = worker.jobs.get(message[1])
+            if job is not None and job.handle is not None:
+                job.handle.credited(message[2])
+            return False
         if kind == protocol.HELLO:
             if message[1] != protocol.VERSION:
                 self.retire(worker, Code.SERVER, f"speaks protocol version {message[1]}, not {protocol.VERSION}")
