@@ -16,6 +16,20 @@ CATCH_UP_POLICIES = ("once", "skip")
 MAX_CATCH_UP_STEPS = 10_000  # missed ticks counted one by one before the schedule restarts from now
 
 
+def due(schedule: croniter, first: float, now: float) -> tuple[float, int, float | None]:
+    """The ticks of ``schedule`` that are due at ``now``, the first of them being ``first``: returns the
+    latest due tick, how many earlier ones were missed, and the next tick after ``now`` (None when
+    more than MAX_CATCH_UP_STEPS were missed and counting stopped)."""
+    scheduled, missed = first, 0
+    following = schedule.get_next(float)
+    while following <= now:
+        scheduled, missed = following, missed + 1
+        if missed >= MAX_CATCH_UP_STEPS:
+            return scheduled, missed, None
+        following = schedule.get_next(float)
+    return scheduled, missed, following
+
+
 class Cron(Driver):
     """Each tick of ``schedule`` queues a job whose result is published.
 
@@ -75,14 +89,9 @@ class Cron(Driver):
         if now < self._next:  # early: the wall clock went back since the timer was set
             self._arm()
             return
-        scheduled, missed = self._next, 0
-        self._next = self._schedule.get_next(float)
-        while self._next <= now:
-            scheduled, missed = self._next, missed + 1
-            if missed >= MAX_CATCH_UP_STEPS:
-                self._restart(now)
-                break
-            self._next = self._schedule.get_next(float)
+        scheduled, missed, self._next = due(self._schedule, self._next, now)
+        if self._next is None:  # too far behind to count: start the schedule again from now
+            self._restart(now)
         self.missed += missed
         if missed and self.config["catch-up"] == "skip":
             self.missed += 1  # the latest due tick is skipped too

@@ -283,7 +283,10 @@ class WorkerPool:
         """Ask every worker to exit, kill those still running after ``timeout``; blocks the reactor."""
         self._tick.cancel()
         for worker in self.workers.values():
-            self._send(worker, protocol.terminate("engine stopping"))
+            if worker.ready:
+                self._send(worker, protocol.terminate("engine stopping"))
+            else:  # still starting: it has no job, and it may not be connected to hear us
+                worker.handle.kill()
         self.flush()
         handles = [w.handle for w in self.workers.values()] + self.dying
         deadline = time.monotonic() + timeout
