@@ -23,6 +23,9 @@ from cocaine.drivers.common import get_bool, get_str_list
 log = logging.getLogger(__name__)
 
 CHECK_INTERVAL = 1.0  # seconds between checks that the path exists (to start or stop watching)
+# Milliseconds of quiet that end a burst of events on one path. More than the 0.5 s for which
+# watchdog may hold the first half of a rename while it waits for the second half to pair them.
+DEFAULT_COALESCE = 600
 BURST_LIMIT = 10  # a burst on one path ends at most this many `coalesce` periods after its first event
 
 
@@ -53,7 +56,7 @@ class FilesystemMonitor(Driver):
             "path": os.path.normpath(path),
             "recursive": get_bool(config, "recursive", where, default=False),
             "patterns": get_str_list(config, "patterns", where, default=["*"]),
-            "coalesce": get_number(config, "coalesce", where, default=100, exclusive=False),
+            "coalesce": get_number(config, "coalesce", where, default=DEFAULT_COALESCE, exclusive=False),
         }
 
     def start(self) -> None:
