@@ -177,16 +177,15 @@ def test_timeouts_and_deadlines_fail_with_504_queued_or_running(daemon, tmp_path
     wait_for(lambda: daemon.info("app")["jobs"]["running"] == 1, message="the job to run")
     queued = job("queued", timeout=0.2)
     for call in (queued, running):
-        with pytest.raises(JobError) as expired:
+        with pytest.raises(JobError, match=r"^504 deadline exceeded \(0\.[23]\d* s after acceptance\)$"):
             call.read()
-        assert (expired.value.code, expired.value.message) == (504, "deadline expired")
     assert daemon.info("app")["queue"]["depth"] == 0  # the expired job left the queue
-    with pytest.raises(JobError, match="504 deadline expired"):
+    with pytest.raises(JobError, match="504 deadline exceeded before the request arrived"):
         job("too late", deadline=1.0).read()
     flag.touch()  # the running handler finishes; its late answer is dropped
     assert job("after").read() == b"after"
     assert log.read_text().split() == ["warm-up", "running", "after"]
-    assert daemon.info("app")["tasks"]["work"]["counters"]["expired"] == 3
+    assert daemon.info("app")["tasks"]["work"]["counters"]["timed-out"] == 3
 
 
 def test_flow_control_keeps_memory_bounded_for_a_large_streamed_request(daemon, tmp_path, client):

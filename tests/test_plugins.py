@@ -21,7 +21,7 @@ def test_builtins_come_from_entry_points():
                                         "native-server", "raw-socket-server", "recurring-timer", "zeromq-server",
                                         "zeromq-sink", "zeromq-subscriber"]
     assert registry.names("language") == ["python"]
-    assert registry.names("backend") == ["process"]
+    assert registry.names("backend") == ["process", "thread"]
     assert registry.names("storage") == ["files"]
 
 

@@ -33,7 +33,7 @@ class NativeServer(Driver):
     def start(self) -> None:
         self.calls: dict[tuple[bytes, object], Call] = {}
         self.counters = dict.fromkeys(("requests", "streamed", "chunks-in", "bytes-in", "chunks-out", "bytes-out",
-                                       "cancelled", "expired", "unreachable", "protocol-errors"), 0)
+                                       "cancelled", "timed-out", "unreachable", "protocol-errors"), 0)
         sock = self.sock = self.context.zmq_context.socket(zmq.ROUTER)
         sock.linger = 0
         sock.router_mandatory = True  # a reply to a vanished or stuck client fails instead of vanishing
@@ -103,13 +103,14 @@ class NativeServer(Driver):
         key = (identity, request_id)
         if key in self.calls:
             raise ProtocolError(f"request id {request_id!r} is already in use")
-        urgent, deadline = _options(options)
+        urgent, timeout = _options(options)
         counters = self.counters
         counters["requests"] += 1
         counters["streamed"] += stream
-        if deadline is not None and deadline <= time.monotonic():
-            counters["expired"] += 1
-            self.send(identity, [pack([native.ERROR, request_id, int(Code.TIMEOUT), "deadline expired"])])
+        if timeout is not None and timeout <= 0:
+            counters["timed-out"] += 1
+            self.send(identity, [pack([native.ERROR, request_id, int(Code.TIMEOUT),
+                                       "deadline exceeded before the request arrived"])])
             return
         body = data[0] if len(data) == 1 else b"".join(data)
         counters["chunks-in"] += len(data)
@@ -118,10 +119,10 @@ class NativeServer(Driver):
             raise ProtocolError(f"flow control: {len(body)} bytes sent with no credit beyond {WINDOW}")
         call = self.calls[key] = Call(self, identity, request_id, stream)
         call.got = len(body)
-        call.handle = self.context.open_job(call, {"id": request_id}, body=body, stream=stream, urgent=urgent,
-                                            on_credit=call.credit if stream else None)
-        if not call.done:
-            call.arm(deadline)
+        call.handle = self.context.open_job(call, {"id": request_id}, body=body, stream=stream, timeout=timeout,
+                                            urgent=urgent, on_credit=call.credit if stream else None)
+        if stream and not call.done:
+            call.watch_idle()
 
     # -- sending ------------------------------------------------------------------------------------
     def send(self, identity: bytes, frames: list[bytes]) -> bool:
@@ -136,32 +137,31 @@ class NativeServer(Driver):
 
 
 def _options(options) -> tuple[bool, float | None]:
-    """``urgent`` and the request's deadline on the monotonic clock, from its options."""
+    """``urgent`` and the seconds the request has left (from ``timeout`` and ``deadline``), from its options."""
     if not isinstance(options, dict):
         raise ProtocolError("options must be a map")
     urgent = options.get("urgent", False)
     if not isinstance(urgent, bool):
         raise ProtocolError("option urgent must be true or false")
-    deadline = None
-    now, wall = time.monotonic(), time.time()
+    left = None
     timeout = options.get("timeout")
     if timeout is not None:
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
             raise ProtocolError("option timeout must be a number of seconds > 0")
-        deadline = now + timeout
-    at = options.get("deadline")
-    if at is not None:
-        if isinstance(at, bool) or not isinstance(at, (int, float)) or at != at:
+        left = float(timeout)
+    deadline = options.get("deadline")
+    if deadline is not None:
+        if isinstance(deadline, bool) or not isinstance(deadline, (int, float)) or deadline != deadline:
             raise ProtocolError("option deadline must be a Unix time (a number)")
-        deadline = min(deadline if deadline is not None else float("inf"), now + (at - wall))
-    return urgent, deadline
+        left = min(left if left is not None else float("inf"), deadline - time.time())
+    return urgent, left
 
 
 class Call:
     """One request of one client: the job's responder, and the request's flow control and timers."""
 
     __slots__ = ("server", "identity", "id", "head_chunk", "streaming", "granted", "got", "last_chunk_at",
-                 "handle", "done", "silent", "timers")
+                 "handle", "done", "silent", "timer")
 
     def __init__(self, server: NativeServer, identity: bytes, request_id, stream: bool) -> None:
         self.server = server
@@ -175,29 +175,18 @@ class Call:
         self.handle = None
         self.done = False
         self.silent = False  # the client cancelled: send it nothing more
-        self.timers: list = []
+        self.timer = None  # the idle timeout's
 
-    def arm(self, deadline: float | None) -> None:
-        reactor = self.server.context.reactor
-        if deadline is not None:
-            self.timers.append(reactor.call_at(deadline, self._expire, "deadline expired"))
-        if self.streaming:
-            self.timers.append(reactor.call_later(self.server.config["idle-timeout"], self._check_idle))
-
-    def _expire(self, reason: str) -> None:
-        if not self.done:
-            self.server.counters["expired"] += 1
-            self.handle.cancel(Code.TIMEOUT, reason)
-
-    def _check_idle(self) -> None:
+    def watch_idle(self) -> None:
+        """Fail the request if the client sends no chunk for ``idle-timeout`` seconds."""
         if self.done or not self.streaming:
             return
         idle = self.server.config["idle-timeout"]
         due = self.last_chunk_at + idle
         if time.monotonic() >= due:
-            self._expire(f"no request chunk for {idle:g} s")
+            self.handle.cancel(Code.TIMEOUT, f"no request chunk for {idle:g} s")
         else:
-            self.timers.append(self.server.context.reactor.call_at(due, self._check_idle))
+            self.timer = self.server.context.reactor.call_at(due, self.watch_idle)
 
     # -- the request ----------------------------------------------------------------------------------
     def received(self, data: list[bytes], end: bool) -> None:
@@ -237,13 +226,15 @@ class Call:
 
     def error(self, code: int, message: str) -> None:
         self._finish()
+        if code == Code.TIMEOUT:
+            self.server.counters["timed-out"] += 1
         self._send([pack([native.ERROR, self.id, int(code), message])])
 
     def _finish(self) -> None:
         self.done = True
         self.streaming = False
-        for timer in self.timers:
-            timer.cancel()
+        if self.timer is not None:
+            self.timer.cancel()
         server = self.server
         if server.calls.get((self.identity, self.id)) is self:
             del server.calls[(self.identity, self.id)]

@@ -27,6 +27,7 @@ def resolve_local_path(args, where: str, *, suffixes: tuple[str, ...]) -> str:
 
 class PythonLanguage(Language):
     name = "python"
+    supports_threads = True
 
     @classmethod
     def validate_args(cls, args, where: str) -> str:
@@ -35,7 +36,14 @@ class PythonLanguage(Language):
     def worker_spec(self, *, app: str, worker_id: str, endpoint: str, heartbeat_interval: float) -> WorkerSpec:
         argv = [sys.executable, "-m", "cocaine.python.worker", "--endpoint", endpoint, "--id", worker_id,
                 "--app", app, "--path", self.args, "--heartbeat", f"{heartbeat_interval:g}"]
-        return WorkerSpec(app=app, worker_id=worker_id, endpoint=endpoint, argv=argv)
+        # Imported only when a thread worker runs: the daemon itself never needs the runtime.
+        def run_in_thread(zmq_context) -> int:
+            from cocaine.python.worker import serve
+
+            return serve(zmq_context, endpoint=endpoint, worker_id=worker_id, path=self.args,
+                         heartbeat=heartbeat_interval)
+
+        return WorkerSpec(app=app, worker_id=worker_id, endpoint=endpoint, argv=argv, run_in_thread=run_in_thread)
 
 
 @hookimpl

@@ -72,26 +72,31 @@ class TaskContext:
     def zmq_context(self) -> zmq.Context:
         return self.engine.zmq_context
 
-    def submit(self, body: bytes | None, responder: Responder, meta: dict[str, Any] | None = None) -> None:
+    def submit(self, body: bytes | None, responder: Responder, meta: dict[str, Any] | None = None, *,
+               timeout: float | None = None, urgent: bool = False) -> None:
         """Queue a job for this task. The responder always gets exactly one final answer, possibly
-        at once (an error such as 503 when the queue is full)."""
-        self.engine.submit(self, body, meta or {}, responder)
+        at once (an error such as 503 when the queue is full).
+
+        :param timeout: seconds from now after which the job answers 504 and is not started any more
+            (default: the engine's ``request-timeout``, if any).
+        :param urgent: put the job at the head of the queue.
+        """
+        self.engine.submit(self, body, meta or {}, responder, timeout=timeout, urgent=urgent)
 
     def open_job(self, responder: Responder, meta: dict[str, Any] | None = None, *, body: bytes | None = None,
-                 stream: bool = False, urgent: bool = False,
+                 stream: bool = False, timeout: float | None = None, urgent: bool = False,
                  on_credit: Callable[[int], None] | None = None) -> JobHandle:
-        """Queue a job like :meth:`submit` and return its :class:`JobHandle`, with options:
+        """Queue a job like :meth:`submit` and return its :class:`JobHandle`, which can cancel it
+        (``handle.cancel(code, message)``: a client that left, say) and stream its request.
 
         :param body: the request body, or its first chunk when ``stream`` is true.
         :param stream: the request goes on in chunks: ``handle.push(chunk)``, then ``handle.close()``.
-        :param urgent: the job goes to the head of the queue instead of its tail.
+        :param timeout: and ``urgent``: as for :meth:`submit`.
         :param on_credit: called with a byte count each time the handler consumes a request chunk;
             a driver lets its source send at most ``REQUEST_WINDOW`` bytes beyond what was credited.
-
-        ``handle.cancel(code, message)`` gives up on the job (a deadline, a client that left).
         """
         engine = self.engine
-        job = engine.new_job(self, body, meta or {}, responder)
+        job = engine.new_job(self, body, meta or {}, responder, timeout)
         handle = JobHandle(engine, job, stream=stream, on_credit=on_credit)
         engine.admit(self, job, urgent)
         return handle

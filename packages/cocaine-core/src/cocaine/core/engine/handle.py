@@ -22,6 +22,7 @@ from cocaine.core import protocol
 if TYPE_CHECKING:
     from cocaine.core.engine.engine import Engine
     from cocaine.core.engine.job import Job
+    from cocaine.core.engine.pool import WorkerPool
 
 #: Bytes of a streamed request a driver may accept beyond what the handler has consumed.
 REQUEST_WINDOW = 256 * 1024
@@ -30,7 +31,7 @@ REQUEST_WINDOW = 256 * 1024
 class JobHandle:
     """A job as the driver that opened it sees it. Use only from the reactor thread."""
 
-    __slots__ = ("engine", "job", "stream", "closed", "pending", "on_credit")
+    __slots__ = ("engine", "job", "stream", "closed", "pending", "on_credit", "pool")
 
     def __init__(self, engine: Engine, job: Job, *, stream: bool,
                  on_credit: Callable[[int], None] | None) -> None:
@@ -40,6 +41,7 @@ class JobHandle:
         self.closed = not stream  # no more request chunks will come
         self.pending: list[bytes] = []  # request chunks waiting for the job to reach a worker
         self.on_credit = on_credit
+        self.pool: WorkerPool | None = None  # the pool of the worker running the job, once dispatched
         job.handle = self
 
     @property
@@ -52,10 +54,10 @@ class JobHandle:
         job = self.job
         if self.closed or job.done or not data:
             return
-        if job.worker is None:
+        if self.pool is None:
             self.pending.append(data)
         else:
-            self.engine.pool.send_to(job.worker, protocol.chunk(job.id, data))
+            self.pool.send_to(job.worker, protocol.chunk(job.id, data))
 
     def close(self) -> None:
         """The streamed request is complete."""
@@ -63,8 +65,8 @@ class JobHandle:
             return
         self.closed = True
         job = self.job
-        if job.worker is not None and not job.done:
-            self.engine.pool.send_to(job.worker, protocol.end(job.id))
+        if self.pool is not None and not job.done:
+            self.pool.send_to(job.worker, protocol.end(job.id))
 
     def cancel(self, code: int, message: str) -> None:
         """Give up on the job: it is answered with ``(code, message)`` at once (the responder's
@@ -75,19 +77,21 @@ class JobHandle:
             return
         self.closed = True
         self.pending = []
-        if job.worker is None:
+        if self.pool is None:
             try:
                 self.engine.queue.remove(job)
             except ValueError:
                 pass
         else:
             # The job keeps its place in the worker's credit until the worker answers it.
-            self.engine.pool.send_to(job.worker, protocol.error(job.id, code, message))
+            self.pool.send_to(job.worker, protocol.error(job.id, code, message))
         job.fail(code, message)
 
     # -- called by the pool -------------------------------------------------------------------------
-    def dispatching(self) -> bool:
-        """The job is about to be invoked: its body is what was pushed so far. Returns ``closed``."""
+    def dispatching(self, pool: WorkerPool) -> bool:
+        """The job is about to be invoked on a worker of ``pool``: its body is what was pushed so
+        far. Returns ``closed``."""
+        self.pool = pool
         if self.pending:
             self.job.body = b"".join(self.pending) if len(self.pending) > 1 else self.pending[0]
             self.pending = []
