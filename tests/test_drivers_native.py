@@ -123,6 +123,16 @@ def test_a_handler_reads_a_streamed_request_while_the_client_still_sends(daemon,
     assert list(chunks) == [b"got c"]
 
 
+def test_streamed_requests_work_with_the_thread_backend_too(daemon, tmp_path, client):
+    address = serve(daemon, tmp_path, "relay", backend="thread")["relay"]
+    call = client(address).request(b"a", stream=True)
+    chunks = iter(call)
+    assert next(chunks) == b"got a"
+    call.write(b"b")
+    call.end()
+    assert list(chunks) == [b"got b"]
+
+
 def test_many_requests_interleave_on_one_connection(daemon, tmp_path, client):
     addresses = serve(daemon, tmp_path, "echo", "relay", pool_limit=1)
     echo, relay = client(addresses["echo"]), client(addresses["relay"])
