@@ -253,3 +253,32 @@ def wait_for_file(path, timeout=20.0):
             raise TimeoutError(f"{path} never appeared")
         _time.sleep(0.005)
 """
+
+# App-side code for test apps: a handler that reads a streamed request more slowly than a client sends.
+APP_SLOW_COUNT = """
+import time as _time
+
+def count(request):
+    total = 0
+    for chunk in request:
+        total += len(chunk)
+        _time.sleep(0.001)  # slower than the sender
+    return str(total)
+"""
+
+
+class MemoryWatch:
+    """The peak resident memory of some processes while a test runs, against where they started."""
+
+    def __init__(self, *pids: int) -> None:
+        self.before = {pid: rss(pid) for pid in pids}
+        self.peak = dict(self.before)
+
+    def sample(self) -> None:
+        for pid in self.peak:
+            self.peak[pid] = max(self.peak[pid], rss(pid))
+
+    def assert_grew_less_than(self, limit: int, payload: int) -> None:
+        for pid, peak in self.peak.items():
+            growth = peak - self.before[pid]
+            assert growth < limit, f"process {pid} grew by {growth} bytes for a {payload}-byte request"

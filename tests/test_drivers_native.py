@@ -9,9 +9,9 @@ import zmq
 from cocaine.core.errors import JobError
 from cocaine.drivers import native
 from cocaine.drivers.native_client import Client
-from support import APP_WAIT_FOR_FILE, endpoint, manifest, python_app, rss, wait_for
+from support import APP_SLOW_COUNT, APP_WAIT_FOR_FILE, MemoryWatch, endpoint, manifest, python_app, wait_for
 
-APP = APP_WAIT_FOR_FILE + '''
+APP = APP_WAIT_FOR_FILE + APP_SLOW_COUNT + '''
 import asyncio, json, os, time
 
 def echo(request):
@@ -29,13 +29,6 @@ def stepwise(request):
 def relay(request):
     for chunk in request:
         yield b"got " + chunk
-
-def count(request):
-    total = 0
-    for chunk in request:
-        total += len(chunk)
-        time.sleep(0.001)  # slower than the sender
-    return str(total)
 
 def work(request):
     job = request.json()
@@ -111,26 +104,22 @@ def test_the_first_chunk_arrives_before_the_handler_finishes(daemon, tmp_path, c
     assert list(chunks) == [b"second"]
 
 
-def test_a_handler_reads_a_streamed_request_while_the_client_still_sends(daemon, tmp_path, client):
-    address = serve(daemon, tmp_path, "relay")["relay"]
+@pytest.mark.parametrize("task, backend, answer", [
+    ("relay", "process", lambda chunk: b"got " + chunk),
+    ("relay", "thread", lambda chunk: b"got " + chunk),
+    ("astream", "process", bytes.upper),  # async def, async for over the request
+])
+def test_a_handler_reads_a_streamed_request_while_the_client_still_sends(daemon, tmp_path, client, task,
+                                                                         backend, answer):
+    address = serve(daemon, tmp_path, task, backend=backend)[task]
     call = client(address).request(b"a", stream=True)
     chunks = iter(call)
-    assert next(chunks) == b"got a"  # answered before the rest of the request exists
+    assert next(chunks) == answer(b"a")  # answered before the rest of the request exists
     call.write(b"b")
-    assert next(chunks) == b"got b"
+    assert next(chunks) == answer(b"b")
     call.write(b"c")
     call.end()
-    assert list(chunks) == [b"got c"]
-
-
-def test_streamed_requests_work_with_the_thread_backend_too(daemon, tmp_path, client):
-    address = serve(daemon, tmp_path, "relay", backend="thread")["relay"]
-    call = client(address).request(b"a", stream=True)
-    chunks = iter(call)
-    assert next(chunks) == b"got a"
-    call.write(b"b")
-    call.end()
-    assert list(chunks) == [b"got b"]
+    assert list(chunks) == [answer(b"c")]
 
 
 def test_many_requests_interleave_on_one_connection(daemon, tmp_path, client):
@@ -145,18 +134,15 @@ def test_many_requests_interleave_on_one_connection(daemon, tmp_path, client):
     assert [stream.read() for stream in streams] == [b"got x%d" % i for i in range(5)]
 
 
-def test_async_handlers_and_async_iteration_over_a_streamed_request(daemon, tmp_path, client):
-    addresses = serve(daemon, tmp_path, "aecho", "astream")
-    assert client(addresses["aecho"]).call(b"async") == b"async"
-    call = client(addresses["astream"]).request(b"ab", stream=True)
-    chunks = iter(call)
-    assert next(chunks) == b"AB"
-    call.write(b"cd")
-    call.end()
-    assert list(chunks) == [b"CD"]
+def test_async_handlers(daemon, tmp_path, client):
+    address = serve(daemon, tmp_path, "aecho")["aecho"]
+    assert client(address).call(b"async") == b"async"
 
 
-def test_urgent_requests_jump_the_queue(daemon, tmp_path, client):
+def one_worker(daemon, tmp_path, client):
+    """An app whose one worker runs one "work" job at a time, already started. Returns ``job(name,
+    wait=None, **options)``, which sends a job that waits for the file ``wait`` (if any), then logs its
+    name in the file ``log``; ``log``; and ``flag``, a file for jobs to wait for."""
     address = serve(daemon, tmp_path, "work", pool_limit=1, concurrency=1)["work"]
     c = client(address)
     log, flag = tmp_path / "order.log", tmp_path / "go"
@@ -164,7 +150,12 @@ def test_urgent_requests_jump_the_queue(daemon, tmp_path, client):
     def job(name, wait=None, **options):
         return c.request(json.dumps({"name": name, "log": str(log), "wait": wait}).encode(), **options)
 
-    assert job("warm-up").read() == b"warm-up"  # the worker is up
+    assert job("warm-up").read() == b"warm-up"
+    return job, log, flag
+
+
+def test_urgent_requests_jump_the_queue(daemon, tmp_path, client):
+    job, log, flag = one_worker(daemon, tmp_path, client)
     blocker = job("A", wait=str(flag))
     wait_for(lambda: daemon.info("app")["jobs"]["running"] == 1, message="A to run")
     queued = [job("B"), job("C"), job("U", urgent=True)]
@@ -175,14 +166,7 @@ def test_urgent_requests_jump_the_queue(daemon, tmp_path, client):
 
 
 def test_timeouts_and_deadlines_fail_with_504_queued_or_running(daemon, tmp_path, client):
-    address = serve(daemon, tmp_path, "work", pool_limit=1, concurrency=1)["work"]
-    c = client(address)
-    log, flag = tmp_path / "order.log", tmp_path / "go"
-
-    def job(name, wait=None, **options):
-        return c.request(json.dumps({"name": name, "log": str(log), "wait": wait}).encode(), **options)
-
-    assert job("warm-up").read() == b"warm-up"
+    job, log, flag = one_worker(daemon, tmp_path, client)
     running = job("running", wait=str(flag), timeout=0.3)
     wait_for(lambda: daemon.info("app")["jobs"]["running"] == 1, message="the job to run")
     queued = job("queued", timeout=0.2)
@@ -202,21 +186,16 @@ def test_flow_control_keeps_memory_bounded_for_a_large_streamed_request(daemon, 
     address = serve(daemon, tmp_path, "count")["count"]
     c = client(address)
     assert c.call(b"warm") == b"4"
-    worker = daemon.workers()[0]
-    before = {pid: rss(pid) for pid in (daemon.proc.pid, worker)}
-    peak = dict(before)
+    memory = MemoryWatch(daemon.proc.pid, daemon.workers()[0])
     piece = b"x" * 65536
     total = 64 * 1024 * 1024
     call = c.request(stream=True)
     for _ in range(total // len(piece)):
         call.write(piece)  # waits for credit whenever the handler is behind
-        for pid in peak:
-            peak[pid] = max(peak[pid], rss(pid))
+        memory.sample()
     call.end()
     assert call.read() == str(total).encode()
-    for pid in peak:
-        growth = peak[pid] - before[pid]
-        assert growth < 16 * 1024 * 1024, f"process {pid} grew by {growth} bytes for a {total}-byte request"
+    memory.assert_grew_less_than(16 * 1024 * 1024, total)
 
 
 def test_protocol_errors_are_answered_and_counted(daemon, tmp_path, zmq_context):
@@ -256,6 +235,7 @@ def test_a_stream_the_client_abandons_times_out(daemon, tmp_path, zmq_context):
     daemon.create("app", m)
     c = Client(address, context=zmq_context, timeout=10)
     try:
+        assert c.call(b"warm-up") == b"got warm-up"  # the worker is up
         call = c.request(b"a", stream=True)
         chunks = iter(call)
         assert next(chunks) == b"got a"

@@ -6,9 +6,9 @@ import threading
 
 import pytest
 
-from support import APP_WAIT_FOR_FILE, free_port, manifest, python_app, rss, wait_for
+from support import APP_SLOW_COUNT, APP_WAIT_FOR_FILE, MemoryWatch, free_port, manifest, python_app, wait_for
 
-APP = APP_WAIT_FOR_FILE + '''
+APP = APP_WAIT_FOR_FILE + APP_SLOW_COUNT + '''
 import os, time
 
 GO = os.path.join(os.path.dirname(__file__), "go")
@@ -24,13 +24,6 @@ def stepwise(request):
 
 def fails(request):
     raise RuntimeError("boom")
-
-def count(request):
-    total = 0
-    for chunk in request:
-        total += len(chunk)
-        time.sleep(0.001)  # slower than the sender
-    return str(total)
 
 def flood(request):
     for _ in range(512):
@@ -113,24 +106,19 @@ def test_flow_control_keeps_memory_bounded_for_a_large_request(daemon, tmp_path)
     with connect(port) as sock:  # start the worker first
         sock.shutdown(socket.SHUT_WR)
         assert read_all(sock) == b"0"
-    worker = daemon.workers()[0]
-    before = {pid: rss(pid) for pid in (daemon.proc.pid, worker)}
-    peak = dict(before)
+    memory = MemoryWatch(daemon.proc.pid, daemon.workers()[0])
     total = 64 * 1024 * 1024
     sock = connect(port)
     sender = threading.Thread(target=lambda: (sock.sendall(b"x" * total), sock.shutdown(socket.SHUT_WR)))
     sender.start()
     while sender.is_alive():
-        for pid in peak:
-            peak[pid] = max(peak[pid], rss(pid))
+        memory.sample()
         sender.join(0.01)
     try:
         assert read_all(sock) == str(total).encode()
     finally:
         sock.close()
-    for pid in peak:
-        growth = peak[pid] - before[pid]
-        assert growth < 16 * 1024 * 1024, f"process {pid} grew by {growth} bytes for a {total}-byte request"
+    memory.assert_grew_less_than(16 * 1024 * 1024, total)
 
 
 def test_connections_beyond_the_limit_wait_for_a_free_slot(daemon, tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from cocaine.core.drivers import Responder
+from cocaine.core.drivers import Driver, Responder
 from cocaine.core.validation import field_error
 
 
@@ -82,3 +82,15 @@ class Overlap:
 
     def _done(self, code: int | None) -> None:
         self.running -= 1
+
+
+class SocketDriver(Driver):
+    """A driver that reads one ZeroMQ socket, ``self.sock``, on the reactor; ``stop`` closes it."""
+
+    sock = None
+
+    def stop(self) -> None:
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            self.context.reactor.remove_reader(sock)
+            sock.close(0)

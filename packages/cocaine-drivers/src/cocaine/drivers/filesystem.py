@@ -42,6 +42,9 @@ def net_kind(first: str, last: str) -> str | None:
 
 
 class FilesystemMonitor(Driver):
+    """Watches ``path`` (a folder, recursively or not, or one file) and publishes each change; waits
+    for the path if it does not exist (docs/drivers.md)."""
+
     name = "filesystem-monitor"
     publishes = True
 

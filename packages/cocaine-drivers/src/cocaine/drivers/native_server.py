@@ -12,15 +12,15 @@ import time
 
 import zmq
 
-from cocaine.core.drivers import Driver
 from cocaine.core.errors import Code, ProtocolError
 from cocaine.core.transport import NOBLOCK, send_frames
 from cocaine.core.validation import check_endpoint, get_number, only_keys
 from cocaine.drivers import native
+from cocaine.drivers.common import SocketDriver
 from cocaine.drivers.native import WINDOW, pack
 
 
-class NativeServer(Driver):
+class NativeServer(SocketDriver):
     name = "native-server"
 
     @classmethod
@@ -40,12 +40,6 @@ class NativeServer(Driver):
         sock.sndhwm = 10_000
         sock.bind(self.config["endpoint"])
         self.context.reactor.add_reader(sock, self._on_readable)
-
-    def stop(self) -> None:
-        sock, self.sock = getattr(self, "sock", None), None
-        if sock is not None:
-            self.context.reactor.remove_reader(sock)
-            sock.close(0)
 
     def info(self):
         return {**super().info(), "counters": {**self.counters, "open": len(self.calls)}}

@@ -16,16 +16,15 @@ import logging
 
 import zmq
 
-from cocaine.core.drivers import Driver
 from cocaine.core.validation import check_endpoint, get_int, get_str, only_keys
-from cocaine.drivers.common import Finished, get_str_list
+from cocaine.drivers.common import Finished, SocketDriver, get_str_list
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("raw", "cocaine")
 
 
-class MessageSource(Driver):
+class MessageSource(SocketDriver):
     """The shared part: a socket read on the reactor, one job per message, in-flight limit."""
 
     publishes = True
@@ -84,12 +83,6 @@ class MessageSource(Driver):
         if self.paused and self.sock is not None:
             self.paused = False
             self.context.reactor.add_reader(self.sock, self._on_readable)
-
-    def stop(self) -> None:
-        sock, self.sock = getattr(self, "sock", None), None
-        if sock is not None:
-            self.context.reactor.remove_reader(sock)
-            sock.close(0)
 
     def info(self):
         return {**super().info(), "counters": {"received": self.received, "in-flight": self.in_flight,
