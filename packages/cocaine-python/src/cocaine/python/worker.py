@@ -117,6 +117,8 @@ class Worker:
         try:
             self._serve()
         finally:
+            for stream in self.streams.values():  # no handler thread waits for chunks that will not come
+                stream.source.cancel(Code.UNAVAILABLE, "the worker is stopping")
             for fd in (self._wake_r, self._wake_w):  # a thread-backend worker must not leak them
                 os.close(fd)
             if self._loop is not None:
