@@ -196,21 +196,66 @@ def manifest(args: str, tasks: dict, **engine) -> dict:
     return {"type": "python", "args": args, "engine": engine, "tasks": tasks}
 
 
-class Subscriber:
-    """A SUB socket on an app's pubsub endpoint that keeps every message it receives, so a test can
-    wait for messages in any order (a worker's stdout and its protocol log travel different ways)."""
+def rss(pid: int) -> int:
+    """The resident memory of a process, in bytes (from /proc)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for process {pid}")
 
-    def __init__(self, context: zmq.Context, address: str, *topics: bytes) -> None:
+
+def task_topics(tasks) -> list[str]:
+    """The topic prefixes of these tasks' results and errors only (not the engine's events, stats, logs)."""
+    return [f"{task} " for task in tasks]
+
+
+class Subscriber:
+    """A SUB socket on an app's pubsub endpoint: ``(topic, meta, payload)`` messages, with deadlines.
+
+    Messages that :meth:`wait` passes over are kept for later ones, so a test can wait for messages in
+    any order (a worker's stdout and its protocol log travel different ways)."""
+
+    def __init__(self, context: zmq.Context, address: str, *prefixes: str) -> None:
         self.sock = context.socket(zmq.SUB)
         self.sock.linger = 0
-        for topic in topics or (b"",):
-            self.sock.subscribe(topic)
+        for prefix in prefixes or ("",):
+            self.sock.subscribe(prefix.encode())
         self.sock.connect(address)
         self.kept: list[tuple[str, dict, list[bytes]]] = []
 
+    def next(self, timeout: float = 10.0) -> tuple[str, dict, list[bytes]]:
+        if self.kept:
+            return self.kept.pop(0)
+        if not self.sock.poll(timeout * 1000):
+            raise AssertionError(f"no publication within {timeout} s")
+        return self._receive()
+
+    def _receive(self) -> tuple[str, dict, list[bytes]]:
+        topic, meta, *payload = self.sock.recv_multipart()
+        return topic.decode(), json.loads(meta), payload
+
+    def first(self, trigger, timeout: float = 10.0, every: float = 0.2) -> tuple[str, dict, list[bytes]]:
+        """Call ``trigger()`` again and again until a publication arrives: the subscription may not
+        be in place yet when the first one is published (ZeroMQ's slow joiner)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            trigger()
+            if self.sock.poll(every * 1000):
+                return self.next()
+        raise AssertionError(f"no publication within {timeout} s")
+
+    def until(self, predicate, timeout: float = 10.0) -> tuple[str, dict, list[bytes]]:
+        """The first publication for which ``predicate(topic, meta, payload)`` is true."""
+        deadline = time.monotonic() + timeout
+        while True:
+            message = self.next(max(0.0, deadline - time.monotonic()))
+            if predicate(*message):
+                return message
+
     def wait(self, prefix: str, where=lambda meta: True, timeout: float = 15.0) -> tuple[str, dict, list[bytes]]:
         """The first message (kept or new) whose topic starts with ``prefix`` and whose meta passes
-        ``where``; it is consumed. Fails the test at the deadline, listing the topics seen."""
+        ``where``; the others stay kept. Fails the test at the deadline, listing the topics seen."""
         deadline = time.monotonic() + timeout
         while True:
             for i, (topic, meta, payload) in enumerate(self.kept):
@@ -221,12 +266,8 @@ class Subscriber:
             if left <= 0 or not self.sock.poll(int(left * 1000)):
                 seen = sorted({topic for topic, _, _ in self.kept})
                 raise AssertionError(f"no {prefix!r} message within {timeout} s; kept: {seen}")
-            while True:
-                try:
-                    topic, meta, *payload = self.sock.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                self.kept.append((topic.decode(), json.loads(meta), payload))
+            while self.sock.poll(0):
+                self.kept.append(self._receive())
 
     def close(self) -> None:
         self.sock.close(0)
@@ -245,3 +286,46 @@ def admin(*args: str, endpoint: str | None = None, env: dict | None = None, cwd=
     argv = [*CLI, *(["--endpoint", endpoint] if endpoint else []), *args]
     return subprocess.run(argv, capture_output=True, text=input is None, timeout=timeout, env=admin_env(env),
                           cwd=cwd, input=input, stdin=subprocess.DEVNULL if input is None else None)
+
+
+# App-side code for test apps: a handler waits for a file that the test creates when it is ready
+# (synchronisation through a real file, with a deadline, never through sleeps in the test).
+APP_WAIT_FOR_FILE = """
+import os as _os, time as _time
+
+def wait_for_file(path, timeout=20.0):
+    deadline = _time.monotonic() + timeout
+    while not _os.path.exists(path):
+        if _time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        _time.sleep(0.005)
+"""
+
+# App-side code for test apps: a handler that reads a streamed request more slowly than a client sends.
+APP_SLOW_COUNT = """
+import time as _time
+
+def count(request):
+    total = 0
+    for chunk in request:
+        total += len(chunk)
+        _time.sleep(0.001)  # slower than the sender
+    return str(total)
+"""
+
+
+class MemoryWatch:
+    """The peak resident memory of some processes while a test runs, against where they started."""
+
+    def __init__(self, *pids: int) -> None:
+        self.before = {pid: rss(pid) for pid in pids}
+        self.peak = dict(self.before)
+
+    def sample(self) -> None:
+        for pid in self.peak:
+            self.peak[pid] = max(self.peak[pid], rss(pid))
+
+    def assert_grew_less_than(self, limit: int, payload: int) -> None:
+        for pid, peak in self.peak.items():
+            growth = peak - self.before[pid]
+            assert growth < limit, f"process {pid} grew by {growth} bytes for a {payload}-byte request"

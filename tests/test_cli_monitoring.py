@@ -16,7 +16,7 @@ import uuid
 import pytest
 import zmq
 
-from support import CLI, admin, admin_env, free_port, manifest, python_app, wait_for
+from support import APP_WAIT_FOR_FILE, CLI, admin, admin_env, endpoint, free_port, manifest, python_app, wait_for
 
 APP = '''
 import sys, time
@@ -142,7 +142,7 @@ def test_call_writes_the_response_and_reads_stdin(daemon, app):
 @pytest.mark.parametrize(("args", "status", "message"), [
     (["fails", "oops"], 1, "call demo fails: error 502: ValueError: bad input: oops"),
     (["ghost"], 1, "demo has no task 'ghost'"),
-    (["tick"], 1, "demo tick: a recurring-timer task takes no requests (call works with zeromq-server)"),
+    (["tick"], 1, "demo tick: a recurring-timer task takes no requests (call works with native-server, zeromq-server)"),
 ])
 def test_call_errors(daemon, app, args, status, message):
     result = admin("call", "demo", *args, endpoint=daemon.management)
@@ -155,6 +155,35 @@ def test_call_gives_up_after_the_timeout(daemon, app):
     result = admin("--timeout", "1", "call", "demo", "hang", endpoint=daemon.management)
     assert result.returncode == 3 and time.monotonic() - started < 15
     assert result.stderr == f"cocaine-admin: call demo hang: no reply from tcp://127.0.0.1:{app['hang']} within 1 s\n"
+
+
+def test_call_streams_a_native_server_response_as_it_comes(daemon, tmp_path):
+    source = APP_WAIT_FOR_FILE + """
+def stream(request):
+    yield b"first\\n"
+    wait_for_file(request.text())
+    yield b"second\\n"
+
+def fails(request):
+    raise KeyError("nope")
+"""
+    tasks = {"stream": {"type": "native-server", "endpoint": endpoint()},
+             "fails": {"type": "native-server", "endpoint": endpoint()}}
+    daemon.create("nat", manifest(python_app(tmp_path, source), tasks))
+    go = tmp_path / "go"
+    proc = spawn("call", "nat", "stream", str(go), endpoint=daemon.management)
+    try:
+        lines = Lines(proc)
+        lines.wait(lambda line: line == "first")  # before the handler may go on
+        go.touch()
+        lines.wait(lambda line: line == "second")
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    failed = admin("call", "nat", "fails", endpoint=daemon.management)
+    assert (failed.returncode, failed.stderr) == (1, "cocaine-admin: call nat fails: error 502: KeyError: 'nope'\n")
 
 
 def test_call_unknown_app(daemon):

@@ -200,8 +200,9 @@ def call(ctx: typer.Context,
          ) -> None:
     """Send one request to an app's task and write the response to stdout as it arrives.
 
-    Works with tasks served by a zeromq-server. An error reply exits 1 with its code and message;
-    no reply within --timeout exits 3.
+    Works with tasks served by a native-server (the chunks stream) or a zeromq-server. An error reply
+    exits 1 with its code and message; no reply within --timeout exits 3 (native-server: between two
+    chunks).
     """
     session: Session = ctx.obj
     with reported():

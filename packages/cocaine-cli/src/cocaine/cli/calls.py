@@ -3,7 +3,7 @@
 One function per driver that serves requests, in :data:`CALLERS` under the driver's name. Each takes
 the task's connectable endpoint, the request body and a timeout, and yields the response chunks as
 they arrive; it raises :class:`CallFailed` for an error reply and :class:`Unreachable` when nothing
-comes back in time. A driver whose replies stream (``native-server``) adds its function here.
+comes back in time.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 import zmq
 
-from cocaine.cli.errors import BadReply, CallFailed, Unreachable
+from cocaine.cli.errors import BadReply, CallFailed, CliError, Unreachable
 
 Caller = Callable[[str, bytes, float], Iterator[bytes]]
 
@@ -40,8 +40,30 @@ def zeromq_server(endpoint: str, body: bytes, timeout: float) -> Iterator[bytes]
         raise BadReply(f"{endpoint} answered something that is not a zeromq-server reply: {frames[:3]!r}")
 
 
+def native_server(endpoint: str, body: bytes, timeout: float) -> Iterator[bytes]:
+    """``native-server`` (docs/native-protocol.md), through its Python client in ``cocaine-drivers``:
+    the chunks stream as the handler yields them; ``timeout`` bounds the wait for each."""
+    try:
+        from cocaine.core.errors import JobError
+        from cocaine.drivers.native_client import Client
+    except ImportError as e:
+        raise CliError(f"calling a native-server task needs the cocaine-drivers package: {e}") from None
+    context = zmq.Context()
+    try:
+        with Client(endpoint, context=context, timeout=timeout) as client:
+            try:
+                yield from client.request(body)
+            except JobError as e:
+                raise CallFailed(e.code, e.message) from None
+            except TimeoutError:
+                raise Unreachable(f"no reply from {endpoint} within {timeout:g} s") from None
+    finally:
+        context.destroy(linger=0)
+
+
 CALLERS: dict[str, Caller] = {
     "zeromq-server": zeromq_server,
+    "native-server": native_server,
 }
 
 

@@ -12,6 +12,7 @@ is the summary and whose further lines are the traceback.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import traceback
 
@@ -20,15 +21,16 @@ import zmq
 from cocaine.core import logs, protocol
 from cocaine.core.transport import NOBLOCK
 
+_RUNTIME = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
 #: Logger names not worth repeating in front of the message.
 _ANONYMOUS = ("root", "cocaine_app_")
 
 
 def app_error(job: int, task: str, error: BaseException) -> bytes:
     """The ``log`` message for a handler that raised: its traceback from the app's own frames on
-    (the runtime's frame that called the handler is left out)."""
+    (the runtime's frames that called the handler are left out)."""
     tb = error.__traceback__
-    if tb is not None and tb.tb_next is not None:
+    while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename == _RUNTIME:
         tb = tb.tb_next
     text = "".join(traceback.format_exception(type(error), error, tb)).rstrip()
     return protocol.log(logging.ERROR, f"task {task!r} job {job} failed: {type(error).__name__}: {error}\n{text}")
