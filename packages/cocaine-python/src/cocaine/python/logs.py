@@ -16,10 +16,7 @@ import os
 import threading
 import traceback
 
-import zmq
-
 from cocaine.core import logs, protocol
-from cocaine.core.transport import NOBLOCK
 
 _RUNTIME = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
 #: Logger names not worth repeating in front of the message.
@@ -44,24 +41,25 @@ def load_failure(path: str, error: BaseException) -> bytes:
 
 
 class LogForwarder(logging.Handler):
-    """Sends log records to the engine over the worker's socket.
+    """Turns log records into protocol ``log`` messages for the worker's loop to send.
 
-    The socket belongs to the thread that serves it, so only that thread sends; records from other
-    threads wait in :attr:`pending` until the worker's loop collects them (:meth:`collect`).
+    Records wait in :attr:`pending` until the loop sends what it has (:meth:`collect`): with a
+    handler's next chunk, or when it returns. A handler that hangs therefore sends nothing, its log
+    lines included, and the engine's heartbeat timeout still catches it (docs/protocol.md). The
+    socket belongs to the loop's thread, so no other thread sends on it.
     """
 
-    def __init__(self, sock: zmq.Socket) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.sock = sock
         self.owner = threading.get_ident()
         self.pending: list[bytes] = []
         self._pending_lock = threading.Lock()
 
     @classmethod
-    def install(cls, sock: zmq.Socket, *, own_process: bool) -> LogForwarder:
+    def install(cls, *, own_process: bool) -> LogForwarder:
         """Forward the records of the whole process (a process worker, whose root logger goes to INFO)
         or, in a thread worker inside the daemon, of the calling thread only."""
-        forwarder = cls(sock)
+        forwarder = cls()
         root = logging.getLogger()
         if own_process:
             root.setLevel(logging.INFO)
@@ -80,18 +78,14 @@ class LogForwarder(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             frame = protocol.log(record.levelno, self.text(record))
-            if threading.get_ident() == self.owner:
-                self.sock.send(frame, NOBLOCK)
-            else:
-                with self._pending_lock:
-                    self.pending.append(frame)
-        except zmq.Again:
-            pass  # the engine is not reading: a log line is not worth blocking the app for
         except Exception:  # noqa: BLE001 - logging never raises into the app
             self.handleError(record)
+            return
+        with self._pending_lock:
+            self.pending.append(frame)
 
     def collect(self) -> list[bytes]:
-        """The records other threads logged since the last call, for the loop to send."""
+        """The records logged since the last call, for the loop to send."""
         with self._pending_lock:
             pending, self.pending = self.pending, []
         return pending

@@ -111,7 +111,7 @@ class Worker:
         self._poller = zmq.Poller()
         self._poller.register(sock, zmq.POLLIN)
         self._poller.register(self._wake_r, zmq.POLLIN)
-        self.logs: logs.LogForwarder | None = None  # log records other threads left for this loop to send
+        self.logs: logs.LogForwarder | None = None  # the app's log records, sent with the next output
 
     def run(self) -> None:
         try:
@@ -359,12 +359,12 @@ def serve(context: zmq.Context, *, endpoint: str, worker_id: str, path: str, hea
     sock.identity = worker_id.encode()
     sock.linger = 1000
     sock.connect(endpoint)
-    forwarder = logs.LogForwarder.install(sock, own_process=own_process)
+    forwarder = logs.LogForwarder.install(own_process=own_process)
     try:
         try:
             module = load_module(path, worker_id)
         except BaseException as e:  # noqa: BLE001 - SystemExit at import is a failed load too
-            sock.send(logs.load_failure(path, e))
+            send_frames(sock, [*forwarder.collect(), logs.load_failure(path, e)])
             return EXIT_LOAD_FAILED
         worker = Worker(sock, Handlers(module), heartbeat)
         worker.logs = forwarder

@@ -11,6 +11,7 @@ import logging
 import re
 from typing import TYPE_CHECKING
 
+from cocaine.core.engine.context import quantile
 from cocaine.core.engine.monitor import read_rss
 from cocaine.core.errors import ConfigError
 
@@ -98,8 +99,9 @@ class NodeCollector:
                 latency.add_metric([app, task], finished, stats["latency-sum"])
                 ordered = sorted(stats["latencies"])
                 for q in QUANTILES:
-                    value = ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
-                    latency.samples.append(Sample(latency.name, {"app": app, "task": task, "quantile": str(q)}, value))
+                    value = quantile(ordered, q)
+                    latency.samples.append(Sample(latency.name, {"app": app, "task": task, "quantile": str(q)},
+                                                  float("nan") if value is None else value))
             pool = snap["pool"]
             for state in ("busy", "idle", "starting"):
                 workers.add_metric([app, state], pool[state])

@@ -51,16 +51,16 @@ class TaskStats:
         }
 
 
+def quantile(ordered: list[float], q: float) -> float | None:
+    """The ``q`` quantile (0..1) of sorted values (None for none)."""
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else None
+
+
 def percentiles(latencies) -> dict[str, float | None]:
     """p50, p90 and p99 in milliseconds of some latencies in seconds (None for none)."""
     ordered = sorted(latencies)
-
-    def at(p: float) -> float | None:
-        if not ordered:
-            return None
-        return round(ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000, 3)
-
-    return {"p50": at(0.5), "p90": at(0.9), "p99": at(0.99)}
+    return {name: None if (value := quantile(ordered, q)) is None else round(value * 1000, 3)
+            for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))}
 
 
 class TaskContext:

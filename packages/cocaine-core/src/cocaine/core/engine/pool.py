@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import signal
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -65,12 +64,8 @@ EXIT_REASONS = {"idle": monitor.IDLE, "reload": monitor.RELOAD, "engine stopping
 def describe_exit(returncode: int | None) -> str:
     if returncode is None:
         return "is gone"
-    if returncode < 0:
-        try:
-            return f"was killed by {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"was killed by signal {-returncode}"
-    return f"exited with status {returncode}"
+    name = monitor.signal_name(returncode)
+    return f"was killed by {name}" if name else f"exited with status {returncode}"
 
 
 class WorkerPool:
