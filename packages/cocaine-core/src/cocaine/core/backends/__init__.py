@@ -17,8 +17,9 @@ class WorkerHandle:
         return None
 
     def output_fds(self) -> dict[str, int]:
-        """The read ends of the worker's output pipes by stream name (``stdout``, ``stderr``), which
-        the engine reads and logs line by line; empty when the worker's output is not captured."""
+        """The read ends of the worker's output pipes by stream name (``stdout``, ``stderr``), handed
+        over once: the engine reads them, logs them line by line, and closes them. Empty when the
+        worker's output is not captured."""
         return {}
 
     def returncode(self) -> int | None:

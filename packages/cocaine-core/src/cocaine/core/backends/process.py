@@ -24,7 +24,14 @@ class ProcessHandle(WorkerHandle):
         return self._pidfd
 
     def output_fds(self) -> dict[str, int]:
-        return {"stdout": self.proc.stdout.fileno(), "stderr": self.proc.stderr.fileno()}
+        # Handed over: the caller reads and closes them (the pipes' file objects are closed here).
+        fds = {}
+        for name, pipe in (("stdout", self.proc.stdout), ("stderr", self.proc.stderr)):
+            if pipe is not None:
+                fds[name] = os.dup(pipe.fileno())
+                pipe.close()
+        self.proc.stdout = self.proc.stderr = None
+        return fds
 
     def returncode(self) -> int | None:
         return self.proc.poll()
@@ -45,7 +52,7 @@ class ProcessHandle(WorkerHandle):
 
     def close(self) -> None:
         self.proc.poll()
-        for pipe in (self.proc.stdout, self.proc.stderr):
+        for pipe in (self.proc.stdout, self.proc.stderr):  # unless output_fds() took them
             if pipe is not None:
                 pipe.close()
         if self._pidfd is not None:

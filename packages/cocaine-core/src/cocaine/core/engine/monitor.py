@@ -35,8 +35,9 @@ PROTOCOL_ERROR = "protocol-error"
 
 LEVELS = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning", logging.ERROR: "error",
           logging.CRITICAL: "critical"}
-#: A worker's output line longer than this is cut into several.
-MAX_LINE = 16 * 1024
+#: The level of a line a worker writes, by stream: an interpreter's dying traceback or a native
+#: library's complaint on stderr is captured even when the runtime cannot speak any more.
+OUTPUT_LEVELS = {"stdout": logging.INFO, "stderr": logging.WARNING}
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -192,66 +193,12 @@ class Monitor:
             "signal": signal_name(returncode), "description": f"worker {description}",
             "uptime": round(time.monotonic() - worker.spawned_at, 3)}, [])
 
+    def worker_output(self, worker_id: str, stream: str, line: str) -> None:
+        """A line a process worker wrote: stdout lines are info, stderr lines warning."""
+        self.worker_log(worker_id, OUTPUT_LEVELS[stream], line, stream)
+
     def worker_log(self, worker_id: str, level: int, message: str, stream: str = "log") -> None:
         """A line from a worker: a protocol ``log`` message, or what it wrote to stdout or stderr."""
         log.log(level, "%s", message, extra={"app": self.app, "worker": worker_id, "stream": stream})
         self.engine.publisher.publish(f"@log {level_name(level)}", {
             "worker": worker_id, "level": level_name(level), "stream": stream, "message": message}, [])
-
-
-class WorkerOutput:
-    """Reads what a process worker writes to stdout and stderr, line by line, on the reactor.
-
-    stdout lines are logged at info, stderr lines at warning: an interpreter's dying traceback or a
-    crashing native library's message is captured even when the runtime itself cannot speak.
-    """
-
-    LEVELS = {"stdout": logging.INFO, "stderr": logging.WARNING}
-
-    def __init__(self, monitor: Monitor, reactor, worker_id: str, fds: dict[str, int]) -> None:
-        self.monitor = monitor
-        self.reactor = reactor
-        self.worker_id = worker_id
-        self.streams = {fd: name for name, fd in fds.items()}
-        self.partial = {fd: b"" for fd in self.streams}
-        for fd in self.streams:
-            os.set_blocking(fd, False)
-            reactor.add_reader(fd, lambda fd=fd: self.read(fd))
-
-    def read(self, fd: int) -> bool:
-        """Read what ``fd`` holds now; False once it is closed (the worker and its children are gone)."""
-        while True:
-            try:
-                data = os.read(fd, 65536)
-            except BlockingIOError:
-                return True
-            except OSError:
-                data = b""
-            if not data:
-                self._emit(fd, self.partial.pop(fd, b""))
-                self.reactor.remove_reader(fd)
-                return False
-            *lines, rest = (self.partial.get(fd, b"") + data).split(b"\n")
-            for line in lines:
-                self._emit(fd, line)
-            while len(rest) > MAX_LINE:
-                self._emit(fd, rest[:MAX_LINE])
-                rest = rest[MAX_LINE:]
-            self.partial[fd] = rest
-
-    def drain(self) -> None:
-        for fd in list(self.partial):
-            self.read(fd)
-
-    def close(self) -> None:
-        """Read what is left, give up on the rest. The handle closes the pipes themselves."""
-        self.drain()
-        for fd in list(self.partial):
-            self._emit(fd, self.partial.pop(fd))
-            self.reactor.remove_reader(fd)
-
-    def _emit(self, fd: int, line: bytes) -> None:
-        line = line.rstrip(b"\r")
-        if line:
-            stream = self.streams[fd]
-            self.monitor.worker_log(self.worker_id, self.LEVELS[stream], line.decode(errors="replace"), stream)

@@ -19,7 +19,7 @@ import zmq
 from cocaine.core import protocol
 from cocaine.core.backends import Backend, WorkerHandle
 from cocaine.core.engine import monitor
-from cocaine.core.engine.monitor import WorkerOutput
+from cocaine.core.engine.output import READER, OutputWatch
 from cocaine.core.errors import Code, ProtocolError
 from cocaine.core.languages import Language
 from cocaine.core.manifest import EngineConfig
@@ -54,7 +54,7 @@ class Worker:
         self.last_error: str | None = None  # the last error the worker logged (a failed import, say)
         self.retiring: str | None = None  # why it was asked to exit, once it was
         self.exit_reason: str | None = None  # one of monitor's reasons, once it is on its way out
-        self.output: WorkerOutput | None = None  # its stdout and stderr, for a process
+        self.output: OutputWatch | None = None  # its stdout and stderr, for a process
 
 
 #: ask_to_exit's reasons as the exit reasons that monitoring reports.
@@ -177,7 +177,8 @@ class WorkerPool:
             self.reactor.add_reader(fd, lambda: self._on_exit(worker))
         fds = handle.output_fds()
         if fds:
-            worker.output = WorkerOutput(self.engine.monitor, self.reactor, worker_id, fds)
+            worker.output = READER.watch(self.reactor, fds, lambda stream, line: self.engine.monitor.worker_output(
+                worker_id, stream, line))
         log.info("app %s: worker %s started%s", self.app, worker_id, f" (pid {handle.pid})" if handle.pid else "")
         self.engine.monitor.worker_spawned(self, worker)
         return True
@@ -332,8 +333,6 @@ class WorkerPool:
     def _on_exit(self, worker: Worker) -> None:
         # Read what it said before exiting (a failed import's reason) before giving up on it.
         self._on_readable()
-        if worker.output is not None:
-            worker.output.drain()
         if self.workers.get(worker.identity) is worker:
             self.retire(worker, Code.SERVER, describe_exit(worker.handle.returncode()))
         self._forget(worker)
