@@ -21,7 +21,7 @@ from types import ModuleType
 import zmq
 
 from cocaine.core import protocol
-from cocaine.core.errors import Code
+from cocaine.core.errors import Code, ProtocolError
 from cocaine.core.transport import send_frames
 from cocaine.python.request import Request
 
@@ -103,7 +103,12 @@ class Worker:
                 except zmq.Again:
                     break
                 for frame in frames:
-                    if not self.handle(protocol.unpack(frame)):
+                    try:
+                        message = protocol.unpack(frame)
+                    except ProtocolError as e:  # drop it, say so, serve on
+                        self.out.append(protocol.log(logging.WARNING, f"dropped a bad message: {e}"))
+                        continue
+                    if not self.handle(message):
                         self.flush()
                         return
             self.flush()
@@ -117,7 +122,7 @@ class Worker:
         """Apply one engine message; False when the worker must stop."""
         kind = message[0]
         if kind == protocol.INVOKE:
-            _, job, task, meta, body, _closed = message
+            job, task, meta, body = message[1:5]  # shape checked by unpack; extra fields ignored
             self.invoke(job, task, meta, body)
         elif kind == protocol.TERMINATE:
             return False
