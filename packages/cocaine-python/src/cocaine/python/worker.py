@@ -131,7 +131,7 @@ class Worker:
     def invoke(self, job: int, task: str, meta: dict, body: bytes | None) -> None:
         out = self.out
         deadline = meta.get("deadline")
-        if deadline is not None and time.time() > deadline:
+        if type(deadline) in (int, float) and time.time() > deadline:
             out.append(protocol.error(job, Code.TIMEOUT, "deadline exceeded before the job started"))
             return
         handler = self.handlers.get(task)
