@@ -81,8 +81,9 @@ def format_info(reply: dict[str, Any]) -> list[str]:
     node = reply.get("node")
     if isinstance(node, dict):
         lines.append(format_node(node))
-        if isinstance(node.get("security"), dict):
-            lines.append(format_security(node["security"]))
+        security = node.get("security")
+        if isinstance(security, dict) and security_in_use(security):
+            lines.append(format_security(security))
     apps = reply.get("apps")
     if isinstance(apps, dict):
         for name, entry in apps.items():
@@ -102,6 +103,13 @@ def format_node(node: dict[str, Any]) -> str:
     if "apps" in node:
         parts.append(plural(node["apps"], "app"))
     return ", ".join(parts)
+
+
+def security_in_use(security: dict[str, Any]) -> bool:
+    """Whether the security line says anything: not for an open daemon nobody has attacked."""
+    refused = security.get("refused") or {}
+    return (security.get("signatures") == "required" or bool(security.get("users"))
+            or any(refused.values()) or bool((security.get("transport") or {}).get("curve")))
 
 
 def format_security(security: dict[str, Any]) -> str:
