@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import tempfile
 import zmq
 
 from bench_baseline import run_baseline
-from loadgen import measure_broker, measure_latency, measure_throughput, wait_ready
+from loadgen import measure_broker, measure_latency, measure_throughput, stop_process, wait_ready
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -54,12 +53,7 @@ def run_cocaine(duration: float, workers: int, concurrency: int) -> dict:
                 "latency": measure_latency(endpoint),
             }
         finally:
-            daemon.send_signal(signal.SIGTERM)
-            try:
-                daemon.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-                daemon.wait()
+            stop_process(daemon, timeout=20)
 
 
 def _manage(endpoint: str, request: dict) -> dict:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -21,8 +20,9 @@ import time
 
 import zmq
 
-from bench_echo import HERE, _free_port, _manage, run_cocaine
+from bench_echo import _free_port, _manage, run_cocaine
 from cocaine.core.manifest import EngineConfig
+from loadgen import stop_process
 
 
 def burst_growth(requests: int = 64, work: float = 0.05, pool_limit: int = 4) -> dict:
@@ -65,8 +65,7 @@ def burst_growth(requests: int = 64, work: float = 0.05, pool_limit: int = 4) ->
                     "all_answered_ms": (time.perf_counter() - started) * 1000,
                     "ideal_ms": requests * work / pool_limit * 1000}
         finally:
-            daemon.send_signal(signal.SIGTERM)
-            daemon.wait(30)
+            stop_process(daemon, timeout=30)
 
 
 def main() -> None:

@@ -56,6 +56,18 @@ def wait_ready(endpoint: str, timeout: float = 10.0, process=None) -> None:
             raise RuntimeError(f"unexpected probe reply from {endpoint}: {reply!r}")
 
 
+def stop_process(proc, timeout: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout`` seconds."""
+    import subprocess
+
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def cpu_seconds(pid: int) -> float:
     """CPU time (user + system, every thread) a process has used so far, from /proc."""
     import os

@@ -117,10 +117,11 @@ class SocketSecurity:
         self.max_message_size = max_message_size
         self.curve = curve
 
-    def secure(self, sock: zmq.Socket, domain: str = APPS) -> zmq.Socket:
-        """Apply the message size limit and, if configured, CURVE. Call before ``bind``."""
+    def secure(self, sock: zmq.Socket, domain: str = APPS, *, server: bool = True) -> zmq.Socket:
+        """Apply the message size limit and, for a socket that binds (``server``) and if configured,
+        CURVE. Call before ``bind`` or ``connect``."""
         sock.maxmsgsize = self.max_message_size
-        if self.curve is not None:
+        if server and self.curve is not None:
             sock.curve_server = True
             sock.curve_secretkey = self.curve.secret_key
             sock.curve_publickey = self.curve.public_key

@@ -25,6 +25,7 @@ from cocaine.core.management.auth import DEFAULT_MAX_CLOCK_SKEW, Guard
 from cocaine.core.management.users import Users
 from cocaine.core.plugins import Registry
 from cocaine.core.security import APPS, DEFAULT_MAX_MESSAGE_SIZE, MANAGEMENT, Curve, SocketSecurity
+from cocaine.core.transport import split_envelope
 
 log = logging.getLogger("cocained")
 
@@ -165,16 +166,11 @@ class Daemon:
                 received = sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            frames = [frame.bytes for frame in received]
-            # ROUTER envelope: identity frames up to the empty delimiter a REQ socket adds.
-            try:
-                split = frames.index(b"", 1) + 1
-            except ValueError:
-                split = 1
-            reply = protocol.handle(self.node, frames[split:], self.guard, _peer(received[-1]))
+            envelope, request = split_envelope([frame.bytes for frame in received])
+            reply = protocol.handle(self.node, request, self.guard, _peer(received[-1]))
             body = json.dumps(reply, default=str).encode()
             try:
-                sock.send_multipart([*frames[:split], body], zmq.NOBLOCK)
+                sock.send_multipart([*envelope, body], zmq.NOBLOCK)
             except zmq.ZMQError as e:
                 log.warning("cannot answer a management client: %s", e.strerror)
 
