@@ -6,7 +6,9 @@ parser and signature checks, manifests, and the Python worker's message handling
 Against a real daemon (hypothesis, fewer examples, one daemon for the whole run): management JSON
 (versions 2 and 3) from DEALER sockets, zeromq-server framing, a worker that sends the engine
 crafted protocol messages, frames over the size limit; meanwhile another client's requests must all
-succeed, and the daemon must be alive, answering, and no bigger at the end.
+succeed, and the daemon must be alive, answering, and no bigger at the end. Then the native
+protocol (native-server) and the raw socket driver, each checked by a valid request after every
+attack.
 """
 
 from __future__ import annotations
@@ -386,3 +388,67 @@ def test_the_daemon_survives_fuzzing_serves_others_and_stays_bounded(target, zmq
     assert "node" in target.info()
     assert evil.call(msgpack.packb([])) == [b"ok", b"survived"]
     wait_for(lambda: target.proc.poll() is None, message="the daemon to be alive")
+
+
+# -- the native protocol and the raw socket driver ------------------------------------------------
+native_headers = (st.binary(max_size=30) | st.builds(
+    lambda kind, fields: protocol.pack([kind, *fields]), st.integers(-2, 9),
+    st.lists(st.integers(-2**63, 2**64 - 1) | st.text(max_size=130) | st.binary(max_size=130) | st.none()
+             | st.booleans() | st.floats() | st.dictionaries(st.sampled_from(["urgent", "timeout", "deadline", "x"]),
+                                                           st.booleans() | st.floats() | st.text(max_size=5)),
+             max_size=4)))
+native_messages = st.lists(st.tuples(native_headers, st.lists(st.binary(max_size=40), max_size=3)),
+                           min_size=1, max_size=4)
+
+
+@pytest.mark.timeout(300)
+def test_native_server_and_raw_socket_survive_fuzzing(make_daemon, zmq_context, tmp_path):
+    import socket
+
+    from cocaine.drivers.native_client import Client
+    from support import free_port
+
+    daemon = make_daemon("--max-message-size", str(LIMIT)).start()
+    native, port = endpoint(), free_port()
+    source = "def echo(request):\n    return b''.join(request)\nraw = echo\n"
+    daemon.create("echo", manifest(python_app(tmp_path, source), {
+        "echo": {"type": "native-server", "endpoint": native},
+        "raw": {"type": "raw-socket-server", "endpoint": f"127.0.0.1:{port}"}}))
+    client = Client(native, context=zmq_context, timeout=10)
+    attacker = dealer(zmq_context, native)
+
+    @ON_THE_WIRE
+    @given(native_messages)
+    def native_server_survives(garbage):
+        for header, data in garbage:
+            attacker.send_multipart([header, *data])
+        assert client.call(b"still there") == b"still there"  # the driver serves on, in order
+        while attacker.poll(0):
+            attacker.recv_multipart()  # whatever it answered (errors for refused requests)
+
+    @settings(max_examples=60, deadline=None, database=None)
+    @given(st.binary(max_size=300), st.sampled_from(["shutdown", "close", "reset"]))
+    def raw_socket_survives(garbage, ending):
+        conn = socket.create_connection(("127.0.0.1", port), timeout=10)
+        conn.sendall(garbage)
+        if ending == "reset":  # RST instead of FIN
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        elif ending == "shutdown":
+            conn.shutdown(socket.SHUT_WR)
+            received = b""
+            while chunk := conn.recv(4096):
+                received += chunk
+            assert received == garbage  # the echo handler answers the whole stream
+        conn.close()
+
+    native_server_survives()
+    raw_socket_survives()
+    assert_dropped(zmq_context, native, [b"h" * (LIMIT + 1)])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(b"ping")
+        conn.shutdown(socket.SHUT_WR)
+        assert conn.recv(100) == b"ping"
+    assert client.call(b"last") == b"last"
+    client.close()
+    attacker.close(0)
+    assert "node" in daemon.info()
