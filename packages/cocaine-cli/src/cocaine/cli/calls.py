@@ -1,8 +1,8 @@
 """``cocaine-admin call``: send one request to an app's task and yield the response chunks.
 
 One function per driver that serves requests, in :data:`CALLERS` under the driver's name. Each takes
-the task's connectable endpoint, the request body and a timeout, and yields the response chunks as
-they arrive; it raises :class:`CallFailed` for an error reply and :class:`Unreachable` when nothing
+the task's connectable endpoint, the request body, a timeout and the CURVE keys (None for a daemon
+without CURVE), and yields the response chunks as they arrive; it raises :class:`CallFailed` for an error reply and :class:`Unreachable` when nothing
 comes back in time.
 """
 
@@ -13,17 +13,20 @@ from collections.abc import Callable, Iterator
 import zmq
 
 from cocaine.cli.errors import BadReply, CallFailed, CliError, Unreachable
+from cocaine.cli.keys import CurveClient
 
-Caller = Callable[[str, bytes, float], Iterator[bytes]]
+Caller = Callable[[str, bytes, float, "CurveClient | None"], Iterator[bytes]]
 
 
-def zeromq_server(endpoint: str, body: bytes, timeout: float) -> Iterator[bytes]:
+def zeromq_server(endpoint: str, body: bytes, timeout: float, curve: CurveClient | None) -> Iterator[bytes]:
     """``zeromq-server`` (docs/drivers.md): one message out, one reply ``[ok, *chunks]`` or
     ``[error, code, message]`` back, so the chunks arrive together."""
     context = zmq.Context()
     try:
         sock = context.socket(zmq.DEALER)
         sock.linger = 0
+        if curve is not None:
+            curve.apply(sock)
         sock.connect(endpoint)
         sock.send_multipart([b"", body])
         if not sock.poll(int(timeout * 1000)):
@@ -40,7 +43,7 @@ def zeromq_server(endpoint: str, body: bytes, timeout: float) -> Iterator[bytes]
         raise BadReply(f"{endpoint} answered something that is not a zeromq-server reply: {frames[:3]!r}")
 
 
-def native_server(endpoint: str, body: bytes, timeout: float) -> Iterator[bytes]:
+def native_server(endpoint: str, body: bytes, timeout: float, curve: CurveClient | None) -> Iterator[bytes]:
     """``native-server`` (docs/native-protocol.md), through its Python client in ``cocaine-drivers``:
     the chunks stream as the handler yields them; ``timeout`` bounds the wait for each."""
     try:
@@ -50,7 +53,8 @@ def native_server(endpoint: str, body: bytes, timeout: float) -> Iterator[bytes]
         raise CliError(f"calling a native-server task needs the cocaine-drivers package: {e}") from None
     context = zmq.Context()
     try:
-        with Client(endpoint, context=context, timeout=timeout) as client:
+        keys = (curve.public, curve.secret, curve.server) if curve is not None else None
+        with Client(endpoint, context=context, timeout=timeout, curve=keys) as client:
             try:
                 yield from client.request(body)
             except JobError as e:

@@ -9,17 +9,21 @@ from typing import Any
 import zmq
 
 from cocaine.cli.errors import BadReply
+from cocaine.cli.keys import CurveClient
 
 Message = tuple[str, dict[str, Any], list[bytes]]
 
 
-def follow(endpoint: str, topics: list[str], count: int | None = None) -> Iterator[Message]:
+def follow(endpoint: str, topics: list[str], count: int | None = None,
+           curve: CurveClient | None = None) -> Iterator[Message]:
     """Subscribe to ``topics`` (prefixes; none: everything) and yield ``(topic, meta, payload)``
-    until ``count`` messages, or forever. Ctrl-C ends it cleanly."""
+    until ``count`` messages, or forever. ``curve``: the keys for a daemon with CURVE."""
     context = zmq.Context()
     try:
         sock = context.socket(zmq.SUB)
         sock.linger = 0
+        if curve is not None:
+            curve.apply(sock)
         for topic in topics or [""]:
             sock.subscribe(topic.encode())
         sock.connect(endpoint)
