@@ -11,6 +11,7 @@ import asyncio
 import ctypes
 import importlib.util
 import inspect
+import logging
 import os
 import signal
 import sys
