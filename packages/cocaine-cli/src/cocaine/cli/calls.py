@@ -2,8 +2,8 @@
 
 One function per driver that serves requests, in :data:`CALLERS` under the driver's name. Each takes
 the task's connectable endpoint, the request body, a timeout and the CURVE keys (None for a daemon
-without CURVE), and yields the response chunks as they arrive; it raises :class:`CallFailed` for an error reply and :class:`Unreachable` when nothing
-comes back in time.
+without CURVE), and yields the response chunks as they arrive; it raises :class:`CallFailed` for an
+error reply and :class:`Unreachable` when nothing comes back in time.
 """
 
 from __future__ import annotations
