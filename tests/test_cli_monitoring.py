@@ -15,6 +15,7 @@ import uuid
 
 import pytest
 import zmq
+import zmq.auth
 
 from support import APP_WAIT_FOR_FILE, CLI, admin, admin_env, endpoint, free_port, manifest, python_app, wait_for
 
@@ -314,3 +315,26 @@ def test_top_without_a_terminal_prints_one_view(daemon, app):
     assert lines[0].startswith("node ") and "q: quit" in lines[0]
     assert line_of(result.stdout, "demo").split()[:2] == ["demo", "running"]
     assert [line.split()[0] for line in lines if line.startswith("  ")] == ["echo", "fails", "hang", "tick"]
+
+
+def test_tail_and_call_speak_curve_with_the_clis_keys(make_daemon, tmp_path):
+    keys = tmp_path / "keys"
+    (keys / "allowed").mkdir(parents=True)
+    for name in ("server", "operator"):
+        assert admin("keygen", "--curve", str(keys / name)).returncode == 0
+    (keys / "allowed" / "operator.key").write_text((keys / "operator.key").read_text())
+    daemon = make_daemon("--curve-secret-key", str(keys / "server.key_secret"),
+                         "--curve-clients", str(keys / "allowed"))
+    daemon.curve = (*zmq.auth.load_certificate(keys / "operator.key_secret"),
+                    zmq.auth.load_certificate(keys / "server.key")[0])
+    daemon.start()
+    m = manifest(python_app(tmp_path, APP), {"echo": {"type": "zeromq-server", "endpoint": endpoint()}})
+    m["pubsub"] = {"endpoint": endpoint(), "stats-interval": 0.2}
+    daemon.create("sealed", m)
+    curve = ["--curve-key", str(keys / "operator.key_secret"), "--curve-server-key", str(keys / "server.key")]
+
+    called = admin(*curve, "call", "sealed", "echo", "secret", endpoint=daemon.management)
+    assert (called.returncode, called.stdout, called.stderr) == (0, "secret", "")
+    tailed = admin(*curve, "--json", "tail", "sealed", "--topic", "@stats", "--count", "1", endpoint=daemon.management)
+    assert tailed.returncode == 0, tailed.stderr
+    assert json.loads(tailed.stdout)["meta"]["app"] == "sealed"

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 
 import zmq
 
+from cocaine.cli.endpoints import connected
 from cocaine.cli.errors import BadReply, CallFailed, CliError, Unreachable
 from cocaine.cli.keys import CurveClient
 
@@ -21,19 +22,11 @@ Caller = Callable[[str, bytes, float, "CurveClient | None"], Iterator[bytes]]
 def zeromq_server(endpoint: str, body: bytes, timeout: float, curve: CurveClient | None) -> Iterator[bytes]:
     """``zeromq-server`` (docs/drivers.md): one message out, one reply ``[ok, *chunks]`` or
     ``[error, code, message]`` back, so the chunks arrive together."""
-    context = zmq.Context()
-    try:
-        sock = context.socket(zmq.DEALER)
-        sock.linger = 0
-        if curve is not None:
-            curve.apply(sock)
-        sock.connect(endpoint)
+    with connected(zmq.DEALER, endpoint, curve) as sock:
         sock.send_multipart([b"", body])
         if not sock.poll(int(timeout * 1000)):
             raise Unreachable(f"no reply from {endpoint} within {timeout:g} s")
         frames = sock.recv_multipart()
-    finally:
-        context.destroy(linger=0)
     status, *rest = frames[1:] if frames and frames[0] == b"" else frames
     if status == b"ok":
         yield from rest

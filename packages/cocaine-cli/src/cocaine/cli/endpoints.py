@@ -12,8 +12,13 @@ import fcntl
 import ipaddress
 import socket
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import zmq
 
 from cocaine.cli.errors import CliError
+from cocaine.cli.keys import CurveClient
 
 WILDCARDS = ("*", "0.0.0.0", "::", "[::]")
 LOCAL_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
@@ -75,3 +80,22 @@ def connectable(endpoint: str, management: str) -> str:
 def _looks_like_interface(host: str) -> bool:
     """A bare name without dots (``lo``, ``eth0``), which ZeroMQ binds as an interface."""
     return "." not in host and ":" not in host and not host.startswith("[")
+
+
+@contextmanager
+def connected(kind: int, endpoint: str, curve: CurveClient | None,
+              subscribe: list[str] | None = None) -> Iterator[zmq.Socket]:
+    """A socket of ``kind`` connected to an app's ``endpoint`` (with the CLI's CURVE keys, if any), in a
+    private context destroyed with linger 0 on the way out: nothing queued keeps the CLI alive."""
+    context = zmq.Context()
+    try:
+        sock = context.socket(kind)
+        sock.linger = 0
+        if curve is not None:
+            curve.apply(sock)
+        for prefix in subscribe or ():
+            sock.subscribe(prefix.encode())
+        sock.connect(endpoint)
+        yield sock
+    finally:
+        context.destroy(linger=0)

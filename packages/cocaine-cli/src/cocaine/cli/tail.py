@@ -8,6 +8,7 @@ from typing import Any
 
 import zmq
 
+from cocaine.cli.endpoints import connected
 from cocaine.cli.errors import BadReply
 from cocaine.cli.keys import CurveClient
 
@@ -18,15 +19,7 @@ def follow(endpoint: str, topics: list[str], count: int | None = None,
            curve: CurveClient | None = None) -> Iterator[Message]:
     """Subscribe to ``topics`` (prefixes; none: everything) and yield ``(topic, meta, payload)``
     until ``count`` messages, or forever. ``curve``: the keys for a daemon with CURVE."""
-    context = zmq.Context()
-    try:
-        sock = context.socket(zmq.SUB)
-        sock.linger = 0
-        if curve is not None:
-            curve.apply(sock)
-        for topic in topics or [""]:
-            sock.subscribe(topic.encode())
-        sock.connect(endpoint)
+    with connected(zmq.SUB, endpoint, curve, subscribe=topics or [""]) as sock:
         seen = 0
         while count is None or seen < count:
             frames = sock.recv_multipart()
@@ -38,5 +31,3 @@ def follow(endpoint: str, topics: list[str], count: int | None = None,
                 raise BadReply(f"{endpoint} published a meta frame that is not JSON: {e}") from None
             seen += 1
             yield frames[0].decode(errors="replace"), meta, frames[2:]
-    finally:
-        context.destroy(linger=0)
