@@ -116,7 +116,7 @@ class Worker:
         """Apply one engine message; False when the worker must stop."""
         kind = message[0]
         if kind == protocol.INVOKE:
-            _, job, task, meta, body, _closed = message
+            job, task, meta, body, _closed = message[1:6]  # later versions may append elements
             self.invoke(job, task, meta, body)
         elif kind == protocol.TERMINATE:
             return False

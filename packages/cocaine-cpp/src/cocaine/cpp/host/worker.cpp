@@ -1,0 +1,433 @@
+// The C++ worker host: loads an app's shared library and serves the engine's jobs over the worker
+// protocol (docs/protocol.md).
+//
+// All of it sits behind one C entry point, cocaine_serve(), built into libcocaine-cpp-worker.so.
+// The process backend runs it through the small executable in main.cpp; a thread backend can call
+// the same function on a thread of the daemon through ctypes, which releases the Python GIL for the
+// whole call, so C++ handlers then run in parallel with the daemon and with each other.
+
+#include <cocaine/app.hpp>
+#include <cocaine/msgpack.hpp>
+
+#include <cxxabi.h>
+#include <dlfcn.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <typeinfo>
+#include <unordered_map>
+#include <vector>
+
+namespace {
+
+using cocaine::Value;
+using Clock = std::chrono::steady_clock;
+namespace msgpack = cocaine::msgpack;
+
+// Message types and constants of protocol version 1 (docs/protocol.md).
+enum Kind : uint64_t { HELLO = 1, HEARTBEAT = 2, TERMINATE = 3, INVOKE = 4, CHUNK = 5, END = 6, ERROR = 7, LOG = 8 };
+constexpr uint64_t protocol_version = 1;
+constexpr uint64_t app_error_code = 502;
+constexpr uint64_t log_level_error = 40;
+constexpr int exit_load_failed = 3;
+constexpr int exit_transport_failed = 4;
+constexpr int engine_silence_limit = 3;  // heartbeat intervals without a word from the engine
+
+// Messages carry text as msgpack str, which the engine decodes as UTF-8 (and drops the frame if it
+// cannot): an exception's what() may hold anything, so invalid bytes become '?'.
+std::string valid_utf8(std::string_view s) {
+    std::string out;
+    out.reserve(s.size());
+    auto byte = [&](std::size_t i) { return static_cast<unsigned char>(s[i]); };
+    auto continuation = [&](std::size_t i) { return i < s.size() && (byte(i) & 0xc0) == 0x80; };
+    for (std::size_t i = 0; i < s.size();) {
+        unsigned char b = byte(i);
+        std::size_t n = b < 0x80 ? 1 : b >= 0xc2 && b <= 0xdf ? 2 : b >= 0xe0 && b <= 0xef ? 3 : b >= 0xf0 && b <= 0xf4 ? 4 : 0;
+        bool ok = n > 0;
+        for (std::size_t k = 1; ok && k < n; ++k) ok = continuation(i + k);
+        if (ok && n >= 3) {  // no overlong forms, no surrogates, nothing above U+10FFFF
+            unsigned char second = byte(i + 1);
+            ok = !(b == 0xe0 && second < 0xa0) && !(b == 0xed && second > 0x9f) &&
+                 !(b == 0xf0 && second < 0x90) && !(b == 0xf4 && second > 0x8f);
+        }
+        if (ok) {
+            out.append(s.substr(i, n));
+            i += n;
+        } else {
+            out.push_back('?');
+            ++i;
+        }
+    }
+    return out;
+}
+
+std::string type_name(const std::type_info& type) {
+    int status = 0;
+    char* name = abi::__cxa_demangle(type.name(), nullptr, nullptr, &status);
+    std::string result = status == 0 && name ? name : type.name();
+    std::free(name);
+    return result;
+}
+
+// -- frames -----------------------------------------------------------------------------------------
+
+std::string frame_hello() {
+    std::string f;
+    msgpack::Writer w(f);
+    w.array(3);
+    w.uinteger(HELLO);
+    w.uinteger(protocol_version);
+    w.uinteger(static_cast<uint64_t>(getpid()));
+    return f;
+}
+
+std::string frame_heartbeat() {
+    std::string f;
+    msgpack::Writer w(f);
+    w.array(1);
+    w.uinteger(HEARTBEAT);
+    return f;
+}
+
+std::string frame_chunk(uint64_t job, std::string_view data) {
+    std::string f;
+    msgpack::Writer w(f);
+    w.array(3);
+    w.uinteger(CHUNK);
+    w.uinteger(job);
+    w.bin(data);
+    return f;
+}
+
+std::string frame_end(uint64_t job) {
+    std::string f;
+    msgpack::Writer w(f);
+    w.array(2);
+    w.uinteger(END);
+    w.uinteger(job);
+    return f;
+}
+
+std::string frame_error(uint64_t job, uint64_t code, std::string_view message) {
+    std::string f;
+    msgpack::Writer w(f);
+    w.array(4);
+    w.uinteger(ERROR);
+    w.uinteger(job);
+    w.uinteger(code);
+    w.str(valid_utf8(message));
+    return f;
+}
+
+std::string frame_log(uint64_t level, std::string_view message) {
+    std::string f;
+    msgpack::Writer w(f);
+    w.array(3);
+    w.uinteger(LOG);
+    w.uinteger(level);
+    w.str(valid_utf8(message));
+    return f;
+}
+
+// -- jobs -------------------------------------------------------------------------------------------
+
+struct Job {
+    uint64_t id = 0;
+    std::string task;
+    Value meta;
+    std::deque<std::string> chunks;  // arrived, not read yet
+    bool closed = true;              // no more chunks will arrive
+    bool cancelled = false;          // the engine gave up on it: send nothing more
+};
+
+class Worker;
+
+// What a handler gets: the request and the response of one job.
+class JobIo final : public cocaine::Request, public cocaine::Response {
+public:
+    JobIo(Worker& worker, Job& job) : worker_(worker), job_(job) {}
+
+    uint64_t id() const override { return job_.id; }
+    const std::string& task() const override { return job_.task; }
+    const Value& meta() const override { return job_.meta; }
+    bool read(std::string& chunk) override;
+    const std::string& body() override;
+    void write(const char* data, std::size_t size) override;
+    void flush() override;
+
+private:
+    Worker& worker_;
+    Job& job_;
+    std::string body_;
+    bool body_read_ = false;
+};
+
+class Worker {
+public:
+    Worker(void* sock, double heartbeat_seconds)
+        : sock_(sock),
+          heartbeat_(std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(heartbeat_seconds))),
+          last_sent_(Clock::now()),
+          last_heard_(last_sent_) {}
+
+    void add_tasks(const cocaine::AppTable& app) {
+        for (std::size_t i = 0; i < app.count; ++i) handlers_[app.tasks[i].name] = app.tasks[i].handler;
+    }
+
+    // Tell the engine why the app cannot run, then give up (the engine fails waiting jobs with 503).
+    void report_load_failure(const std::string& reason) {
+        out_.push_back(frame_log(log_level_error, reason));
+        flush();
+    }
+
+    int serve() {
+        out_.push_back(frame_hello());
+        flush();
+        while (!stopping_) {
+            if (queue_.empty()) {
+                pump(true);
+                continue;
+            }
+            std::shared_ptr<Job> job = std::move(queue_.front());
+            queue_.pop_front();
+            run(*job);
+            jobs_.erase(job->id);
+            pump(false);  // pick up cancels and new jobs between handlers, without waiting
+        }
+        flush();
+        return 0;
+    }
+
+    // The next chunk of `job`'s request, pumping the socket while the engine still streams it.
+    bool next_chunk(Job& job, std::string& chunk) {
+        while (job.chunks.empty() && !job.closed && !stopping_) pump(true);
+        if (job.cancelled || (stopping_ && job.chunks.empty() && !job.closed)) throw cocaine::Aborted();
+        if (job.chunks.empty()) return false;
+        chunk = std::move(job.chunks.front());
+        job.chunks.pop_front();
+        return true;
+    }
+
+    // Chunks are held back by one write, so that a one-chunk response leaves with its end in a
+    // single message; waiting for input or returning sends them (docs/cpp.md).
+    void write_chunk(Job& job, std::string_view data) {
+        if (job.cancelled) return;
+        flush();
+        out_.push_back(frame_chunk(job.id, data));
+    }
+
+    void flush() {
+        if (out_.empty()) return;
+        for (std::size_t i = 0; i < out_.size(); ++i) {
+            int flags = i + 1 < out_.size() ? ZMQ_SNDMORE : 0;
+            while (zmq_send(sock_, out_[i].data(), out_[i].size(), flags) < 0) {
+                if (errno == EINTR) continue;
+                std::fprintf(stderr, "cocaine-cpp-worker: cannot send: %s\n", zmq_strerror(errno));
+                stopping_ = true;
+                out_.clear();
+                return;
+            }
+        }
+        out_.clear();
+        last_sent_ = Clock::now();
+    }
+
+private:
+    void run(Job& job) {
+        if (job.cancelled) return;
+        auto found = handlers_.find(job.task);
+        if (found == handlers_.end()) {
+            out_.push_back(frame_error(job.id, app_error_code, "the app has no callable '" + job.task + "'"));
+            flush();
+            return;
+        }
+        flush();  // what earlier jobs left behind goes before this one starts
+        JobIo io(*this, job);
+        try {
+            found->second(io, io);
+            if (!job.cancelled) out_.push_back(frame_end(job.id));
+        } catch (const cocaine::Aborted&) {
+            // cancelled or stopping: the engine has answered this job already
+        } catch (const std::exception& e) {
+            fail(job, type_name(typeid(e)) + ": " + e.what());
+        } catch (...) {
+            fail(job, "unknown exception");
+        }
+        flush();
+    }
+
+    void fail(Job& job, const std::string& message) {
+        std::fprintf(stderr, "app error in task '%s' (job %llu): %s\n", job.task.c_str(),
+                     static_cast<unsigned long long>(job.id), message.c_str());
+        if (!job.cancelled) out_.push_back(frame_error(job.id, app_error_code, message));
+    }
+
+    // Read what the engine sent; with `wait`, block until a message or the next heartbeat is due.
+    void pump(bool wait) {
+        flush();
+        long timeout_ms = 0;
+        if (wait) {
+            auto due = last_sent_ + heartbeat_ - Clock::now();
+            timeout_ms = std::max<long>(0, std::chrono::duration_cast<std::chrono::milliseconds>(due).count() + 1);
+        }
+        zmq_pollitem_t item{sock_, 0, ZMQ_POLLIN, 0};
+        int ready = zmq_poll(&item, 1, timeout_ms);
+        if (ready < 0 && errno != EINTR) {
+            std::fprintf(stderr, "cocaine-cpp-worker: poll failed: %s\n", zmq_strerror(errno));
+            stopping_ = true;
+            return;
+        }
+        if (ready > 0) drain();
+        auto now = Clock::now();
+        if (now - last_heard_ > engine_silence_limit * heartbeat_) {
+            stopping_ = true;  // the engine is gone
+        } else if (now - last_sent_ >= heartbeat_) {
+            out_.push_back(frame_heartbeat());
+            flush();
+        }
+    }
+
+    void drain() {
+        zmq_msg_t part;
+        zmq_msg_init(&part);
+        while (zmq_msg_recv(&part, sock_, ZMQ_DONTWAIT) >= 0) {
+            last_heard_ = Clock::now();
+            apply(std::string_view(static_cast<const char*>(zmq_msg_data(&part)), zmq_msg_size(&part)));
+        }
+        zmq_msg_close(&part);
+    }
+
+    // Apply one protocol message. Malformed ones are reported and dropped; unknown types and
+    // extra trailing elements are ignored, as the protocol asks, so that it can grow.
+    void apply(std::string_view frame) {
+        Value message;
+        try {
+            message = msgpack::decode(frame);
+            const auto& fields = message.as_array();
+            uint64_t kind = fields.at(0).as_uint();
+            switch (kind) {
+            case INVOKE: return on_invoke(fields);
+            case CHUNK: return on_chunk(fields.at(1).as_uint(), fields.at(2).as_string());
+            case END: return on_end(fields.at(1).as_uint(), false);
+            case ERROR: return on_end(fields.at(1).as_uint(), true);
+            case TERMINATE: stopping_ = true; return;
+            default: return;  // heartbeat, or a type from a later version
+            }
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "cocaine-cpp-worker: dropped a bad message from the engine: %s\n", e.what());
+        }
+    }
+
+    void on_invoke(const Value::Array& fields) {
+        auto job = std::make_shared<Job>();
+        job->id = fields.at(1).as_uint();
+        job->task = fields.at(2).as_string();
+        job->meta = fields.at(3).is_nil() ? Value::map({}) : fields.at(3);
+        const Value& body = fields.at(4);
+        if (!body.is_nil() && !body.as_string().empty()) job->chunks.push_back(body.as_string());
+        job->closed = fields.at(5).as_bool();
+        jobs_[job->id] = job;
+        queue_.push_back(std::move(job));
+    }
+
+    void on_chunk(uint64_t id, const std::string& data) {
+        auto found = jobs_.find(id);
+        if (found != jobs_.end() && !found->second->closed) found->second->chunks.push_back(data);
+    }
+
+    void on_end(uint64_t id, bool cancelled) {
+        auto found = jobs_.find(id);
+        if (found == jobs_.end()) return;
+        found->second->closed = true;
+        found->second->cancelled |= cancelled;
+    }
+
+    void* sock_;
+    Clock::duration heartbeat_;
+    Clock::time_point last_sent_;
+    Clock::time_point last_heard_;
+    bool stopping_ = false;
+    std::unordered_map<std::string, cocaine::Handler> handlers_;
+    std::unordered_map<uint64_t, std::shared_ptr<Job>> jobs_;  // queued or running
+    std::deque<std::shared_ptr<Job>> queue_;                    // not started yet, in arrival order
+    std::vector<std::string> out_;                              // frames of the next message
+};
+
+bool JobIo::read(std::string& chunk) { return worker_.next_chunk(job_, chunk); }
+
+const std::string& JobIo::body() {
+    if (!body_read_) {
+        std::string chunk;
+        while (read(chunk)) body_ += chunk;
+        body_read_ = true;
+    }
+    return body_;
+}
+
+void JobIo::write(const char* data, std::size_t size) { worker_.write_chunk(job_, std::string_view(data, size)); }
+
+void JobIo::flush() { worker_.flush(); }
+
+// dlopen the app and find its task table; nullptr and `reason` when it is not a usable app.
+const cocaine::AppTable* load_app(const char* path, std::string& reason) {
+    void* library = dlopen(path, RTLD_NOW | RTLD_LOCAL);  // never closed: handlers live as long as the worker
+    if (!library) {
+        reason = dlerror();
+        return nullptr;
+    }
+    using Entry = const cocaine::AppTable* (*)();
+    auto entry = reinterpret_cast<Entry>(dlsym(library, "cocaine_app_v1"));
+    if (!entry) {
+        reason = "no cocaine_app_v1 entry point (declare the tasks with COCAINE_APP)";
+        return nullptr;
+    }
+    const cocaine::AppTable* app = entry();
+    if (!app || app->abi != cocaine::abi_version) {
+        reason = "built against another version of the cocaine C++ SDK (abi " +
+                 std::to_string(app ? app->abi : -1) + ", this host speaks " + std::to_string(cocaine::abi_version) + ")";
+        return nullptr;
+    }
+    return app;
+}
+
+}  // namespace
+
+// Serve one worker until the engine says terminate or goes silent. Returns the exit status a worker
+// process would have: 0 when told to stop, 3 when the app cannot load, 4 when ZeroMQ fails.
+extern "C" __attribute__((visibility("default"))) int cocaine_serve(const char* endpoint, const char* worker_id,
+                                                                     const char* app_path, double heartbeat_seconds) {
+    void* context = zmq_ctx_new();
+    void* sock = zmq_socket(context, ZMQ_DEALER);
+    int linger_ms = 1000;  // time for the last replies (or the load failure) to reach the engine
+    zmq_setsockopt(sock, ZMQ_LINGER, &linger_ms, sizeof linger_ms);
+    zmq_setsockopt(sock, ZMQ_ROUTING_ID, worker_id, std::strlen(worker_id));
+    int status;
+    if (zmq_connect(sock, endpoint) != 0) {
+        std::fprintf(stderr, "cocaine-cpp-worker: cannot connect to %s: %s\n", endpoint, zmq_strerror(errno));
+        status = exit_transport_failed;
+    } else {
+        Worker worker(sock, heartbeat_seconds);
+        std::string reason;
+        const cocaine::AppTable* app = load_app(app_path, reason);
+        if (app) {
+            worker.add_tasks(*app);
+            status = worker.serve();
+        } else {
+            std::fprintf(stderr, "cocaine-cpp-worker: cannot load %s: %s\n", app_path, reason.c_str());
+            worker.report_load_failure(std::string("cannot load ") + app_path + ": " + reason);
+            status = exit_load_failed;
+        }
+    }
+    zmq_close(sock);
+    zmq_ctx_term(context);
+    return status;
+}

@@ -1,0 +1,122 @@
+"""The conformance suite: one set of end-to-end tests run against every language's example app
+(examples/conformance/<language>/, the same tasks in each), each behind a real daemon with real
+worker processes. A new language is done when it passes.
+
+Streamed requests are covered at the protocol level (tests/test_worker_protocol.py) until a driver
+streams requests end to end.
+"""
+
+import json
+
+import pytest
+import zmq
+
+from cocaine.cli.manifest import load_manifest
+from runtimes import BROKEN_APPS, CONFORMANCE, LANGUAGES, app_source, require_runtime
+from support import Daemon, endpoint, wait_for
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module", params=LANGUAGES)
+def language(request):
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def served(language, tmp_path_factory, request):
+    """A daemon serving the language's conformance app from its example manifest, on free ports."""
+    require_runtime(language)
+    context = zmq.Context()
+    daemon = Daemon(tmp_path_factory.mktemp(f"conformance-{language}"), context).start()
+    manifest = load_manifest(str(CONFORMANCE / language / "manifest.json"))
+    if language == "cpp":
+        manifest["args"] = str(request.getfixturevalue("cpp_conformance_app"))
+    addresses = {}
+    for name, task in manifest["tasks"].items():
+        if task["type"] == "zeromq-server":
+            task["endpoint"] = addresses[name] = endpoint()
+    manifest["pubsub"]["endpoint"] = endpoint()
+    daemon.create("conformance", manifest)
+    try:
+        yield daemon, addresses, manifest
+        assert daemon.stop() == 0, daemon.log()
+    finally:
+        daemon.close()
+        context.destroy(linger=0)
+
+
+def call(served, task, *frames, timeout=15.0):
+    daemon, addresses, _ = served
+    client = daemon.client(addresses[task], timeout=timeout)
+    try:
+        return client.call(*frames)
+    finally:
+        client.close()
+
+
+def test_echo(served):
+    assert call(served, "echo", b"hello") == [b"ok", b"hello"]
+    assert call(served, "echo", b"multi", b"-", b"frame") == [b"ok", b"multi-frame"]
+    assert call(served, "echo", b"") == [b"ok", b""]
+
+
+def test_a_chunked_response(served):
+    assert call(served, "chunks") == [b"ok", b"a", b"b", b"c"]
+
+
+def test_the_whole_body(served):
+    assert call(served, "upper", b"whole ", b"body") == [b"ok", b"WHOLE BODY"]
+
+
+def test_an_application_error_is_502_and_the_app_keeps_serving(served):
+    status, code, message = call(served, "fail", b"zz")
+    assert (status, code) == (b"error", b"502")
+    assert b"bad input: zz" in message
+    assert call(served, "echo", b"still here") == [b"ok", b"still here"]
+
+
+def test_a_crash_fails_only_its_job_with_500_and_the_app_keeps_serving(served):
+    daemon, _, _ = served
+    spawned = daemon.info("conformance")["pool"]["spawned"]
+    assert call(served, "crash") == [b"error", b"500", b"worker exited with status 7"]
+    assert call(served, "echo", b"after the crash") == [b"ok", b"after the crash"]
+    assert daemon.info("conformance")["pool"]["spawned"] > spawned  # a new worker took over
+
+
+def test_a_hang_is_ended_by_the_heartbeat_timeout_with_504(served):
+    _, _, manifest = served
+    timeout = manifest["engine"]["heartbeat-timeout"]
+    status, code, message = call(served, "hang", timeout=timeout + 15)
+    assert (status, code) == (b"error", b"504")
+    assert f"heartbeat-timeout ({timeout:g} s)".encode() in message
+    assert call(served, "echo", b"after the hang") == [b"ok", b"after the hang"]
+
+
+def test_a_timer_event_is_published(served):
+    daemon, _, manifest = served
+    sub = daemon.context.socket(zmq.SUB)
+    sub.linger = 0
+    sub.rcvtimeo = 10_000
+    sub.subscribe(b"tick")
+    sub.connect(manifest["pubsub"]["endpoint"])
+    try:
+        topic, meta, *payload = sub.recv_multipart()
+    finally:
+        sub.close(0)
+    meta = json.loads(meta)
+    assert topic == b"tick result"
+    assert payload == [f"tick {meta['tick']}".encode()]
+
+
+def test_an_app_that_cannot_load_answers_503_with_the_reason(served, language, tmp_path):
+    daemon, _, _ = served
+    name, source = BROKEN_APPS[language]
+    address = endpoint()
+    daemon.create("broken", {"type": language, "args": app_source(language, tmp_path, source, name),
+                             "tasks": {"echo": {"type": "zeromq-server", "endpoint": address}}})
+    client = daemon.client(address, timeout=15)
+    status, code, message = client.call(b"x")
+    assert (status, code) == (b"error", b"503")
+    assert b"cannot load" in message
+    assert daemon.request({"version": 2, "action": "delete", "apps": ["broken"]})["broken"] == {"deleted": True}

@@ -1,0 +1,176 @@
+"""Every language's worker runtime against the protocol, frame by frame: a scripted engine sends the
+shared vectors (tests/vectors/protocol.json) to a real worker process and checks the exact bytes
+it answers with. docs/protocol.md is the specification."""
+
+import pytest
+
+from cocaine.core import protocol
+from runtimes import BROKEN_APPS, LANGUAGES, STREAMING_LANGUAGES, ScriptedEngine, app_source, require_runtime
+from vectors import frame
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(params=LANGUAGES)
+def language(request):
+    return request.param
+
+
+@pytest.fixture
+def start(zmq_context, tmp_path):
+    """start(language, args, heartbeat=5.0) -> a ScriptedEngine talking to one new worker."""
+    engines = []
+
+    def start(language, args, heartbeat=5.0):
+        engine = ScriptedEngine(zmq_context, tmp_path, language, args, heartbeat)
+        engines.append(engine)
+        return engine
+
+    yield start
+    for engine in engines:
+        engine.close()
+
+
+@pytest.fixture
+def worker(start, language, conformance_app):
+    """A worker of the conformance app that has said hello."""
+    engine = start(language, conformance_app)
+    assert engine.hello() == protocol.hello(engine.proc.pid)
+    return engine
+
+
+def test_hello_then_a_whole_request_is_answered_with_the_vector_bytes(worker):
+    worker.send(frame("invoke"))
+    assert worker.frames(2) == [frame("chunk"), frame("end")]
+
+
+def test_job_ids_of_every_width(worker):
+    worker.send(frame("invoke, job 300"), frame("invoke, job 70000"), frame("invoke, job 2**33"))
+    assert worker.replies([300, 70000, 2**33]) == {
+        300: [frame("chunk, job 300"), protocol.end(300)],
+        70000: [frame("chunk, job 70000"), protocol.end(70000)],
+        2**33: [frame("chunk, job 2**33"), protocol.end(2**33)],
+    }
+
+
+def test_bodies_of_every_size(worker):
+    worker.send(protocol.invoke(1, "echo", {}, b"x" * 300, True))
+    assert worker.frames(2) == [frame("chunk, 300 bytes"), frame("end")]
+    big = bytes(range(256)) * 300  # bin 32, and every byte value
+    worker.send(protocol.invoke(2, "echo", {}, big, True))
+    assert worker.frames(2) == [protocol.chunk(2, big), protocol.end(2)]
+
+
+def test_a_nil_body_is_an_empty_body(worker):
+    worker.send(frame("invoke, no body"))
+    assert worker.frames(2) == [protocol.chunk(2, b""), protocol.end(2)]
+
+
+def test_timer_metadata_reaches_the_handler(worker):
+    worker.send(frame("invoke, timer metadata"))
+    assert worker.frames(2) == [protocol.chunk(3, b"tick 3"), protocol.end(3)]
+
+
+def test_a_missing_handler_is_error_502_with_the_vector_bytes(worker):
+    worker.send(frame("invoke, missing task"))
+    assert worker.frame() == frame("error")
+
+
+def test_an_app_error_is_error_502_and_the_worker_goes_on(worker):
+    worker.send(protocol.invoke(7, "fail", {}, b"zz", True), frame("invoke"))
+    replies = worker.replies([7, 1])
+    [error] = replies[7]
+    kind, job, code, message = protocol.unpack(error)
+    assert (kind, job, code) == (protocol.ERROR, 7, 502)
+    assert "bad input: zz" in message
+    assert replies[1] == [frame("chunk"), frame("end")]
+
+
+def test_chunks_stream_in_order(worker):
+    worker.send(protocol.invoke(8, "chunks", {}, None, True))
+    assert worker.frames(4) == [protocol.chunk(8, b"a"), protocol.chunk(8, b"b"), protocol.chunk(8, b"c"),
+                                protocol.end(8)]
+
+
+def test_unknown_messages_and_extra_elements_are_ignored(worker):
+    worker.send(frame("unknown message"), frame("heartbeat"), frame("invoke, extra element"))
+    assert worker.frames(2) == [protocol.chunk(5, b"extra"), protocol.end(5)]
+
+
+def test_a_batch_of_invokes_is_answered_job_by_job(worker):
+    jobs = range(10, 30)
+    worker.send(*(protocol.invoke(job, "echo", {}, str(job).encode(), True) for job in jobs))
+    assert worker.replies(jobs) == {job: [protocol.chunk(job, str(job).encode()), protocol.end(job)] for job in jobs}
+
+
+def test_an_idle_worker_sends_heartbeats(start, language, conformance_app):
+    engine = start(language, conformance_app, heartbeat=0.2)
+    engine.hello()
+    for _ in range(2):
+        assert engine.frame(timeout=3, skip_heartbeats=False) == frame("heartbeat")
+        engine.send(frame("heartbeat"))  # the engine is alive
+
+
+def test_a_busy_handler_makes_the_worker_silent(start, language, conformance_app):
+    # Heartbeats come from the loop that runs handlers: a hung handler must not look alive.
+    engine = start(language, conformance_app, heartbeat=0.2)
+    engine.hello()
+    engine.send(protocol.invoke(1, "hang", {}, None, True))
+    engine.send(frame("heartbeat"))
+    assert engine.quiet_for(1.0)
+
+
+def test_terminate_makes_the_worker_exit(worker):
+    worker.send(frame("terminate"))
+    assert worker.proc.wait(10) == 0
+
+
+def test_a_worker_exits_when_the_engine_goes_silent(start, language, conformance_app):
+    engine = start(language, conformance_app, heartbeat=0.2)
+    engine.hello()
+    assert engine.proc.wait(10) == 0  # after three heartbeat intervals without a word
+
+
+def test_an_app_that_cannot_load_logs_why_and_exits_3(start, language, tmp_path):
+    name, source = BROKEN_APPS[language]
+    require_runtime(language)
+    engine = start(language, app_source(language, tmp_path / "broken", source, name))
+    kind, level, text = protocol.unpack(engine.frame())
+    assert (kind, level) == (protocol.LOG, 40)
+    assert text.startswith("cannot load ")
+    assert engine.proc.wait(10) == 3
+
+
+# -- streamed requests ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("language", STREAMING_LANGUAGES)
+def test_a_streamed_request_is_read_chunk_by_chunk_as_it_arrives(language, start, conformance_app):
+    engine = start(language, conformance_app)
+    engine.hello()
+    engine.send(frame("invoke, streamed"))
+    # The handler answers each chunk before the next one exists: the request really streams.
+    assert engine.frame() == protocol.chunk(4, b"first")
+    engine.send(frame("request chunk"))
+    assert engine.frame() == protocol.chunk(4, b"second")
+    engine.send(frame("request end"))
+    assert engine.frame() == protocol.end(4)
+
+
+@pytest.mark.parametrize("language", STREAMING_LANGUAGES)
+def test_the_whole_body_of_a_streamed_request(language, start, conformance_app):
+    engine = start(language, conformance_app)
+    engine.hello()
+    engine.send(protocol.invoke(4, "upper", {}, b"ab", False), protocol.chunk(4, b"cd"))
+    engine.send(protocol.chunk(4, b""), protocol.chunk(4, b"ef"), protocol.end(4))
+    assert engine.frames(2) == [protocol.chunk(4, b"ABCDEF"), protocol.end(4)]
+
+
+@pytest.mark.parametrize("language", STREAMING_LANGUAGES)
+def test_a_cancelled_job_sends_nothing_more(language, start, conformance_app):
+    engine = start(language, conformance_app)
+    engine.hello()
+    engine.send(frame("invoke, streamed"))
+    assert engine.frame() == protocol.chunk(4, b"first")
+    engine.send(frame("cancel"), frame("request chunk"), frame("invoke"))
+    # Job 4 gets neither its second chunk back nor an end: the next frames are job 1's.
+    assert engine.frames(2) == [frame("chunk"), frame("end")]
