@@ -61,3 +61,16 @@ def conformance_app(request):
     if language == "cpp":
         return str(request.getfixturevalue("cpp_conformance_app"))
     return str(CONFORMANCE / language / APP_FILES[language])
+
+
+@pytest.fixture(scope="module")
+def module_daemon(tmp_path_factory):
+    """One cocained shared by a module's tests; stopped after them, failing if it left a worker behind."""
+    context = zmq.Context()
+    d = Daemon(tmp_path_factory.mktemp("daemon"), context).start()
+    yield d
+    try:
+        assert d.stop() == 0, d.log()
+    finally:
+        d.close()
+        context.destroy(linger=0)

@@ -76,29 +76,35 @@ def app_source(language: str, folder: Path, source: str, name: str) -> str:
 
 
 class ScriptedEngine:
-    """The engine's side of the worker protocol played by hand against one real worker process.
+    """The engine's side of the worker protocol played by hand against one real worker.
 
-    The worker is started exactly as the engine would (the language's WorkerSpec, the same
-    environment). Replies are read frame by frame: how a worker groups frames into ZeroMQ messages
-    is its own business.
+    ``start_worker`` starts the worker process exactly as the engine would (the language's
+    WorkerSpec, the same environment); a worker may also run in this process (cocaine_serve from a
+    thread). Replies are read frame by frame: how a worker groups frames into ZeroMQ messages is its
+    own business.
     """
 
-    def __init__(self, context: zmq.Context, tmp: Path, language: str, args: str, heartbeat: float = 5.0) -> None:
+    def __init__(self, context: zmq.Context, tmp: Path) -> None:
+        self.tmp = tmp
         self.sock = context.socket(zmq.ROUTER)
         self.sock.linger = 0
         self.endpoint = f"ipc://{tmp}/engine.sock"
         self.sock.bind(self.endpoint)
         self.identity = b"w1"
+        self.proc: subprocess.Popen | None = None
+        self.log_path = tmp / "worker.log"
+        self.pending: list[bytes] = []
+
+    def start_worker(self, language: str, args: str, heartbeat: float = 5.0) -> ScriptedEngine:
         cls = language_class(language)
         spec = cls(cls.validate_args(args, "args")).worker_spec(
             app="conformance", worker_id=self.identity.decode(), endpoint=self.endpoint,
             heartbeat_interval=heartbeat)
-        self.log_path = tmp / "worker.log"
-        self._log = open(self.log_path, "wb")
         env = dict(os.environ, **spec.env, COCAINE_PARENT_PID=str(os.getpid()))
-        self.proc = subprocess.Popen(spec.argv, env=env, stdin=subprocess.DEVNULL, stdout=self._log,
-                                     stderr=subprocess.STDOUT)
-        self.pending: list[bytes] = []
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(spec.argv, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT)
+        return self
 
     def send(self, *frames: bytes) -> None:
         """One ZeroMQ message carrying ``frames`` to the worker."""
@@ -143,13 +149,13 @@ class ScriptedEngine:
         return self.frame()
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else "(no log)"
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
-        self._log.close()
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait(10)
         self.sock.close(0)
 
 

@@ -7,6 +7,7 @@ streams requests end to end.
 """
 
 import json
+from dataclasses import dataclass
 
 import pytest
 import zmq
@@ -18,17 +19,24 @@ from support import Daemon, endpoint, wait_for
 pytestmark = pytest.mark.timeout(120)
 
 
+@dataclass
+class Served:
+    daemon: Daemon
+    app: str
+    addresses: dict  # task -> zeromq-server endpoint
+    manifest: dict
+
+
 @pytest.fixture(scope="module", params=LANGUAGES)
 def language(request):
     return request.param
 
 
 @pytest.fixture(scope="module")
-def served(language, tmp_path_factory, request):
-    """A daemon serving the language's conformance app from its example manifest, on free ports."""
+def served(language, module_daemon, request):
+    """The language's conformance app, created from its example manifest on free ports."""
     require_runtime(language)
-    context = zmq.Context()
-    daemon = Daemon(tmp_path_factory.mktemp(f"conformance-{language}"), context).start()
+    daemon = module_daemon
     manifest = load_manifest(str(CONFORMANCE / language / "manifest.json"))
     if language == "cpp":
         manifest["args"] = str(request.getfixturevalue("cpp_conformance_app"))
@@ -37,18 +45,15 @@ def served(language, tmp_path_factory, request):
         if task["type"] == "zeromq-server":
             task["endpoint"] = addresses[name] = endpoint()
     manifest["pubsub"]["endpoint"] = endpoint()
-    daemon.create("conformance", manifest)
-    try:
-        yield daemon, addresses, manifest
-        assert daemon.stop() == 0, daemon.log()
-    finally:
-        daemon.close()
-        context.destroy(linger=0)
+    app = f"conformance-{language}"
+    daemon.create(app, manifest)
+    yield Served(daemon, app, addresses, manifest)
+    assert daemon.request({"version": 2, "action": "delete", "apps": [app]})[app] == {"deleted": True}
+
 
 
 def call(served, task, *frames, timeout=15.0):
-    daemon, addresses, _ = served
-    client = daemon.client(addresses[task], timeout=timeout)
+    client = served.daemon.client(served.addresses[task], timeout=timeout)
     try:
         return client.call(*frames)
     finally:
@@ -77,16 +82,14 @@ def test_an_application_error_is_502_and_the_app_keeps_serving(served):
 
 
 def test_a_crash_fails_only_its_job_with_500_and_the_app_keeps_serving(served):
-    daemon, _, _ = served
-    spawned = daemon.info("conformance")["pool"]["spawned"]
+    spawned = served.daemon.info(served.app)["pool"]["spawned"]
     assert call(served, "crash") == [b"error", b"500", b"worker exited with status 7"]
     assert call(served, "echo", b"after the crash") == [b"ok", b"after the crash"]
-    assert daemon.info("conformance")["pool"]["spawned"] > spawned  # a new worker took over
+    assert served.daemon.info(served.app)["pool"]["spawned"] > spawned  # a new worker took over
 
 
 def test_a_hang_is_ended_by_the_heartbeat_timeout_with_504(served):
-    _, _, manifest = served
-    timeout = manifest["engine"]["heartbeat-timeout"]
+    timeout = served.manifest["engine"]["heartbeat-timeout"]
     status, code, message = call(served, "hang", timeout=timeout + 15)
     assert (status, code) == (b"error", b"504")
     assert f"heartbeat-timeout ({timeout:g} s)".encode() in message
@@ -94,12 +97,11 @@ def test_a_hang_is_ended_by_the_heartbeat_timeout_with_504(served):
 
 
 def test_a_timer_event_is_published(served):
-    daemon, _, manifest = served
-    sub = daemon.context.socket(zmq.SUB)
+    sub = served.daemon.context.socket(zmq.SUB)
     sub.linger = 0
     sub.rcvtimeo = 10_000
     sub.subscribe(b"tick")
-    sub.connect(manifest["pubsub"]["endpoint"])
+    sub.connect(served.manifest["pubsub"]["endpoint"])
     try:
         topic, meta, *payload = sub.recv_multipart()
     finally:
@@ -110,7 +112,7 @@ def test_a_timer_event_is_published(served):
 
 
 def test_an_app_that_cannot_load_answers_503_with_the_reason(served, language, tmp_path):
-    daemon, _, _ = served
+    daemon = served.daemon
     name, source = BROKEN_APPS[language]
     address = endpoint()
     daemon.create("broken", {"type": language, "args": app_source(language, tmp_path, source, name),

@@ -22,9 +22,9 @@ def start(zmq_context, tmp_path):
     engines = []
 
     def start(language, args, heartbeat=5.0):
-        engine = ScriptedEngine(zmq_context, tmp_path, language, args, heartbeat)
+        engine = ScriptedEngine(zmq_context, tmp_path)
         engines.append(engine)
-        return engine
+        return engine.start_worker(language, args, heartbeat)
 
     yield start
     for engine in engines:

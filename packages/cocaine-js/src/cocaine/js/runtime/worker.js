@@ -11,8 +11,17 @@
 
 const { parseArgs } = require('node:util');
 const { pathToFileURL } = require('node:url');
-const zmq = require('zeromq');
-const protocol = require('./lib/protocol');
+
+let zmq;
+let protocol;
+try {
+  zmq = require('zeromq');
+  protocol = require('./lib/protocol'); // needs @msgpack/msgpack
+} catch (err) {
+  // One line the daemon can show when the app is created (npm's packages are not installed).
+  process.stderr.write(`${err.message.split('\n')[0]} (run npm ci --omit=dev --ignore-scripts in ${__dirname})\n`);
+  process.exit(2);
+}
 const { Aborted, Inbox, Request } = require('./lib/request');
 
 const APP_ERROR = 502;
