@@ -29,8 +29,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_cocaine(duration: float, workers: int, concurrency: int) -> dict:
-    """Start cocained with the echo app, warm its pool up to ``workers``, measure, stop it."""
+def run_cocaine(duration: float, workers: int, concurrency: int, app_type: str = "python",
+                app_args: str = os.path.join(HERE, "echo_app.py")) -> dict:
+    """Start cocained with an echo app (by default the Python one), warm its pool up to
+    ``workers``, measure, stop it."""
     with tempfile.TemporaryDirectory(prefix="cocaine-bench-") as tmp:
         management = f"tcp://127.0.0.1:{_free_port()}"
         endpoint = f"tcp://127.0.0.1:{_free_port()}"
@@ -39,7 +41,7 @@ def run_cocaine(duration: float, workers: int, concurrency: int) -> dict:
              "--runtime-dir", f"{tmp}/run", "--management", management, "--log-level", "warning"])
         try:
             manifest = {
-                "type": "python", "args": os.path.join(HERE, "echo_app.py"),
+                "type": app_type, "args": app_args,
                 "engine": {"pool-limit": workers, "concurrency": concurrency, "queue-limit": 10_000},
                 "tasks": {"echo": {"type": "zeromq-server", "endpoint": endpoint}},
             }

@@ -2,6 +2,8 @@
 shared vectors (tests/vectors/protocol.json) to a real worker process and checks the exact bytes
 it answers with. docs/protocol.md is the specification."""
 
+import time
+
 import pytest
 
 from cocaine.core import protocol
@@ -174,3 +176,28 @@ def test_a_cancelled_job_sends_nothing_more(language, start, conformance_app):
     engine.send(frame("cancel"), frame("request chunk"), frame("invoke"))
     # Job 4 gets neither its second chunk back nor an end: the next frames are job 1's.
     assert engine.frames(2) == [frame("chunk"), frame("end")]
+
+
+SLEEPERS = {  # a handler that blocks for the milliseconds in the body, then answers
+    "cpp": ("sleeper.cpp", "#include <cocaine/app.hpp>\n#include <chrono>\n#include <string>\n#include <thread>\n"
+                           "static void nap(cocaine::Request& r, cocaine::Response& w) {\n"
+                           "    std::this_thread::sleep_for(std::chrono::milliseconds(std::stoi(r.body())));\n"
+                           "    w.write(\"awake\");\n}\nCOCAINE_APP({\"nap\", nap})\n"),
+    "perl": ("sleeper.pl", "sub nap { select(undef, undef, undef, $_[0]->body / 1000); 'awake' }\n"),
+    "js": ("sleeper.js", "exports.nap = (request) => {\n"
+                         "  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, Number(request.text()));\n"
+                         "  return 'awake';\n};\n"),
+}
+
+
+@pytest.mark.parametrize("language", SLEEPERS)
+def test_a_reply_does_not_wait_for_the_next_slow_job(language, start, tmp_path):
+    # Runtimes batch the replies of quick jobs, but never hold one back for a slow job behind it.
+    require_runtime(language)
+    name, source = SLEEPERS[language]
+    engine = start(language, app_source(language, tmp_path / "sleeper", source, name))
+    engine.hello()
+    engine.send(protocol.invoke(1, "nap", {}, b"200", True), protocol.invoke(2, "nap", {}, b"5000", True))
+    started = time.monotonic()
+    assert engine.frames(2, timeout=4) == [protocol.chunk(1, b"awake"), protocol.end(1)]
+    assert time.monotonic() - started < 3

@@ -41,6 +41,7 @@ constexpr uint64_t log_level_error = 40;
 constexpr int exit_load_failed = 3;
 constexpr int exit_transport_failed = 4;
 constexpr int engine_silence_limit = 3;  // heartbeat intervals without a word from the engine
+constexpr auto batch_delay = std::chrono::milliseconds(1);  // how long replies may wait for a batch
 
 // Messages carry text as msgpack str, which the engine decodes as UTF-8 (and drops the frame if it
 // cannot): an exception's what() may hold anything, so invalid bytes become '?'.
@@ -147,6 +148,7 @@ struct Job {
     std::deque<std::string> chunks;  // arrived, not read yet
     bool closed = true;              // no more chunks will arrive
     bool cancelled = false;          // the engine gave up on it: send nothing more
+    uint64_t unsent_chunk_batch = ~0ull;  // the batch holding its last chunk (Worker::batch_)
 };
 
 class Worker;
@@ -194,14 +196,13 @@ public:
         flush();
         while (!stopping_) {
             if (queue_.empty()) {
-                pump(true);
+                pump();
                 continue;
             }
             std::shared_ptr<Job> job = std::move(queue_.front());
             queue_.pop_front();
             run(*job);
             jobs_.erase(job->id);
-            pump(false);  // pick up cancels and new jobs between handlers, without waiting
         }
         flush();
         return 0;
@@ -209,7 +210,7 @@ public:
 
     // The next chunk of `job`'s request, pumping the socket while the engine still streams it.
     bool next_chunk(Job& job, std::string& chunk) {
-        while (job.chunks.empty() && !job.closed && !stopping_) pump(true);
+        while (job.chunks.empty() && !job.closed && !stopping_) pump();
         if (job.cancelled || (stopping_ && job.chunks.empty() && !job.closed)) throw cocaine::Aborted();
         if (job.chunks.empty()) return false;
         chunk = std::move(job.chunks.front());
@@ -217,12 +218,13 @@ public:
         return true;
     }
 
-    // Chunks are held back by one write, so that a one-chunk response leaves with its end in a
-    // single message; waiting for input or returning sends them (docs/cpp.md).
+    // A chunk is held back until the job writes the next one, waits for input or flushes, so the
+    // replies to a batch of quick jobs leave together in one message (docs/cpp.md).
     void write_chunk(Job& job, std::string_view data) {
         if (job.cancelled) return;
-        flush();
+        if (job.unsent_chunk_batch == batch_) flush();
         out_.push_back(frame_chunk(job.id, data));
+        job.unsent_chunk_batch = batch_;
     }
 
     void flush() {
@@ -238,7 +240,8 @@ public:
             }
         }
         out_.clear();
-        last_sent_ = Clock::now();
+        ++batch_;
+        last_sent_ = batch_started_ = Clock::now();
     }
 
 private:
@@ -250,7 +253,9 @@ private:
             flush();
             return;
         }
-        flush();  // what earlier jobs left behind goes before this one starts
+        // Replies wait for the rest of the batch only while it is quick: after a slow handler they
+        // leave before the next one starts.
+        if (Clock::now() - batch_started_ > batch_delay) flush();
         JobIo io(*this, job);
         try {
             found->second(io, io);
@@ -262,7 +267,6 @@ private:
         } catch (...) {
             fail(job, "unknown exception");
         }
-        flush();
     }
 
     void fail(Job& job, const std::string& message) {
@@ -271,14 +275,13 @@ private:
         if (!job.cancelled) out_.push_back(frame_error(job.id, app_error_code, message));
     }
 
-    // Read what the engine sent; with `wait`, block until a message or the next heartbeat is due.
-    void pump(bool wait) {
+    // Send what is pending, then read what the engine sent, waiting until a message arrives or the
+    // next heartbeat is due. Called when no job is runnable: the queue is empty, or a handler
+    // waits for request chunks.
+    void pump() {
         flush();
-        long timeout_ms = 0;
-        if (wait) {
-            auto due = last_sent_ + heartbeat_ - Clock::now();
-            timeout_ms = std::max<long>(0, std::chrono::duration_cast<std::chrono::milliseconds>(due).count() + 1);
-        }
+        auto due = last_sent_ + heartbeat_ - Clock::now();
+        long timeout_ms = std::max<long>(0, std::chrono::duration_cast<std::chrono::milliseconds>(due).count() + 1);
         zmq_pollitem_t item{sock_, 0, ZMQ_POLLIN, 0};
         int ready = zmq_poll(&item, 1, timeout_ms);
         if (ready < 0 && errno != EINTR) {
@@ -287,7 +290,7 @@ private:
             return;
         }
         if (ready > 0) drain();
-        auto now = Clock::now();
+        auto now = batch_started_ = Clock::now();
         if (now - last_heard_ > engine_silence_limit * heartbeat_) {
             stopping_ = true;  // the engine is gone
         } else if (now - last_sent_ >= heartbeat_) {
@@ -355,7 +358,9 @@ private:
     Clock::duration heartbeat_;
     Clock::time_point last_sent_;
     Clock::time_point last_heard_;
+    Clock::time_point batch_started_;  // when the jobs whose replies are pending began to run
     bool stopping_ = false;
+    uint64_t batch_ = 0;  // counts flushes: which frames are still unsent
     std::unordered_map<std::string, cocaine::Handler> handlers_;
     std::unordered_map<uint64_t, std::shared_ptr<Job>> jobs_;  // queued or running
     std::deque<std::shared_ptr<Job>> queue_;                    // not started yet, in arrival order

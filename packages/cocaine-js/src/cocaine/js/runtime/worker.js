@@ -28,6 +28,7 @@ const APP_ERROR = 502;
 const LOG_ERROR = 40;
 const EXIT_LOAD_FAILED = 3;
 const ENGINE_SILENCE_LIMIT = 3; // heartbeat intervals without a word from the engine
+const BATCH_DELAY_MS = 1; // how long replies may wait for the rest of a burst
 
 class Worker {
   constructor(sock, app, heartbeatMs) {
@@ -38,6 +39,7 @@ class Worker {
     this.out = []; // frames of the next message
     this.sending = false;
     this.flushScheduled = false;
+    this.batchStarted = 0; // when the jobs whose replies are pending began to run
     this.stopping = false;
     this.lastSent = this.lastHeard = Date.now();
   }
@@ -48,6 +50,7 @@ class Worker {
     try {
       for await (const frames of this.sock) {
         this.lastHeard = Date.now();
+        this.batchStarted = performance.now();
         for (const frame of frames) this.apply(frame);
         if (this.stopping) break;
       }
@@ -107,6 +110,12 @@ class Worker {
     if (typeof handler !== 'function') {
       this.queue(protocol.error(id, APP_ERROR, `the app has no callable '${task}'`));
       return;
+    }
+    // Replies to a burst of quick jobs leave together; after a slow (synchronous) handler they
+    // leave before the next one starts.
+    if (this.out.length && performance.now() - this.batchStarted > BATCH_DELAY_MS) {
+      this.flush();
+      this.batchStarted = performance.now();
     }
     try {
       let result = handler(request);

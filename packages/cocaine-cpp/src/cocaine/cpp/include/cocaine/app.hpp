@@ -42,10 +42,11 @@ protected:
     ~Request() = default;
 };
 
-// One job's output. Chunks leave in order; each is sent at the latest when the handler writes the
-// next one, waits for request input, calls flush() or returns (so a one-chunk response and its end
-// travel in one message). Call flush() before a long computation to let the client have what is
-// written so far.
+// One job's output. Chunks leave in order: each is sent at the latest when the handler writes the
+// next one, waits for request input or calls flush(). Call flush() before a long computation to let
+// the client have what is written so far. When the handler returns, its last chunk and end go out
+// with the replies of the jobs after it while those are quick (about a millisecond in all), so a
+// burst of small jobs is answered in one message.
 class Response {
 public:
     virtual void write(const char* data, std::size_t size) = 0;

@@ -15,7 +15,8 @@ use constant {
     APP_ERROR            => 502,
     LOG_ERROR            => 40,
     EXIT_LOAD_FAILED     => 3,
-    ENGINE_SILENCE_LIMIT => 3,    # heartbeat intervals without a word from the engine
+    ENGINE_SILENCE_LIMIT => 3,        # heartbeat intervals without a word from the engine
+    BATCH_DELAY          => 0.001,    # seconds replies may wait for the rest of a batch
 };
 
 # Exit when the daemon dies, even by SIGKILL: no orphan workers. ZMQ::FFI brings FFI::Platypus,
@@ -87,8 +88,9 @@ sub new {
         queue      => [],    # jobs not started yet, in arrival order
         jobs       => {},    # queued or running jobs by id
         stopping   => 0,
-        last_sent  => $now,
-        last_heard => $now,
+        last_sent     => $now,
+        last_heard    => $now,
+        batch_started => $now,    # when the jobs whose replies are pending began to run
     }, $class;
 }
 
@@ -99,12 +101,11 @@ sub serve {
     while (!$self->{stopping}) {
         my $job = shift @{ $self->{queue} };
         unless ($job) {
-            $self->pump(1);
+            $self->pump;
             next;
         }
         $self->run($job);
         delete $self->{jobs}{ $job->{id} };
-        $self->pump(0);    # pick up cancels and new jobs between handlers, without waiting
     }
     $self->flush;
     return 0;
@@ -119,7 +120,9 @@ sub run {
         $self->flush;
         return;
     }
-    $self->flush;    # what earlier jobs left behind goes before this one starts
+    # Replies to a batch of quick jobs leave together; after a slow handler they leave before the
+    # next one starts.
+    $self->flush if time - $self->{batch_started} > BATCH_DELAY;
     my $ok = eval {
         $self->respond($job, scalar $handler->(Cocaine::Request->new($self, $job)));
         1;
@@ -131,7 +134,6 @@ sub run {
         print STDERR "app error in task '$job->{task}' (job $job->{id}): $message\n";
         push @{ $self->{out} }, error_frame($job->{id}, APP_ERROR, $message) unless $job->{cancelled};
     }
-    $self->flush;
 }
 
 # A handler returns a string (one chunk), undef (none), an ARRAY ref (its chunks) or a CODE ref,
@@ -171,7 +173,7 @@ sub describe_error {
 # The next chunk of a job's request, pumping the socket while the engine still streams it.
 sub next_chunk {
     my ($self, $job) = @_;
-    $self->pump(1) while !@{ $job->{chunks} } && !$job->{closed} && !$self->{stopping};
+    $self->pump while !@{ $job->{chunks} } && !$job->{closed} && !$self->{stopping};
     die Cocaine::Aborted->new if $job->{cancelled} || (!@{ $job->{chunks} } && !$job->{closed});
     return shift @{ $job->{chunks} };
 }
@@ -182,16 +184,18 @@ sub flush {
     return unless @$out;
     $self->{socket}->send_multipart($out);
     $self->{out}       = [];
-    $self->{last_sent} = time;
+    $self->{last_sent} = $self->{batch_started} = time;
 }
 
-# Read what the engine sent; with $wait, block until a message arrives or the next heartbeat is due.
+# Send what is pending, then read what the engine sent, waiting until a message arrives or the
+# next heartbeat is due. Called when no job is runnable: the queue is empty, or a handler waits
+# for request chunks.
 sub pump {
-    my ($self, $wait) = @_;
+    my ($self) = @_;
     $self->flush;
     my $socket = $self->{socket};
     # The ZeroMQ descriptor only signals that something may have changed: ask has_pollin first.
-    if ($wait && !$socket->has_pollin) {
+    unless ($socket->has_pollin) {
         my $timeout = $self->{last_sent} + $self->{heartbeat} - time;
         vec(my $readable = '', $self->{fd}, 1) = 1;
         select($readable, undef, undef, $timeout > 0 ? $timeout : 0);
@@ -201,7 +205,7 @@ sub pump {
         $self->{last_heard} = time;
         $self->apply($_) for @frames;
     }
-    my $now = time;
+    my $now = $self->{batch_started} = time;
     if ($now - $self->{last_heard} > ENGINE_SILENCE_LIMIT * $self->{heartbeat}) {
         $self->{stopping} = 1;    # the engine is gone
     } elsif ($now - $self->{last_sent} >= $self->{heartbeat}) {
