@@ -1,10 +1,12 @@
 """Languages from plugins: a runtime that is missing (no interpreter, a module not installed, no
 compiler) is refused when the app is created, with the reason, instead of failing every worker."""
 
+import re
+
 import pytest
 
-from runtimes import CONFORMANCE, require_runtime
-from support import endpoint
+from runtimes import CONFORMANCE, app_source, require_runtime
+from support import ROOT, endpoint
 
 TASKS = {"echo": {"type": "zeromq-server", "endpoint": "tcp://127.0.0.1:1"}}
 
@@ -72,3 +74,18 @@ def test_a_js_app_can_be_an_es_module(daemon, tmp_path):
         "shout": {"type": "zeromq-server", "endpoint": shout}, "slowly": {"type": "zeromq-server", "endpoint": slowly}}})
     assert daemon.client(shout).call(b"hi") == [b"ok", b"HI"]
     assert daemon.client(slowly).call(b"") == [b"ok", b"a", b"b"]
+
+
+@pytest.mark.parametrize("language, page, name", [("cpp", "cpp.md", "app.cpp"), ("perl", "perl.md", "app.pl"),
+                                                  ("js", "js.md", "app.js")], ids=["cpp", "perl", "js"])
+def test_doc_example(daemon, tmp_path, language, page, name):
+    """The example app at the top of each language's page works as documented."""
+    require_runtime(language)
+    source = re.search(rf"```{language}\n(.*?)```", (ROOT / "docs" / page).read_text(), re.S).group(1)
+    args = app_source(language, tmp_path, source, name)
+    echo, count = endpoint(), endpoint()
+    daemon.create("documented", {"type": language, "args": args, "tasks": {
+        "echo": {"type": "zeromq-server", "endpoint": echo}, "count": {"type": "zeromq-server", "endpoint": count}}})
+    assert daemon.client(echo).call(b"hi") == [b"ok", b"hi"]
+    assert daemon.client(count).call(b"2") == [b"ok", b"1\n", b"2\n"]
+    assert daemon.client(count).call(b"") == [b"ok", b"1\n", b"2\n", b"3\n"]
