@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ import zmq
 from cocaine.core import protocol
 from cocaine.core.errors import ConfigError
 from cocaine.core.plugins import Registry
-from support import EXAMPLES
+from support import EXAMPLES, endpoint
 
 LANGUAGES = ["python", "cpp", "perl", "js"]
 # Runtimes that read streamed requests (INVOKE with closed=false, then CHUNK/END from the engine).
@@ -73,6 +74,14 @@ def app_source(language: str, folder: Path, source: str, name: str) -> str:
     if language == "cpp":
         return str(build_cpp_app(path, folder / "build"))
     return str(path)
+
+
+def serve_tasks(daemon, app: str, language: str, args: str, tasks) -> Callable[..., list[bytes]]:
+    """Create ``app`` with one zeromq-server task per name in ``tasks``; return call(task, *frames)."""
+    addresses = {task: endpoint() for task in tasks}
+    daemon.create(app, {"type": language, "args": args,
+                        "tasks": {t: {"type": "zeromq-server", "endpoint": a} for t, a in addresses.items()}})
+    return lambda task, *frames: daemon.client(addresses[task]).call(*frames)
 
 
 class ScriptedEngine:

@@ -2,8 +2,7 @@
 
 import pytest
 
-from runtimes import require_runtime
-from support import endpoint
+from runtimes import require_runtime, serve_tasks
 
 APP = r'''
 'use strict';
@@ -38,10 +37,7 @@ def call(module_daemon, tmp_path_factory):
     folder = tmp_path_factory.mktemp("js-app")
     (folder / "app.js").write_text(APP)
     (folder / "helper.js").write_text(HELPER)
-    addresses = {task: endpoint() for task in TASKS}
-    module_daemon.create("js", {"type": "js", "args": str(folder / "app.js"),
-                                "tasks": {t: {"type": "zeromq-server", "endpoint": a} for t, a in addresses.items()}})
-    return lambda task, *frames: module_daemon.client(addresses[task]).call(*frames)
+    return serve_tasks(module_daemon, "js", "js", str(folder / "app.js"), TASKS)
 
 
 @pytest.mark.parametrize("task, request_frames, reply", [

@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from runtimes import CONFORMANCE, app_source, require_runtime
-from support import ROOT, endpoint
+from runtimes import CONFORMANCE, app_source, require_runtime, serve_tasks
+from support import ROOT
 
 TASKS = {"echo": {"type": "zeromq-server", "endpoint": "tcp://127.0.0.1:1"}}
 
@@ -69,11 +69,9 @@ def test_a_js_app_can_be_an_es_module(daemon, tmp_path):
     app = tmp_path / "app.mjs"
     app.write_text("export const shout = (request) => request.body.toString().toUpperCase();\n"
                    "export async function* slowly() { yield 'a'; await new Promise((r) => setTimeout(r, 10)); yield 'b'; }\n")
-    shout, slowly = endpoint(), endpoint()
-    daemon.create("esm", {"type": "js", "args": str(app), "tasks": {
-        "shout": {"type": "zeromq-server", "endpoint": shout}, "slowly": {"type": "zeromq-server", "endpoint": slowly}}})
-    assert daemon.client(shout).call(b"hi") == [b"ok", b"HI"]
-    assert daemon.client(slowly).call(b"") == [b"ok", b"a", b"b"]
+    call = serve_tasks(daemon, "esm", "js", str(app), ["shout", "slowly"])
+    assert call("shout", b"hi") == [b"ok", b"HI"]
+    assert call("slowly") == [b"ok", b"a", b"b"]
 
 
 @pytest.mark.parametrize("language, page, name", [("cpp", "cpp.md", "app.cpp"), ("perl", "perl.md", "app.pl"),
@@ -82,10 +80,7 @@ def test_doc_example(daemon, tmp_path, language, page, name):
     """The example app at the top of each language's page works as documented."""
     require_runtime(language)
     source = re.search(rf"```{language}\n(.*?)```", (ROOT / "docs" / page).read_text(), re.S).group(1)
-    args = app_source(language, tmp_path, source, name)
-    echo, count = endpoint(), endpoint()
-    daemon.create("documented", {"type": language, "args": args, "tasks": {
-        "echo": {"type": "zeromq-server", "endpoint": echo}, "count": {"type": "zeromq-server", "endpoint": count}}})
-    assert daemon.client(echo).call(b"hi") == [b"ok", b"hi"]
-    assert daemon.client(count).call(b"2") == [b"ok", b"1\n", b"2\n"]
-    assert daemon.client(count).call(b"") == [b"ok", b"1\n", b"2\n", b"3\n"]
+    call = serve_tasks(daemon, "documented", language, app_source(language, tmp_path, source, name), ["echo", "count"])
+    assert call("echo", b"hi") == [b"ok", b"hi"]
+    assert call("count", b"2") == [b"ok", b"1\n", b"2\n"]
+    assert call("count", b"") == [b"ok", b"1\n", b"2\n", b"3\n"]

@@ -2,8 +2,7 @@
 
 import pytest
 
-from runtimes import require_runtime
-from support import endpoint
+from runtimes import require_runtime, serve_tasks
 
 APP = r'''
 use strict;
@@ -36,11 +35,7 @@ def call(module_daemon, tmp_path_factory):
     folder = tmp_path_factory.mktemp("perl-app")
     (folder / "app.pl").write_text(APP)
     (folder / "Helper.pm").write_text(HELPER)
-    daemon = module_daemon
-    addresses = {task: endpoint() for task in TASKS}
-    daemon.create("pl", {"type": "perl", "args": str(folder / "app.pl"),
-                         "tasks": {t: {"type": "zeromq-server", "endpoint": a} for t, a in addresses.items()}})
-    return lambda task, *frames: daemon.client(addresses[task]).call(*frames)
+    return serve_tasks(module_daemon, "pl", "perl", str(folder / "app.pl"), TASKS)
 
 
 @pytest.mark.parametrize("task, request_frames, reply", [

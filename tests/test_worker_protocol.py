@@ -41,6 +41,14 @@ def worker(start, language, conformance_app):
     return engine
 
 
+@pytest.fixture
+def quick_worker(start, language, conformance_app):
+    """The same, with a heartbeat interval of 0.2 s."""
+    engine = start(language, conformance_app, heartbeat=0.2)
+    engine.hello()
+    return engine
+
+
 def test_hello_then_a_whole_request_is_answered_with_the_vector_bytes(worker):
     worker.send(frame("invoke"))
     assert worker.frames(2) == [frame("chunk"), frame("end")]
@@ -105,21 +113,17 @@ def test_a_batch_of_invokes_is_answered_job_by_job(worker):
     assert worker.replies(jobs) == {job: [protocol.chunk(job, str(job).encode()), protocol.end(job)] for job in jobs}
 
 
-def test_an_idle_worker_sends_heartbeats(start, language, conformance_app):
-    engine = start(language, conformance_app, heartbeat=0.2)
-    engine.hello()
+def test_an_idle_worker_sends_heartbeats(quick_worker):
     for _ in range(2):
-        assert engine.frame(timeout=3, skip_heartbeats=False) == frame("heartbeat")
-        engine.send(frame("heartbeat"))  # the engine is alive
+        assert quick_worker.frame(timeout=3, skip_heartbeats=False) == frame("heartbeat")
+        quick_worker.send(frame("heartbeat"))  # the engine is alive
 
 
-def test_a_busy_handler_makes_the_worker_silent(start, language, conformance_app):
+def test_a_busy_handler_makes_the_worker_silent(quick_worker):
     # Heartbeats come from the loop that runs handlers: a hung handler must not look alive.
-    engine = start(language, conformance_app, heartbeat=0.2)
-    engine.hello()
-    engine.send(protocol.invoke(1, "hang", {}, None, True))
-    engine.send(frame("heartbeat"))
-    assert engine.quiet_for(1.0)
+    quick_worker.send(protocol.invoke(1, "hang", {}, None, True))
+    quick_worker.send(frame("heartbeat"))
+    assert quick_worker.quiet_for(1.0)
 
 
 def test_terminate_makes_the_worker_exit(worker):
@@ -127,10 +131,8 @@ def test_terminate_makes_the_worker_exit(worker):
     assert worker.proc.wait(10) == 0
 
 
-def test_a_worker_exits_when_the_engine_goes_silent(start, language, conformance_app):
-    engine = start(language, conformance_app, heartbeat=0.2)
-    engine.hello()
-    assert engine.proc.wait(10) == 0  # after three heartbeat intervals without a word
+def test_a_worker_exits_when_the_engine_goes_silent(quick_worker):
+    assert quick_worker.proc.wait(10) == 0  # after three heartbeat intervals without a word
 
 
 def test_an_app_that_cannot_load_logs_why_and_exits_3(start, language, tmp_path):
@@ -146,36 +148,30 @@ def test_an_app_that_cannot_load_logs_why_and_exits_3(start, language, tmp_path)
 # -- streamed requests ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("language", STREAMING_LANGUAGES)
-def test_a_streamed_request_is_read_chunk_by_chunk_as_it_arrives(language, start, conformance_app):
-    engine = start(language, conformance_app)
-    engine.hello()
-    engine.send(frame("invoke, streamed"))
+def test_a_streamed_request_is_read_chunk_by_chunk_as_it_arrives(worker):
+    worker.send(frame("invoke, streamed"))
     # The handler answers each chunk before the next one exists: the request really streams.
-    assert engine.frame() == protocol.chunk(4, b"first")
-    engine.send(frame("request chunk"))
-    assert engine.frame() == protocol.chunk(4, b"second")
-    engine.send(frame("request end"))
-    assert engine.frame() == protocol.end(4)
+    assert worker.frame() == protocol.chunk(4, b"first")
+    worker.send(frame("request chunk"))
+    assert worker.frame() == protocol.chunk(4, b"second")
+    worker.send(frame("request end"))
+    assert worker.frame() == protocol.end(4)
 
 
 @pytest.mark.parametrize("language", STREAMING_LANGUAGES)
-def test_the_whole_body_of_a_streamed_request(language, start, conformance_app):
-    engine = start(language, conformance_app)
-    engine.hello()
-    engine.send(protocol.invoke(4, "upper", {}, b"ab", False), protocol.chunk(4, b"cd"))
-    engine.send(protocol.chunk(4, b""), protocol.chunk(4, b"ef"), protocol.end(4))
-    assert engine.frames(2) == [protocol.chunk(4, b"ABCDEF"), protocol.end(4)]
+def test_the_whole_body_of_a_streamed_request(worker):
+    worker.send(protocol.invoke(4, "upper", {}, b"ab", False), protocol.chunk(4, b"cd"))
+    worker.send(protocol.chunk(4, b""), protocol.chunk(4, b"ef"), protocol.end(4))
+    assert worker.frames(2) == [protocol.chunk(4, b"ABCDEF"), protocol.end(4)]
 
 
 @pytest.mark.parametrize("language", STREAMING_LANGUAGES)
-def test_a_cancelled_job_sends_nothing_more(language, start, conformance_app):
-    engine = start(language, conformance_app)
-    engine.hello()
-    engine.send(frame("invoke, streamed"))
-    assert engine.frame() == protocol.chunk(4, b"first")
-    engine.send(frame("cancel"), frame("request chunk"), frame("invoke"))
+def test_a_cancelled_job_sends_nothing_more(worker):
+    worker.send(frame("invoke, streamed"))
+    assert worker.frame() == protocol.chunk(4, b"first")
+    worker.send(frame("cancel"), frame("request chunk"), frame("invoke"))
     # Job 4 gets neither its second chunk back nor an end: the next frames are job 1's.
-    assert engine.frames(2) == [frame("chunk"), frame("end")]
+    assert worker.frames(2) == [frame("chunk"), frame("end")]
 
 
 SLEEPERS = {  # a handler that blocks for the milliseconds in the body, then answers

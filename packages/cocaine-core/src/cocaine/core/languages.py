@@ -88,3 +88,35 @@ def probe_runtime(argv: list[str], *, language: str, needs: str, timeout: float 
         reason = output.splitlines()[0] if output else f"exit status {done.returncode}"
         raise ConfigError(f"type {language!r}: the runtime is not usable ({needs}): {reason}")
     _usable.add(key)
+
+
+class RuntimeLanguage(Language):
+    """A language whose workers are a runtime command (an interpreter and its worker script, a
+    compiled host) given the common worker arguments, and which checks at ``create`` that the
+    runtime is installed. Subclasses set ``name``, ``suffixes`` and ``needs`` and implement
+    ``runtime_command``."""
+
+    suffixes: ClassVar[tuple[str, ...]] = ()  # what ``args`` may end in
+    needs: ClassVar[str] = ""  # what to install when the runtime is missing, for the error message
+
+    @classmethod
+    def runtime_command(cls) -> list[str]:
+        """The command that starts a worker, before the worker arguments; ``--check`` appended to
+        it must exit 0 when the runtime is usable."""
+        raise NotImplementedError
+
+    @classmethod
+    def validate_args(cls, args, where: str) -> str:
+        path = resolve_local_path(args, where, suffixes=cls.suffixes)
+        cls.check_runtime()
+        return path
+
+    @classmethod
+    def check_runtime(cls) -> None:
+        """Raise ConfigError naming ``type`` and ``needs`` unless the runtime is usable."""
+        probe_runtime([*cls.runtime_command(), "--check"], language=cls.name, needs=cls.needs)
+
+    def worker_spec(self, *, app: str, worker_id: str, endpoint: str, heartbeat_interval: float) -> WorkerSpec:
+        argv = [*self.runtime_command(), *worker_args(endpoint=endpoint, worker_id=worker_id, app=app,
+                                                       path=self.args, heartbeat_interval=heartbeat_interval)]
+        return WorkerSpec(app=app, worker_id=worker_id, endpoint=endpoint, argv=argv)

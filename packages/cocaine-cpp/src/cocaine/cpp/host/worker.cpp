@@ -81,61 +81,24 @@ std::string type_name(const std::type_info& type) {
 
 // -- frames -----------------------------------------------------------------------------------------
 
-std::string frame_hello() {
-    std::string f;
-    msgpack::Writer w(f);
-    w.array(3);
-    w.uinteger(HELLO);
-    w.uinteger(protocol_version);
-    w.uinteger(static_cast<uint64_t>(getpid()));
-    return f;
-}
+// A frame's elements: integers, and text (str) or bytes (bin) wrapped to say which.
+struct Str {
+    std::string_view text;
+};
+struct Bin {
+    std::string_view bytes;
+};
+void put(msgpack::Writer& w, uint64_t u) { w.uinteger(u); }
+void put(msgpack::Writer& w, Str s) { w.str(valid_utf8(s.text)); }
+void put(msgpack::Writer& w, Bin b) { w.bin(b.bytes); }
 
-std::string frame_heartbeat() {
+// One protocol message: frame(CHUNK, job, Bin{data}) is [5, job, data].
+template <typename... Elements>
+std::string frame(Elements... elements) {
     std::string f;
     msgpack::Writer w(f);
-    w.array(1);
-    w.uinteger(HEARTBEAT);
-    return f;
-}
-
-std::string frame_chunk(uint64_t job, std::string_view data) {
-    std::string f;
-    msgpack::Writer w(f);
-    w.array(3);
-    w.uinteger(CHUNK);
-    w.uinteger(job);
-    w.bin(data);
-    return f;
-}
-
-std::string frame_end(uint64_t job) {
-    std::string f;
-    msgpack::Writer w(f);
-    w.array(2);
-    w.uinteger(END);
-    w.uinteger(job);
-    return f;
-}
-
-std::string frame_error(uint64_t job, uint64_t code, std::string_view message) {
-    std::string f;
-    msgpack::Writer w(f);
-    w.array(4);
-    w.uinteger(ERROR);
-    w.uinteger(job);
-    w.uinteger(code);
-    w.str(valid_utf8(message));
-    return f;
-}
-
-std::string frame_log(uint64_t level, std::string_view message) {
-    std::string f;
-    msgpack::Writer w(f);
-    w.array(3);
-    w.uinteger(LOG);
-    w.uinteger(level);
-    w.str(valid_utf8(message));
+    w.array(sizeof...(elements));
+    (put(w, elements), ...);
     return f;
 }
 
@@ -187,12 +150,12 @@ public:
 
     // Tell the engine why the app cannot run, then give up (the engine fails waiting jobs with 503).
     void report_load_failure(const std::string& reason) {
-        out_.push_back(frame_log(log_level_error, reason));
+        out_.push_back(frame(LOG, log_level_error, Str{reason}));
         flush();
     }
 
     int serve() {
-        out_.push_back(frame_hello());
+        out_.push_back(frame(HELLO, protocol_version, static_cast<uint64_t>(getpid())));
         flush();
         while (!stopping_) {
             if (queue_.empty()) {
@@ -223,7 +186,7 @@ public:
     void write_chunk(Job& job, std::string_view data) {
         if (job.cancelled) return;
         if (job.unsent_chunk_batch == batch_) flush();
-        out_.push_back(frame_chunk(job.id, data));
+        out_.push_back(frame(CHUNK, job.id, Bin{data}));
         job.unsent_chunk_batch = batch_;
     }
 
@@ -249,7 +212,7 @@ private:
         if (job.cancelled) return;
         auto found = handlers_.find(job.task);
         if (found == handlers_.end()) {
-            out_.push_back(frame_error(job.id, app_error_code, "the app has no callable '" + job.task + "'"));
+            out_.push_back(frame(ERROR, job.id, app_error_code, Str{"the app has no callable '" + job.task + "'"}));
             flush();
             return;
         }
@@ -259,7 +222,7 @@ private:
         JobIo io(*this, job);
         try {
             found->second(io, io);
-            if (!job.cancelled) out_.push_back(frame_end(job.id));
+            if (!job.cancelled) out_.push_back(frame(END, job.id));
         } catch (const cocaine::Aborted&) {
             // cancelled or stopping: the engine has answered this job already
         } catch (const std::exception& e) {
@@ -272,7 +235,7 @@ private:
     void fail(Job& job, const std::string& message) {
         std::fprintf(stderr, "app error in task '%s' (job %llu): %s\n", job.task.c_str(),
                      static_cast<unsigned long long>(job.id), message.c_str());
-        if (!job.cancelled) out_.push_back(frame_error(job.id, app_error_code, message));
+        if (!job.cancelled) out_.push_back(frame(ERROR, job.id, app_error_code, Str{message}));
     }
 
     // Send what is pending, then read what the engine sent, waiting until a message arrives or the
@@ -294,7 +257,7 @@ private:
         if (now - last_heard_ > engine_silence_limit * heartbeat_) {
             stopping_ = true;  // the engine is gone
         } else if (now - last_sent_ >= heartbeat_) {
-            out_.push_back(frame_heartbeat());
+            out_.push_back(frame(HEARTBEAT));
             flush();
         }
     }
