@@ -5,14 +5,13 @@ Importable: run_baseline(duration) -> {"throughput": {...}, "latency": {...}} (s
 """
 import argparse
 import os
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 
 from baseline_broker import die_with_parent
-from loadgen import measure_latency, measure_throughput, wait_ready
+from loadgen import measure_broker, measure_latency, stop_process, wait_ready
 
 BROKER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "baseline_broker.py")
 
@@ -32,18 +31,13 @@ def run_baseline(duration: float = 5.0) -> dict:
         try:
             wait_ready(endpoint, timeout=10.0, process=broker)
             return {
-                "throughput": measure_throughput(endpoint, inflight=64, duration=duration),
+                "throughput": measure_broker(endpoint, broker.pid, inflight=64, duration=duration),
                 "latency": measure_latency(endpoint),
             }
         finally:
             # SIGTERM lets the broker reap its workers; SIGKILL is the fallback, and the workers'
             # PDEATHSIG still takes them down with it.
-            broker.send_signal(signal.SIGTERM)
-            try:
-                broker.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                broker.kill()
-                broker.wait()
+            stop_process(broker)
 
 
 def main() -> None:

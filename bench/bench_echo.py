@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import tempfile
 import zmq
 
 from bench_baseline import run_baseline
-from loadgen import measure_latency, measure_throughput, wait_ready
+from loadgen import measure_broker, measure_latency, measure_throughput, stop_process, wait_ready
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -52,16 +51,11 @@ def run_cocaine(duration: float, workers: int, concurrency: int, app_type: str =
             pool = _manage(management, {"version": 2, "action": "info"})["apps"]["echo"]["pool"]
             return {
                 "workers": pool["total"],
-                "throughput": measure_throughput(endpoint, inflight=64, duration=duration),
+                "throughput": measure_broker(endpoint, daemon.pid, inflight=64, duration=duration),
                 "latency": measure_latency(endpoint),
             }
         finally:
-            daemon.send_signal(signal.SIGTERM)
-            try:
-                daemon.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-                daemon.wait()
+            stop_process(daemon, timeout=20)
 
 
 def _manage(endpoint: str, request: dict) -> dict:
@@ -98,6 +92,7 @@ def main() -> None:
     base = run_baseline(args.duration)
     ratio = {
         "throughput": ours["throughput"]["rps"] / base["throughput"]["rps"],
+        "broker_cpu": base["throughput"]["broker_cpu_us"] / ours["throughput"]["broker_cpu_us"],
         "latency_p50": base["latency"]["p50_us"] / ours["latency"]["p50_us"],
     }
     if args.json:
@@ -105,9 +100,11 @@ def main() -> None:
         return
     for name, result in (("cocaine", ours), ("baseline", base)):
         tp, lat = result["throughput"], result["latency"]
-        print(f"{name:9} {tp['rps']:9,.0f} req/s at 64 in flight ({tp['errors']} errors)   "
+        print(f"{name:9} {tp['rps']:9,.0f} req/s at 64 in flight ({tp['errors']} errors), "
+              f"broker CPU {tp['broker_cpu_us']:5.1f} us/request   "
               f"1 in flight: p50 {lat['p50_us']:5.0f} us, p99 {lat['p99_us']:6.0f} us")
     print(f"cocaine / baseline: throughput {ratio['throughput']:.2f}x, "
+          f"broker CPU efficiency {ratio['broker_cpu']:.2f}x, "
           f"p50 latency {ratio['latency_p50']:.2f}x (1.0 = as fast as the baseline)")
 
 

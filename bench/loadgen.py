@@ -56,6 +56,36 @@ def wait_ready(endpoint: str, timeout: float = 10.0, process=None) -> None:
             raise RuntimeError(f"unexpected probe reply from {endpoint}: {reply!r}")
 
 
+def stop_process(proc, timeout: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout`` seconds."""
+    import subprocess
+
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, every thread) a process has used so far, from /proc."""
+    import os
+
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure_broker(endpoint: str, pid: int, inflight: int = 64, duration: float = 5.0) -> dict:
+    """Throughput, plus the CPU the broker process ``pid`` spent per request: steadier than
+    requests/s on a shared machine, since it does not count time the broker was not running."""
+    before = cpu_seconds(pid)
+    result = measure_throughput(endpoint, inflight=inflight, duration=duration)
+    result["broker_cpu_us"] = (cpu_seconds(pid) - before) / max(1, result["requests"]) * 1e6
+    return result
+
+
 def measure_throughput(endpoint: str, inflight: int = 64, duration: float = 5.0,
                        payload: bytes = b"x" * 16) -> dict:
     """Keep `inflight` echo requests outstanding on one DEALER for `duration` seconds.

@@ -25,8 +25,11 @@ def server(**extra):
 def test_defaults(registry, app):
     parsed = parse_manifest("a", manifest(app, server()), registry)
     assert parsed.engine.backend == "process"
-    assert (parsed.engine.pool_limit, parsed.engine.queue_limit, parsed.engine.concurrency) == (10, 100, 8)
-    assert parsed.engine.heartbeat_timeout == 30.0
+    engine = parsed.engine
+    assert (engine.pool_limit, engine.pool_min, engine.queue_limit, engine.concurrency) == (10, 0, 100, 8)
+    assert engine.grow_threshold == 1
+    assert (engine.heartbeat_timeout, engine.startup_timeout, engine.idle_timeout) == (30.0, 20.0, 60.0)
+    assert engine.request_timeout is None
     assert parsed.pubsub is None and parsed.version == 1
 
 
@@ -52,13 +55,19 @@ def test_the_seed_example_validates(registry, app):
     (lambda m: m.update(version=[1]), "version: expected an integer or a string, got [1]"),
     (lambda m: m.update(colour="red"), "manifest.colour: unknown key (known: type, args, version, engine, pubsub, tasks)"),
     (lambda m: m.update(engine=[]), "engine: expected an object, got []"),
-    (lambda m: m["engine"].update(backend="fiber"), "engine.backend: unknown backend 'fiber' (known: process)"),
+    (lambda m: m["engine"].update(backend="fiber"), "engine.backend: unknown backend 'fiber' (known: process, thread)"),
     (lambda m: m["engine"].update({"pool-limit": 0}), "engine.pool-limit: expected an integer from 1 to 1024, got 0"),
     (lambda m: m["engine"].update({"pool-limit": "10"}), "engine.pool-limit: expected an integer from 1 to 1024, got '10'"),
     (lambda m: m["engine"].update({"pool-limit": True}), "engine.pool-limit: expected an integer from 1 to 1024, got True"),
     (lambda m: m["engine"].update({"queue-limit": -5}), "engine.queue-limit: expected an integer >= 1, got -5"),
     (lambda m: m["engine"].update({"heartbeat-timeout": 0}), "engine.heartbeat-timeout: expected a number > 0, got 0"),
     (lambda m: m["engine"].update({"pool_limit": 3}), "engine.pool_limit: unknown key (known: backend, pool-limit"),
+    (lambda m: m["engine"].update({"pool-limit": 2, "pool-min": 3}), "engine.pool-min: expected an integer from 0 to 2, got 3"),
+    (lambda m: m["engine"].update({"grow-threshold": 0}), "engine.grow-threshold: expected an integer >= 1, got 0"),
+    (lambda m: m["engine"].update({"startup-timeout": -1}), "engine.startup-timeout: expected a number > 0, got -1"),
+    (lambda m: m["engine"].update({"idle-timeout": "1m"}), "engine.idle-timeout: expected a number > 0, got '1m'"),
+    (lambda m: m["engine"].update({"request-timeout": 0}), "engine.request-timeout: expected a number > 0, got 0"),
+    (lambda m: m["engine"].update({"concurrency": 0}), "engine.concurrency: expected an integer from 1 to 1024, got 0"),
     (lambda m: m.update(pubsub="tcp://lo:9200"), "pubsub: expected an object like"),
     (lambda m: m.update(pubsub={"endpoint": "lo:9200"}), "pubsub.endpoint: expected a ZeroMQ endpoint"),
     (lambda m: m.update(tasks={}), "tasks: expected a non-empty object mapping task names"),

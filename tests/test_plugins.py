@@ -20,7 +20,7 @@ def test_builtins_come_from_entry_points():
     registry = Registry.load()
     assert registry.names("driver") == ["recurring-timer", "zeromq-server"]
     assert registry.names("language") == ["cpp", "js", "perl", "python"]
-    assert registry.names("backend") == ["process"]
+    assert registry.names("backend") == ["process", "thread"]
     assert registry.names("storage") == ["files"]
 
 

@@ -86,6 +86,11 @@ def test_a_missing_handler_is_error_502_with_the_vector_bytes(worker):
     assert worker.frame() == frame("error")
 
 
+def test_a_job_whose_deadline_passed_is_not_run(worker):
+    worker.send(frame("invoke, past deadline"), frame("invoke"))
+    assert worker.replies([9, 1]) == {9: [frame("error, deadline")], 1: [frame("chunk"), frame("end")]}
+
+
 def test_an_app_error_is_error_502_and_the_worker_goes_on(worker):
     worker.send(protocol.invoke(7, "fail", {}, b"zz", True), frame("invoke"))
     replies = worker.replies([7, 1])

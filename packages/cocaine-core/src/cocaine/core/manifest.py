@@ -25,17 +25,30 @@ class EngineConfig:
 
     backend: str = "process"
     pool_limit: int = 10
+    pool_min: int = 0  # workers kept warm even when idle
     queue_limit: int = 100
     concurrency: int = 8  # jobs in flight per worker
+    grow_threshold: int = 1  # queued jobs (beyond every worker's room) that justify one more worker
     heartbeat_timeout: float = 30.0  # seconds a worker may stay silent
+    startup_timeout: float = 20.0  # seconds a new worker has to say hello
+    idle_timeout: float = 60.0  # seconds an idle worker above pool-min lives on
+    request_timeout: float | None = None  # default deadline of a job, from its acceptance
 
     KEYS = {
         "backend": "backend",
         "pool-limit": "pool_limit",
+        "pool-min": "pool_min",
         "queue-limit": "queue_limit",
         "concurrency": "concurrency",
+        "grow-threshold": "grow_threshold",
         "heartbeat-timeout": "heartbeat_timeout",
+        "startup-timeout": "startup_timeout",
+        "idle-timeout": "idle_timeout",
+        "request-timeout": "request_timeout",
     }
+
+    def to_json(self) -> dict:
+        return {key: getattr(self, attr) for key, attr in self.KEYS.items()}
 
 
 @dataclass(frozen=True)
@@ -89,6 +102,9 @@ def _parse(app: str, raw: Any, registry: Registry) -> Manifest:
         raise field_error("version", "an integer or a string", version)
 
     engine = _parse_engine(raw.get("engine", {}), registry)
+    if registry.get("backend", engine.backend).transport == "inproc" and not language.supports_threads:
+        raise ConfigError(f"engine.backend: the {language_name} language cannot run workers as threads "
+                          f"(use the process backend)")
 
     pubsub = raw.get("pubsub")
     endpoint = None
@@ -136,11 +152,19 @@ def _parse_engine(raw: Any, registry: Registry) -> EngineConfig:
         registry.get("backend", backend)
     except PluginError as e:
         raise ConfigError(f"{where}.backend: {e}") from None
+    pool_limit = get_int(raw, "pool-limit", where, default=defaults.pool_limit, minimum=1, maximum=1024)
+    concurrency = get_int(raw, "concurrency", where, default=defaults.concurrency, minimum=1, maximum=1024)
+    request_timeout = raw.get("request-timeout")
     return EngineConfig(
         backend=backend,
-        pool_limit=get_int(raw, "pool-limit", where, default=defaults.pool_limit, minimum=1, maximum=1024),
+        pool_limit=pool_limit,
+        pool_min=get_int(raw, "pool-min", where, default=defaults.pool_min, minimum=0, maximum=pool_limit),
         queue_limit=get_int(raw, "queue-limit", where, default=defaults.queue_limit, minimum=1),
-        concurrency=get_int(raw, "concurrency", where, default=defaults.concurrency, minimum=1, maximum=1024),
+        concurrency=concurrency,
+        grow_threshold=get_int(raw, "grow-threshold", where, default=defaults.grow_threshold, minimum=1),
         heartbeat_timeout=get_number(raw, "heartbeat-timeout", where, default=defaults.heartbeat_timeout),
+        startup_timeout=get_number(raw, "startup-timeout", where, default=defaults.startup_timeout),
+        idle_timeout=get_number(raw, "idle-timeout", where, default=defaults.idle_timeout),
+        request_timeout=None if request_timeout is None else get_number(raw, "request-timeout", where),
     )
 

@@ -23,3 +23,16 @@ def send_frames(sock: zmq.Socket, frames: list, flags: int = 0) -> None:
     last = len(frames) - 1
     for i, frame in enumerate(frames):
         send(frame, flags | SNDMORE if i < last else flags)
+
+
+def split_envelope(frames: list) -> tuple[list, list]:
+    """Split a message received on a ROUTER socket into its envelope and its body.
+
+    The envelope runs up to and including the empty delimiter a REQ socket adds; a DEALER peer that
+    sends none has only its identity frame as envelope. Replies go back as ``envelope + frames``.
+    """
+    try:
+        split = frames.index(b"", 1) + 1
+    except ValueError:
+        split = 1
+    return frames[:split], frames[split:]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import zmq
 
 from cocaine.core.drivers import Driver
-from cocaine.core.transport import NOBLOCK, send_frames
+from cocaine.core.transport import NOBLOCK, send_frames, split_envelope
 from cocaine.core.validation import check_endpoint, only_keys
 
 OK = b"ok"
@@ -39,13 +39,8 @@ class ZeroMQServer(Driver):
                 frames = recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            # The envelope runs up to the empty delimiter a REQ socket adds; a DEALER may send none.
-            try:
-                split = frames.index(b"", 1) + 1
-            except ValueError:
-                split = 1
-            body = frames[split:]
-            submit(body[0] if len(body) == 1 else b"".join(body), Reply(self.sock, frames[:split]))
+            envelope, body = split_envelope(frames)
+            submit(body[0] if len(body) == 1 else b"".join(body), Reply(self.sock, envelope))
 
     def stop(self) -> None:
         sock = getattr(self, "sock", None)

@@ -10,6 +10,7 @@ from cocaine.core.languages import Language, WorkerSpec, resolve_local_path, wor
 
 class PythonLanguage(Language):
     name = "python"
+    supports_threads = True
 
     @classmethod
     def validate_args(cls, args, where: str) -> str:
@@ -19,7 +20,14 @@ class PythonLanguage(Language):
         argv = [sys.executable, "-m", "cocaine.python.worker",
                 *worker_args(endpoint=endpoint, worker_id=worker_id, app=app, path=self.args,
                              heartbeat_interval=heartbeat_interval)]
-        return WorkerSpec(app=app, worker_id=worker_id, endpoint=endpoint, argv=argv)
+        # Imported only when a thread worker runs: the daemon itself never needs the runtime.
+        def run_in_thread(zmq_context) -> int:
+            from cocaine.python.worker import serve
+
+            return serve(zmq_context, endpoint=endpoint, worker_id=worker_id, path=self.args,
+                         heartbeat=heartbeat_interval)
+
+        return WorkerSpec(app=app, worker_id=worker_id, endpoint=endpoint, argv=argv, run_in_thread=run_in_thread)
 
 
 @hookimpl

@@ -29,11 +29,12 @@ EXIT_LOAD_FAILED = 3
 ENGINE_SILENCE_LIMIT = 3  # heartbeat intervals without a word from the engine before giving up
 
 
-def load_module(path: str, app: str) -> ModuleType:
+def load_module(path: str, worker_id: str) -> ModuleType:
     directory = os.path.dirname(path)
     if directory not in sys.path:
         sys.path.insert(0, directory)  # the app may import its sibling modules
-    name = f"cocaine_app_{app.replace('-', '_').replace('.', '_')}"
+    # One module object per worker, so that thread-backend workers do not share module state.
+    name = "cocaine_app_" + "".join(c if c.isalnum() else "_" for c in worker_id)
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
@@ -124,6 +125,10 @@ class Worker:
 
     def invoke(self, job: int, task: str, meta: dict, body: bytes | None) -> None:
         out = self.out
+        deadline = meta.get("deadline")
+        if deadline is not None and time.time() > deadline:
+            out.append(protocol.error(job, Code.TIMEOUT, "deadline exceeded before the job started"))
+            return
         handler = self.handlers.get(task)
         if handler is None:
             out.append(protocol.error(job, Code.APP, f"the app has no callable {task!r}"))
@@ -159,6 +164,25 @@ def _to_bytes(item) -> bytes:
     raise TypeError(f"handler produced {type(item).__name__}; expected bytes or str")
 
 
+def serve(context: zmq.Context, *, endpoint: str, worker_id: str, path: str, heartbeat: float) -> int:
+    """Load the app and serve the engine until told to stop; return the exit status."""
+    sock = context.socket(zmq.DEALER)
+    sock.identity = worker_id.encode()
+    sock.linger = 1000
+    sock.connect(endpoint)
+    try:
+        try:
+            module = load_module(path, worker_id)
+        except BaseException as e:  # noqa: BLE001 - SystemExit at import is a failed load too
+            sys.stderr.write(f"worker {worker_id}: cannot load {path}:\n{traceback.format_exc()}")
+            sock.send(protocol.log(logging.ERROR, f"cannot load {path}: {type(e).__name__}: {e}"))
+            return EXIT_LOAD_FAILED
+        Worker(sock, Handlers(module), heartbeat).run()
+        return 0
+    finally:
+        sock.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--endpoint", required=True)
@@ -169,24 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when its workers stop
-
     context = zmq.Context()
-    sock = context.socket(zmq.DEALER)
-    sock.identity = args.id.encode()
-    sock.linger = 1000
-    sock.connect(args.endpoint)
     try:
-        try:
-            module = load_module(args.path, args.app)
-        except BaseException as e:  # noqa: BLE001 - SystemExit at import is a failed load too
-            sys.stderr.write(f"app {args.app}: cannot load {args.path}:\n{traceback.format_exc()}")
-            reason = f"cannot load {args.path}: {type(e).__name__}: {e}"
-            sock.send(protocol.log(logging.ERROR, reason))
-            return EXIT_LOAD_FAILED
-        Worker(sock, Handlers(module), args.heartbeat).run()
-        return 0
+        return serve(context, endpoint=args.endpoint, worker_id=args.id, path=args.path, heartbeat=args.heartbeat)
     finally:
-        sock.close()
         context.term()
 
 

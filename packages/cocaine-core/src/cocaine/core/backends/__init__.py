@@ -36,6 +36,11 @@ class Backend:
     """Base class of every backend. Subclasses set ``name`` (the manifest's ``engine.backend``)."""
 
     name: ClassVar[str] = ""
+    #: How this backend's workers reach the engine: "ipc" (other processes) or "inproc" (threads).
+    transport: ClassVar[str] = "ipc"
+
+    def __init__(self, zmq_context) -> None:
+        self.zmq_context = zmq_context
 
     def spawn(self, spec: WorkerSpec) -> WorkerHandle:
         """Start one worker; raise OSError (or a CocaineError) if it cannot be started."""

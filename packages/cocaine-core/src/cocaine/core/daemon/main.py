@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 
 import zmq
 
@@ -21,11 +22,13 @@ from cocaine.core.daemon.node import Node
 from cocaine.core.errors import CocaineError
 from cocaine.core.management import protocol
 from cocaine.core.plugins import Registry
+from cocaine.core.transport import split_envelope
 
 log = logging.getLogger("cocained")
 
 # Requests past MAX_REQUEST_BYTES still get an error reply; past this the peer is disconnected.
 HARD_MESSAGE_LIMIT = 64 << 20
+TERM_TIMEOUT = 5.0
 
 
 def default_runtime_dir(instance: str) -> str:
@@ -108,15 +111,11 @@ class Daemon:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            # ROUTER envelope: identity frames up to the empty delimiter a REQ socket adds.
-            try:
-                split = frames.index(b"", 1) + 1
-            except ValueError:
-                split = 1
-            reply = protocol.handle(self.node, frames[split:])
+            envelope, request = split_envelope(frames)
+            reply = protocol.handle(self.node, request)
             body = json.dumps(reply, default=str).encode()
             try:
-                sock.send_multipart([*frames[:split], body], zmq.NOBLOCK)
+                sock.send_multipart([*envelope, body], zmq.NOBLOCK)
             except zmq.ZMQError as e:
                 log.warning("cannot answer a management client: %s", e.strerror)
 
@@ -124,7 +123,13 @@ class Daemon:
         self.node.stop_all()
         for sock in self.sockets:
             sock.close(0)
-        self.context.term()
+        # A hung worker thread (thread backend) never closes its socket, and term() would wait for it
+        # forever: wait a bounded time, then exit anyway.
+        terminating = threading.Thread(target=self.context.term, name="zmq-term", daemon=True)
+        terminating.start()
+        terminating.join(TERM_TIMEOUT)
+        if terminating.is_alive():
+            log.warning("abandoned worker threads still hold sockets; exiting without them")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -70,10 +70,16 @@ class TaskContext:
     def zmq_context(self) -> zmq.Context:
         return self.engine.zmq_context
 
-    def submit(self, body: bytes | None, responder: Responder, meta: dict[str, Any] | None = None) -> None:
+    def submit(self, body: bytes | None, responder: Responder, meta: dict[str, Any] | None = None, *,
+               timeout: float | None = None, urgent: bool = False) -> None:
         """Queue a job for this task. The responder always gets exactly one final answer, possibly
-        at once (an error such as 503 when the queue is full)."""
-        self.engine.submit(self, body, meta or {}, responder)
+        at once (an error such as 503 when the queue is full).
+
+        :param timeout: seconds from now after which the job answers 504 and is not started any more
+            (default: the engine's ``request-timeout``, if any).
+        :param urgent: put the job at the head of the queue.
+        """
+        self.engine.submit(self, body, meta or {}, responder, timeout=timeout, urgent=urgent)
 
     def publisher(self, meta: dict[str, Any] | None = None) -> Responder:
         """A responder that publishes the job's result on the app's pubsub endpoint."""

@@ -1,14 +1,15 @@
 """One engine per app: drivers feed a job queue; jobs run on the app's worker pool.
 
 Everything an engine owns lives on its reactor thread. Other threads (management) talk to it only
-through :meth:`Engine.start`, :meth:`Engine.stop` and :meth:`Engine.info`, which hop onto that thread.
+through :meth:`Engine.start`, :meth:`Engine.reload`, :meth:`Engine.begin_stop` and
+:meth:`Engine.info`, which hop onto that thread.
 """
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import logging
-import threading
 import time
 from collections import deque
 from concurrent.futures import Future
@@ -27,6 +28,9 @@ from cocaine.core.plugins import Registry
 
 log = logging.getLogger(__name__)
 
+#: Seconds workers get to exit once an engine has answered every job and closes its pools.
+CLOSE_GRACE = 2.0
+
 
 class Engine:
     def __init__(self, manifest: Manifest, registry: Registry, *, zmq_context: zmq.Context,
@@ -41,14 +45,20 @@ class Engine:
         self.started_at: float | None = None
         self.queue: deque[Job] = deque()
         self.queue_peak = 0
-        self.broken_reason: str | None = None
         self._ids = itertools.count(1)
+        self._deadlines: list = []  # heap of (deadline, job id, job)
+        self._deadline_timer = None
         self.contexts: dict[str, TaskContext] = {}
         self.drivers: dict[str, Any] = {}
         self.pool: WorkerPool | None = None
+        self.old_pools: list[WorkerPool] = []  # earlier generations finishing their jobs
+        self.generation = 0
+        self.broken = False  # since a worker failed to start, until one starts
         self.publisher: Publisher | None = None
+        self._stopped: Future | None = None
+        self._closing_pools: set = set()
 
-    # -- lifecycle, from any thread ---------------------------------------------------------------
+    # -- from any thread --------------------------------------------------------------------------
     def start(self, timeout: float = 10.0) -> None:
         """Start the reactor thread and everything on it; raise CocaineError if anything fails."""
         started: Future = Future()
@@ -62,69 +72,146 @@ class Engine:
             self.reactor.close()
             raise
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Answer every queued and running job, stop the workers and drivers, end the thread."""
-        if self.reactor.thread is None or not self.reactor.thread.is_alive():
-            return
+    def reload(self, manifest: Manifest, timeout: float = 10.0) -> dict[str, Any]:
+        """Switch to ``manifest`` without dropping work: new jobs go to a new generation of workers,
+        running ones finish on the old. Only for a manifest whose tasks and pubsub are unchanged."""
+        return self._call(self._reload, manifest, timeout=timeout)
+
+    def can_reload_in_place(self, manifest: Manifest) -> bool:
+        def tasks(m: Manifest):
+            return {name: (t.driver, t.config) for name, t in m.tasks.items()}
+
+        return manifest.pubsub == self.manifest.pubsub and tasks(manifest) == tasks(self.manifest)
+
+    def begin_stop(self, timeout: float) -> Future:
+        """Refuse new jobs, let accepted ones finish for up to ``timeout`` seconds, answer the rest
+        with an error, stop every worker and driver. The future resolves once all that is done."""
         stopped: Future = Future()
-        self.reactor.call_soon_threadsafe(self._stop, stopped, timeout)
+        if self.reactor.thread is None or not self.reactor.thread.is_alive():
+            stopped.set_result(None)
+        else:
+            self.reactor.call_soon_threadsafe(self._begin_stop, stopped, timeout)
+        return stopped
+
+    def stop(self, timeout: float = 10.0) -> None:
         try:
-            stopped.result(timeout + 10)
+            self.begin_stop(timeout).result(timeout + CLOSE_GRACE + 10)
         finally:
+            self.join(timeout)
+
+    def join(self, timeout: float) -> None:
+        if self.reactor.thread is not None:
             self.reactor.thread.join(timeout)
-            self.reactor.close()
+        self.reactor.close()
 
     def info(self, timeout: float = 5.0) -> dict[str, Any]:
-        if self.state != "running":
+        if self.state not in ("running", "stopping"):
             return {"running": False, "state": self.state}
+        return self._call(self._info, timeout=timeout)
+
+    def _call(self, fn, *args, timeout: float):
         future: Future = Future()
-        self.reactor.call_soon_threadsafe(_resolve, future, self._info)
+
+        def run() -> None:
+            try:
+                future.set_result(fn(*args))
+            except Exception as e:  # noqa: BLE001 - handed to the waiting thread
+                future.set_exception(e)
+
+        self.reactor.call_soon_threadsafe(run)
         return future.result(timeout)
 
-    # -- on the reactor thread --------------------------------------------------------------------
+    # -- lifecycle, on the reactor thread ---------------------------------------------------------
+    def _new_pool(self, manifest: Manifest) -> WorkerPool:
+        language = self.registry.get("language", manifest.type)(manifest.args)
+        backend = self.registry.get("backend", manifest.engine.backend)(self.zmq_context)
+        self.generation += 1
+        return WorkerPool(self, manifest.engine, language, backend, self.generation)
+
     def _start(self, started: Future) -> None:
         try:
-            manifest = self.manifest
-            language = self.registry.get("language", manifest.type)(manifest.args)
-            backend = self.registry.get("backend", manifest.engine.backend)()
-            self.publisher = Publisher(self.zmq_context, self.app, manifest.pubsub)
-            self.pool = WorkerPool(self, language, backend, self.runtime_dir)
-            for name, task in manifest.tasks.items():
+            self.publisher = Publisher(self.zmq_context, self.app, self.manifest.pubsub)
+            self.pool = self._new_pool(self.manifest)
+            for name, task in self.manifest.tasks.items():
                 context = self.contexts[name] = TaskContext(self, name)
                 driver = task.driver(context, task.config)
                 driver.start()
                 self.drivers[name] = driver
         except Exception as e:  # noqa: BLE001 - reported to the caller, who reports it to the operator
-            self._release(timeout=2.0)
+            self._release_drivers()
+            if self.pool is not None:
+                self.pool.close(0, lambda: None)
             self.reactor.stop()
             detail = e.strerror if isinstance(e, zmq.ZMQError) else str(e)
             started.set_exception(CocaineError(f"app {self.app!r} cannot start: {detail}"))
             return
         self.state = "running"
         self.started_at = time.time()
+        self.publisher.event("started", {"generation": self.generation})
         log.info("app %s: started with tasks %s", self.app, ", ".join(self.drivers))
         started.set_result(None)
 
-    def _stop(self, stopped: Future, timeout: float) -> None:
-        self.state = "stopping"
+    def _reload(self, manifest: Manifest) -> dict[str, Any]:
+        if self.state != "running":
+            raise CocaineError(f"app {self.app!r} is {self.state}")
         try:
-            self._release(timeout)
-        finally:
-            self.state = "stopped"
-            self.reactor.stop()
-            stopped.set_result(None)
-            log.info("app %s: stopped", self.app)
+            pool = self._new_pool(manifest)
+        except Exception as e:
+            raise CocaineError(f"app {self.app!r} cannot reload: {e}") from e
+        old, self.pool = self.pool, pool
+        self.manifest = manifest
+        self.old_pools.append(old)
+        for worker in list(old.workers.values()):
+            if not worker.jobs:
+                old.ask_to_exit(worker, "reload")
+        self._retire_old_pools()
+        self.publisher.event("reloaded", {"generation": self.generation})
+        self.dispatch()
+        return self._info()
 
-    def _release(self, timeout: float) -> None:
+    def _begin_stop(self, stopped: Future, timeout: float) -> None:
+        if self._stopped is not None:  # already stopping: resolve this one too
+            self._stopped.add_done_callback(lambda _: stopped.set_result(None))
+            return
+        self.state = "stopping"
+        self._stopped = stopped
+        self.reactor.call_later(timeout, self._finish_stop)
+        self._maybe_finish_stop()
+
+    def _maybe_finish_stop(self) -> None:
+        if self.state == "stopping" and not self.queue and not self.pool.running_jobs() and not any(
+                p.running_jobs() for p in self.old_pools):
+            self._finish_stop()
+
+    def _finish_stop(self) -> None:
+        if self.state != "stopping":
+            return
+        self.state = "closing"
         # Answer first, while the drivers' sockets can still carry the answers.
         while self.queue:
-            self.queue.popleft().fail(Code.UNAVAILABLE, f"app {self.app!r} stopped")
-        if self.pool is not None:
-            for worker in list(self.pool.workers.values()):
+            self.queue.popleft().fail(Code.UNAVAILABLE, f"app {self.app!r} stopped before the job ran")
+        pools = [self.pool, *self.old_pools]
+        for pool in pools:
+            for worker in [*pool.workers.values(), *pool.exiting.values()]:
                 jobs, worker.jobs = worker.jobs, {}
                 for job in jobs.values():
-                    job.fail(Code.UNAVAILABLE, f"app {self.app!r} stopped")
-            self.pool.stop(timeout)
+                    job.fail(Code.UNAVAILABLE, f"app {self.app!r} stopped before the job finished")
+        self._closing_pools = set(pools)
+        for pool in pools:
+            pool.close(CLOSE_GRACE, lambda pool=pool: self._pool_closed(pool))
+
+    def _pool_closed(self, pool: WorkerPool) -> None:
+        self._closing_pools.discard(pool)
+        if self._closing_pools:
+            return
+        self.publisher.event("stopped", {})
+        self._release_drivers()
+        self.state = "stopped"
+        self.reactor.stop()
+        log.info("app %s: stopped", self.app)
+        self._stopped.set_result(None)
+
+    def _release_drivers(self) -> None:
         for name, driver in self.drivers.items():
             try:
                 driver.stop()
@@ -134,29 +221,52 @@ class Engine:
         if self.publisher is not None:
             self.publisher.close()
 
+    def _retire_old_pools(self) -> None:
+        for pool in list(self.old_pools):
+            if not pool.running_jobs() and not pool.closing:
+                pool.close(CLOSE_GRACE, lambda pool=pool: self.old_pools.remove(pool))
+
     # -- jobs -------------------------------------------------------------------------------------
-    def submit(self, context: TaskContext, body: bytes | None, meta: dict, responder) -> None:
+    def submit(self, context: TaskContext, body: bytes | None, meta: dict, responder, *,
+               timeout: float | None = None, urgent: bool = False) -> None:
         stats = context.stats
         if self.state != "running":
             stats.rejected += 1
             responder.error(Code.UNAVAILABLE, f"app {self.app!r} is {self.state}")
             return
-        queue = self.queue
         pool = self.pool
+        if pool.backing_off() and not pool.total:
+            stats.rejected += 1
+            wait = pool.retry_at - time.monotonic()
+            responder.error(Code.UNAVAILABLE,
+                            f"app {self.app!r} is broken: {pool.broken_reason} (next start attempt in {wait:.1f} s)")
+            return
+        config = self.manifest.engine
+        if timeout is None:
+            timeout = config.request_timeout
+        queue = self.queue
         if not queue:
             worker = pool.least_loaded()
             if worker is not None:
                 stats.accepted += 1
-                pool.assign(worker, Job(next(self._ids), context.task, body, meta, responder, stats))
+                job = Job(next(self._ids), context.task, body, meta, responder, stats, timeout)
+                if timeout is not None:
+                    self._watch_deadline(job)
+                pool.assign(worker, job)
                 return
-        limit = self.manifest.engine.queue_limit
         # Jobs waiting for workers that are still starting do not count against the limit.
-        if len(queue) >= limit + pool.starting() * self.manifest.engine.concurrency:
+        if len(queue) >= config.queue_limit + pool.starting() * config.concurrency:
             stats.rejected += 1
-            responder.error(Code.UNAVAILABLE, f"queue is full (queue-limit {limit})")
+            responder.error(Code.UNAVAILABLE, f"queue is full (queue-limit {config.queue_limit})")
             return
         stats.accepted += 1
-        queue.append(Job(next(self._ids), context.task, body, meta, responder, stats))
+        job = Job(next(self._ids), context.task, body, meta, responder, stats, timeout)
+        if timeout is not None:
+            self._watch_deadline(job)
+        if urgent:
+            queue.appendleft(job)
+        else:
+            queue.append(job)
         if len(queue) > self.queue_peak:
             self.queue_peak = len(queue)
         self.dispatch()
@@ -166,72 +276,105 @@ class Engine:
         queue = self.queue
         pool = self.pool
         while queue:
+            if queue[0].done:  # expired while it waited
+                queue.popleft()
+                continue
             worker = pool.least_loaded()
             if worker is None:
                 break
             pool.assign(worker, queue.popleft())
-        if queue and self.state == "running":
+        if not queue:
+            return
+        if pool.backing_off() and not pool.total:
+            self._fail_queue(f"app {self.app!r} is broken: {pool.broken_reason}")
+        else:
             pool.grow(len(queue))
 
-    def on_worker_ready(self) -> None:
-        self.broken_reason = None
-
-    def on_spawn_failed(self, reason: str) -> None:
-        """A worker could not start: if none can serve, answer the waiting jobs rather than hang them."""
-        self.broken_reason = reason
-        if self.pool is not None and any(w.ready for w in self.pool.workers.values()):
-            return
-        if self.pool is not None and self.pool.starting():
-            return  # another worker may still come up
+    def _fail_queue(self, message: str) -> None:
         while self.queue:
-            self.queue.popleft().fail(Code.UNAVAILABLE, f"app {self.app!r} is broken: {reason}")
+            self.queue.popleft().fail(Code.UNAVAILABLE, message)
+        if self.state == "stopping":
+            self._maybe_finish_stop()
+
+    def on_capacity(self, pool: WorkerPool) -> None:
+        """A pool has free credit or lost a worker: move the queue, retire drained generations."""
+        if pool is self.pool:
+            self.dispatch()
+        elif self.old_pools:
+            self._retire_old_pools()
+        if self.state == "stopping":
+            self._maybe_finish_stop()
+
+    def on_start_failed(self, pool: WorkerPool, reason: str, attempt: int, retry_in: float) -> None:
+        """A worker could not start: if none can serve, answer the waiting jobs rather than hang them."""
+        if pool is not self.pool:
+            return
+        self.broken = True
+        self.publisher.event("broken", {"reason": reason, "attempt": attempt, "retry-in": retry_in})
+        # Try again once the backoff is over, even if no new request comes to trigger it.
+        self.reactor.call_at(pool.retry_at, self.on_capacity, pool)
+        if not any(w.ready for w in pool.workers.values()) and not pool.starting():
+            self._fail_queue(f"app {self.app!r} is broken: {reason}")
+
+    def on_worker_ready(self, pool: WorkerPool) -> None:
+        if self.broken and pool is self.pool:
+            self.broken = False
+            log.info("app %s: recovered: a worker started", self.app)
+            self.publisher.event("recovered", {"generation": self.generation})
+
+    # -- deadlines --------------------------------------------------------------------------------
+    def _watch_deadline(self, job: Job) -> None:
+        heapq.heappush(self._deadlines, (job.deadline, job.id, job))
+        if self._deadlines[0][2] is job:
+            if self._deadline_timer is not None:
+                self._deadline_timer.cancel()
+            self._deadline_timer = self.reactor.call_at(job.deadline, self._expire)
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            _, _, job = heapq.heappop(deadlines)
+            if not job.done:
+                # A job on a worker keeps its credit until the worker answers; the answer is dropped.
+                job.fail(Code.TIMEOUT, f"deadline exceeded ({now - job.accepted_at:.3f} s after acceptance)")
+        self._deadline_timer = self.reactor.call_at(deadlines[0][0], self._expire) if deadlines else None
 
     # -- info -------------------------------------------------------------------------------------
     def _info(self) -> dict[str, Any]:
-        config = self.manifest.engine
         pool = self.pool
+        contexts = self.contexts.values()
+        broken = pool.broken_reason is not None and not any(w.ready for w in pool.workers.values())
         busy = pool.busy()
-        tasks = {}
-        for name, driver in self.drivers.items():
-            tasks[name] = {"type": driver.name, **driver.info(), "stats": self.contexts[name].stats.snapshot()}
         return {
             "running": True,
-            "state": "broken" if self.broken_reason and not pool.total else "running",
-            "broken-reason": self.broken_reason,
+            "state": "broken" if broken else self.state,
+            "broken-reason": pool.broken_reason,
             "type": self.manifest.type,
             "args": self.manifest.args,
             "version": self.manifest.version,
             "uptime": round(time.time() - self.started_at, 3),
-            "engine": {
-                "backend": config.backend,
-                "pool-limit": config.pool_limit,
-                "queue-limit": config.queue_limit,
-                "concurrency": config.concurrency,
-                "heartbeat-timeout": config.heartbeat_timeout,
-            },
+            "engine": self.manifest.engine.to_json(),
             "pubsub": self.manifest.pubsub,
             "pool": {
                 "total": pool.total,
                 "busy": busy,
                 "idle": pool.total - busy,
                 "starting": pool.starting(),
+                "stalled": pool.stalled(),
+                "exiting": len(pool.exiting) + sum(p.total + len(p.exiting) for p in self.old_pools),
+                "generation": self.generation,
                 "spawned": pool.spawned,
                 "spawn-failures": pool.spawn_failures,
             },
-            "queue": {"depth": len(self.queue), "peak": self.queue_peak, "limit": config.queue_limit},
+            "queue": {"depth": len(self.queue), "peak": self.queue_peak, "limit": self.manifest.engine.queue_limit},
             "jobs": {
-                "running": sum(len(w.jobs) for w in pool.workers.values()),
-                "accepted": sum(c.stats.accepted for c in self.contexts.values()),
-                "succeeded": sum(c.stats.succeeded for c in self.contexts.values()),
-                "failed": sum(sum(c.stats.failed.values()) for c in self.contexts.values()),
-                "rejected": sum(c.stats.rejected for c in self.contexts.values()),
+                "running": pool.running_jobs() + sum(p.running_jobs() for p in self.old_pools),
+                "accepted": sum(c.stats.accepted for c in contexts),
+                "succeeded": sum(c.stats.succeeded for c in contexts),
+                "failed": sum(sum(c.stats.failed.values()) for c in contexts),
+                "rejected": sum(c.stats.rejected for c in contexts),
             },
-            "tasks": tasks,
+            "tasks": {name: {"type": driver.name, **driver.info(), "stats": self.contexts[name].stats.snapshot()}
+                      for name, driver in self.drivers.items()},
         }
-
-
-def _resolve(future: Future, fn) -> None:
-    try:
-        future.set_result(fn())
-    except Exception as e:  # noqa: BLE001 - handed to the waiting thread
-        future.set_exception(e)

@@ -15,10 +15,11 @@ log = logging.getLogger(__name__)
 
 
 class Job:
-    __slots__ = ("id", "task", "meta", "body", "responder", "stats", "accepted_at", "worker", "done")
+    __slots__ = ("id", "task", "meta", "body", "responder", "stats", "accepted_at", "dispatched_at",
+                 "deadline", "worker", "done")
 
     def __init__(self, job_id: int, task: str, body: bytes | None, meta: dict[str, Any],
-                 responder: Responder, stats: TaskStats) -> None:
+                 responder: Responder, stats: TaskStats, timeout: float | None = None) -> None:
         self.id = job_id
         self.task = task
         self.body = body
@@ -26,8 +27,17 @@ class Job:
         self.responder = responder
         self.stats = stats
         self.accepted_at = time.monotonic()
+        self.dispatched_at = 0.0
+        self.deadline = None if timeout is None else self.accepted_at + timeout  # monotonic
         self.worker = None  # the worker running it, once dispatched
         self.done = False
+
+    def worker_meta(self) -> dict[str, Any]:
+        """The metadata sent to the worker: the driver's, plus the deadline as Unix time, so that a
+        worker never starts a job whose answer nobody waits for any more."""
+        if self.deadline is None:
+            return self.meta
+        return {**self.meta, "deadline": time.time() + (self.deadline - time.monotonic())}
 
     def chunk(self, data: bytes) -> None:
         if not self.done:

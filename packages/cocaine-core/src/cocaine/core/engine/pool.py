@@ -1,7 +1,8 @@
-"""The worker pool of one engine: starting workers, talking to them, noticing when they die.
+"""The worker pool of one engine generation: starting workers, talking to them, retiring them.
 
-Workers connect a DEALER to the pool's ROUTER (ipc). Outgoing protocol messages are queued per
-worker and flushed once per reactor round, so a burst of requests costs one send per worker.
+Workers connect a DEALER to the pool's ROUTER. Outgoing protocol messages are queued per worker and
+flushed once per reactor round, so a burst of requests costs one send per worker. The pool never
+blocks the reactor: stopping is a terminate message, exit notifications and a kill timer.
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import signal
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import zmq
@@ -18,6 +21,7 @@ from cocaine.core import protocol
 from cocaine.core.backends import Backend, WorkerHandle
 from cocaine.core.errors import Code, ProtocolError
 from cocaine.core.languages import Language
+from cocaine.core.manifest import EngineConfig
 from cocaine.core.transport import NOBLOCK, send_frames
 
 if TYPE_CHECKING:
@@ -26,18 +30,28 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: A worker whose oldest job has run this long gets no more jobs while it could hold them hostage.
+STALL_AFTER = 0.1
+#: Spawn retries after failed starts back off exponentially from BACKOFF_FIRST up to BACKOFF_MAX.
+BACKOFF_FIRST = 0.5
+BACKOFF_MAX = 30.0
+
+_pool_numbers = itertools.count(1)
+
 
 class Worker:
-    __slots__ = ("id", "identity", "handle", "jobs", "ready", "last_seen", "spawned_at", "last_error")
+    __slots__ = ("id", "identity", "handle", "jobs", "ready", "last_seen", "spawned_at", "idle_since",
+                 "last_error", "retiring")
 
     def __init__(self, worker_id: str, handle: WorkerHandle) -> None:
         self.id = worker_id
         self.identity = worker_id.encode()
         self.handle = handle
-        self.jobs: dict[int, Job] = {}
+        self.jobs: dict[int, Job] = {}  # in the order they were sent: the first is the running one
         self.ready = False  # said hello
-        self.spawned_at = self.last_seen = time.monotonic()
+        self.spawned_at = self.last_seen = self.idle_since = time.monotonic()
         self.last_error: str | None = None  # the last error the worker logged (a failed import, say)
+        self.retiring: str | None = None  # why it was asked to exit, once it was
 
 
 def describe_exit(returncode: int | None) -> str:
@@ -45,8 +59,6 @@ def describe_exit(returncode: int | None) -> str:
         return "is gone"
     if returncode < 0:
         try:
-            import signal
-
             return f"was killed by {signal.Signals(-returncode).name}"
         except ValueError:
             return f"was killed by signal {-returncode}"
@@ -54,24 +66,37 @@ def describe_exit(returncode: int | None) -> str:
 
 
 class WorkerPool:
-    def __init__(self, engine: Engine, language: Language, backend: Backend, runtime_dir: str) -> None:
+    def __init__(self, engine: Engine, config: EngineConfig, language: Language, backend: Backend,
+                 generation: int) -> None:
         self.engine = engine
         self.app = engine.app
-        self.config = engine.manifest.engine
+        self.config = config
         self.language = language
         self.backend = backend
+        self.generation = generation
         self.reactor = engine.reactor
         self.workers: dict[bytes, Worker] = {}
         self.outbox: dict[Worker, list] = {}
-        self.dying: list[WorkerHandle] = []
+        self.exiting: dict[bytes, Worker] = {}  # told to exit or killed, not yet gone
         self.spawned = 0
         self.spawn_failures = 0
+        self.failed_in_a_row = 0
+        self.retry_at = 0.0  # no spawn before this (monotonic) while starts keep failing
+        self.broken_reason: str | None = None
+        self.closing = False
+        self._on_closed: Callable[[], None] | None = None
         self._ids = itertools.count(1)
-        self.heartbeat_interval = min(5.0, self.config.heartbeat_timeout / 3)
+        self.heartbeat_interval = min(5.0, config.heartbeat_timeout / 3)
+        self._heartbeat_due = 0.0
 
-        self.endpoint = f"ipc://{runtime_dir}/{self.app}.{os.getpid()}.{id(self):x}.sock"
-        if len(self.endpoint) - len("ipc://") > 100:
-            raise OSError(f"runtime folder {runtime_dir!r} is too long for an ipc socket path")
+        # Short, since an ipc path must fit in 107 bytes; unique per daemon process and pool.
+        stem = f"{os.getpid():x}-{next(_pool_numbers)}"
+        if backend.transport == "inproc":
+            self.endpoint = f"inproc://cocaine-{stem}"
+        else:
+            self.endpoint = f"ipc://{engine.runtime_dir}/{stem}.sock"
+            if len(self.endpoint) - len("ipc://") > 107:
+                raise OSError(f"runtime folder {engine.runtime_dir!r} is too long for an ipc socket path")
         self.sock = engine.zmq_context.socket(zmq.ROUTER)
         self.sock.linger = 0
         self.sock.router_mandatory = True  # a send to a vanished worker raises instead of vanishing
@@ -79,7 +104,7 @@ class WorkerPool:
         self.sock.bind(self.endpoint)
         self.reactor.add_reader(self.sock, self._on_readable)
         self.reactor.add_flusher(self.flush)
-        self._tick = self.reactor.call_later(self.heartbeat_interval, self._check)
+        self._tick = self.reactor.call_later(0, self._check)
 
     # -- sizes ------------------------------------------------------------------------------------
     @property
@@ -92,36 +117,54 @@ class WorkerPool:
     def starting(self) -> int:
         return sum(1 for w in self.workers.values() if not w.ready)
 
+    def stalled(self) -> int:
+        """Workers whose running job has taken longer than STALL_AFTER (they get no new jobs)."""
+        before = time.monotonic() - STALL_AFTER
+        return sum(1 for w in self.workers.values() if w.jobs and next(iter(w.jobs.values())).dispatched_at < before)
+
+    def running_jobs(self) -> int:
+        return sum(len(w.jobs) for w in self.workers.values()) + sum(len(w.jobs) for w in self.exiting.values())
+
     def least_loaded(self) -> Worker | None:
-        """A ready worker with free credit, the one with the fewest jobs (so idle workers go first)."""
+        """The ready worker with the most free credit, idle ones first. A worker stuck on a long job
+        gets nothing more, so no queued job waits behind it while the engine could wait for another."""
         best = None
         best_load = self.config.concurrency
+        stalled_before = time.monotonic() - STALL_AFTER
         for worker in self.workers.values():
             load = len(worker.jobs)
             if load < best_load and worker.ready:
+                if load and next(iter(worker.jobs.values())).dispatched_at < stalled_before:
+                    continue
                 best, best_load = worker, load
                 if load == 0:
                     break
         return best
 
+    def backing_off(self) -> bool:
+        return self.broken_reason is not None and time.monotonic() < self.retry_at
+
     # -- growing ----------------------------------------------------------------------------------
     def grow(self, waiting: int) -> None:
-        """Start workers for ``waiting`` queued jobs, counting the capacity of those already starting."""
-        concurrency = self.config.concurrency
-        while self.total < self.config.pool_limit and self.starting() * concurrency < waiting:
+        """Start workers for ``waiting`` queued jobs (jobs no ready worker has room for): the first
+        worker at once, then one more for every ``grow-threshold`` jobs waiting, counting those that
+        the workers already starting will take."""
+        if self.closing or self.backing_off():
+            return
+        threshold = self.config.grow_threshold
+        while self.total < self.config.pool_limit and (
+                not self.total or waiting >= threshold * (self.starting() + 1)):
             if not self.spawn():
                 break
 
     def spawn(self) -> bool:
-        worker_id = f"{self.app}.{os.getpid()}.{next(self._ids)}"
-        spec = self.language.worker_spec(app=self.app, worker_id=worker_id, endpoint=self.endpoint,
-                                         heartbeat_interval=self.heartbeat_interval)
+        worker_id = f"{self.app}.{os.getpid()}.{self.generation}.{next(self._ids)}"
         try:
+            spec = self.language.worker_spec(app=self.app, worker_id=worker_id, endpoint=self.endpoint,
+                                             heartbeat_interval=self.heartbeat_interval)
             handle = self.backend.spawn(spec)
         except Exception as e:  # noqa: BLE001 - a failed spawn must never take the daemon down
-            self.spawn_failures += 1
-            log.error("app %s: cannot start a worker: %s", self.app, e)
-            self.engine.on_spawn_failed(f"cannot start a worker: {e}")
+            self._start_failed(f"cannot start a worker: {e}")
             return False
         worker = Worker(worker_id, handle)
         self.workers[worker.identity] = worker
@@ -129,14 +172,24 @@ class WorkerPool:
         fd = handle.exit_fd()
         if fd is not None:
             self.reactor.add_reader(fd, lambda: self._on_exit(worker))
-        log.info("app %s: worker %s started (pid %s)", self.app, worker_id, handle.pid)
+        log.info("app %s: worker %s started%s", self.app, worker_id, f" (pid {handle.pid})" if handle.pid else "")
         return True
+
+    def _start_failed(self, reason: str) -> None:
+        self.spawn_failures += 1
+        self.failed_in_a_row += 1
+        delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (self.failed_in_a_row - 1))
+        self.retry_at = time.monotonic() + delay
+        self.broken_reason = reason
+        log.error("app %s: %s (next start attempt in %.1f s)", self.app, reason, delay)
+        self.engine.on_start_failed(self, reason, self.failed_in_a_row, delay)
 
     # -- sending ----------------------------------------------------------------------------------
     def assign(self, worker: Worker, job: Job) -> None:
         job.worker = worker
+        job.dispatched_at = time.monotonic()
         worker.jobs[job.id] = job
-        self._send(worker, protocol.invoke(job.id, job.task, job.meta, job.body, True))
+        self._send(worker, protocol.invoke(job.id, job.task, job.worker_meta(), job.body, True))
 
     def _send(self, worker: Worker, frame: bytes) -> None:
         frames = self.outbox.get(worker)
@@ -147,6 +200,9 @@ class WorkerPool:
 
     def flush(self) -> None:
         if not self.outbox:
+            return
+        if self.sock is None:
+            self.outbox.clear()
             return
         outbox, self.outbox = self.outbox, {}
         for worker, frames in outbox.items():
@@ -161,24 +217,25 @@ class WorkerPool:
         recv = self.sock.recv_multipart
         workers = self.workers
         now = time.monotonic()
-        finished = False
+        freed = False
         while True:
             try:
                 frames = recv(zmq.NOBLOCK)
             except zmq.Again:
                 break
-            worker = workers.get(frames[0])
+            worker = workers.get(frames[0]) or self.exiting.get(frames[0])
             if worker is None:
-                continue  # a worker we already gave up on
+                continue  # a worker already gone
             worker.last_seen = now
             for frame in frames[1:]:
                 try:
-                    message = protocol.unpack(frame)
-                    finished |= self._handle(worker, message)
+                    freed |= self._handle(worker, protocol.unpack(frame))
                 except (ProtocolError, IndexError, TypeError, ValueError) as e:
                     log.warning("app %s: worker %s sent a bad message: %s", self.app, worker.id, e)
-        if finished:
-            self.engine.dispatch()
+            if not worker.jobs:
+                worker.idle_since = now
+        if freed:
+            self.engine.on_capacity(self)
 
     def _handle(self, worker: Worker, message: list) -> bool:
         """Apply one message; True if it freed credit or a worker (so queued jobs may go)."""
@@ -203,7 +260,9 @@ class WorkerPool:
                 self.retire(worker, Code.SERVER, f"speaks protocol version {message[1]}, not {protocol.VERSION}")
                 return False
             worker.ready = True
-            self.engine.on_worker_ready()
+            self.failed_in_a_row = 0
+            self.broken_reason = None
+            self.engine.on_worker_ready(self)
             return True
         if kind == protocol.HEARTBEAT:
             return False
@@ -213,84 +272,129 @@ class WorkerPool:
                 worker.last_error = text
             log.log(level, "app %s: worker %s: %s", self.app, worker.id, text)
             return False
-        raise ProtocolError(f"unknown message type {kind}")
+        log.warning("app %s: worker %s sent unknown message type %r", self.app, worker.id, kind)
+        return False
 
-    # -- liveness ---------------------------------------------------------------------------------
+    # -- liveness and size ------------------------------------------------------------------------
     def _check(self) -> None:
+        """Runs at least once a second: timeouts, idle workers, warm workers, heartbeats."""
         now = time.monotonic()
-        timeout = self.config.heartbeat_timeout
+        config = self.config
+        send_heartbeats = now >= self._heartbeat_due
+        if send_heartbeats:
+            self._heartbeat_due = now + self.heartbeat_interval
+        idle_spare = self.total - config.pool_min
         for worker in list(self.workers.values()):
             if worker.handle.exit_fd() is None and worker.handle.returncode() is not None:
                 self._on_exit(worker)
-            elif now - worker.last_seen > timeout:
-                self.retire(worker, Code.TIMEOUT, f"did not answer within heartbeat-timeout ({timeout:g} s)")
-            elif worker.ready:
+            elif not worker.ready:
+                if now - worker.spawned_at > config.startup_timeout:
+                    self.retire(worker, Code.UNAVAILABLE,
+                                f"did not say hello within startup-timeout ({config.startup_timeout:g} s)")
+            elif now - worker.last_seen > config.heartbeat_timeout:
+                self.retire(worker, Code.TIMEOUT,
+                            f"did not answer within heartbeat-timeout ({config.heartbeat_timeout:g} s)")
+            elif not worker.jobs and idle_spare > 0 and now - worker.idle_since > config.idle_timeout:
+                idle_spare -= 1
+                self.ask_to_exit(worker, "idle")
+            elif send_heartbeats:
                 self._send(worker, protocol.HEARTBEAT_FRAME)
-        self._reap()
-        self._tick = self.reactor.call_later(self.heartbeat_interval, self._check)
+        for worker in list(self.exiting.values()):
+            if worker.handle.exit_fd() is None and worker.handle.returncode() is not None:
+                self._on_exit(worker)
+        if not self.closing and not self.backing_off():
+            while self.total < config.pool_min and self.spawn():
+                pass
+        self._tick = self.reactor.call_later(min(1.0, self.heartbeat_interval), self._check)
 
     def _on_exit(self, worker: Worker) -> None:
-        # Read what it said before dying (a failed import's reason) before giving up on it.
+        # Read what it said before exiting (a failed import's reason) before giving up on it.
         self._on_readable()
         if self.workers.get(worker.identity) is worker:
             self.retire(worker, Code.SERVER, describe_exit(worker.handle.returncode()))
-        self._reap()
+        self._forget(worker)
 
-    def retire(self, worker: Worker, code: int, reason: str) -> None:
-        """Forget a worker: kill it, answer its jobs with an error, let the engine replace it."""
+    def ask_to_exit(self, worker: Worker, reason: str) -> None:
+        """Let a worker finish what it has and exit; it gets no new jobs."""
         if self.workers.pop(worker.identity, None) is None:
             return
-        was_ready = worker.ready
-        handle = worker.handle
-        handle.kill()
-        fd = handle.exit_fd()
-        if fd is not None:
-            self.reactor.remove_reader(fd)
-        self.dying.append(handle)
+        worker.retiring = reason
+        self.exiting[worker.identity] = worker
+        self._send(worker, protocol.terminate(reason))
+        log.info("app %s: worker %s asked to exit (%s)", self.app, worker.id, reason)
+
+    def retire(self, worker: Worker, code: int, reason: str) -> None:
+        """Give up on a worker now: kill it, answer its jobs with an error, let the engine replace it."""
+        known = self.workers.pop(worker.identity, None) or self.exiting.pop(worker.identity, None)
+        if known is None:
+            return
         self.outbox.pop(worker, None)
-        log.warning("app %s: worker %s %s", self.app, worker.id, reason)
+        if worker.handle.returncode() is None:
+            self._send(worker, protocol.terminate(reason))  # a thread backend's worker can only be told
+        worker.handle.kill()
+        self.exiting[worker.identity] = worker
+        if worker.retiring is None:
+            log.warning("app %s: worker %s %s", self.app, worker.id, reason)
         jobs, worker.jobs = worker.jobs, {}
         for job in jobs.values():
             job.fail(code, f"worker {reason}")
-        if not was_ready:
+        if not worker.ready and not self.closing:
             detail = f": {worker.last_error}" if worker.last_error else ""
-            self.engine.on_spawn_failed(f"worker {reason} before it was ready{detail}")
+            self._start_failed(f"worker {reason} before it was ready{detail}")
         else:
-            self.engine.dispatch()
+            self.engine.on_capacity(self)
 
-    def _reap(self) -> None:
-        alive = []
-        for handle in self.dying:
-            if handle.returncode() is None:
-                alive.append(handle)
-            else:
-                handle.close()
-        self.dying = alive
+    def _forget(self, worker: Worker) -> None:
+        """The worker has exited: release what its handle holds."""
+        if worker.handle.returncode() is None:
+            return
+        self.exiting.pop(worker.identity, None)
+        fd = worker.handle.exit_fd()
+        if fd is not None:
+            self.reactor.remove_reader(fd)
+        worker.handle.close()
+        if self.closing and not self.workers and not self.exiting:
+            self._closed()
 
-    # -- stopping ---------------------------------------------------------------------------------
-    def stop(self, timeout: float) -> None:
-        """Ask every worker to exit, kill those still running after ``timeout``; blocks the reactor."""
-        self._tick.cancel()
-        for worker in self.workers.values():
-            self._send(worker, protocol.terminate("engine stopping"))
+    # -- closing ----------------------------------------------------------------------------------
+    def close(self, grace: float, on_closed: Callable[[], None]) -> None:
+        """Ask every worker to exit, kill those still there after ``grace`` seconds, then release the
+        socket and call ``on_closed``. Jobs still running are the caller's to answer first."""
+        self.closing = True
+        self._on_closed = on_closed
+        for worker in list(self.workers.values()):
+            self.ask_to_exit(worker, "engine stopping")
         self.flush()
-        handles = [w.handle for w in self.workers.values()] + self.dying
-        deadline = time.monotonic() + timeout
-        for handle in handles:
-            if not handle.wait(max(0.0, deadline - time.monotonic())):
-                handle.kill()
-                handle.wait(5.0)
-            fd = handle.exit_fd()
-            if fd is not None:
-                self.reactor.remove_reader(fd)
-            handle.close()
-        self.workers.clear()
-        self.dying = []
+        self.reactor.call_later(grace, self._kill_remaining)
+        if not self.exiting:
+            self._closed()
+
+    def _kill_remaining(self) -> None:
+        for worker in list(self.exiting.values()):
+            worker.handle.kill()
+            self._forget(worker)
+        if self.exiting and self.sock is not None:
+            # Threads that cannot be killed are abandoned; processes get one last look.
+            for worker in list(self.exiting.values()):
+                worker.handle.wait(1.0)
+                if worker.handle.returncode() is None:
+                    log.warning("app %s: worker %s abandoned at shutdown", self.app, worker.id)
+                self.exiting.pop(worker.identity, None)
+                worker.handle.close()
+            self._closed()
+
+    def _closed(self) -> None:
+        if self.sock is None:
+            return
+        self._tick.cancel()
+        self.reactor.remove_flusher(self.flush)
         self.reactor.remove_reader(self.sock)
         self.sock.close(0)
-        path = self.endpoint[len("ipc://"):]
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-
+        self.sock = None
+        if self.endpoint.startswith("ipc://"):
+            try:
+                os.unlink(self.endpoint[len("ipc://"):])
+            except OSError:
+                pass
+        if self._on_closed is not None:
+            self._on_closed()

@@ -1,8 +1,14 @@
-"""The app's pubsub endpoint: results of jobs nobody waits for (timers, monitors, sinks).
+"""The app's pubsub endpoint: results of jobs nobody waits for (timers, monitors, sinks), and the
+engine's own events.
 
-Each message is ``[topic, meta, *payload]``: topic ``"<task> result"`` with the response chunks as
-payload, or ``"<task> error"`` with a JSON ``{"code", "message"}``; ``meta`` is JSON with node,
-app, task and timestamp. Subscribers filter by prefix, so subscribing to ``"<task>"`` gets both.
+Each message is ``[topic, meta, *payload]``, where ``meta`` is JSON with node, app and timestamp:
+
+- ``"<task> result"``: a job's response chunks as payload (meta adds ``task`` and the job's metadata);
+- ``"<task> error"``: one JSON payload frame ``{"code", "message"}``;
+- ``"@engine <event>"``: started, reloaded, stopped, broken (meta adds ``reason``), recovered.
+  Task names cannot start with ``@``, so no task's topic collides with these.
+
+Subscribers filter by prefix: ``"<task>"`` gets a task's results and errors, ``"@engine"`` the events.
 """
 
 from __future__ import annotations
@@ -40,6 +46,9 @@ class Publisher:
             send_frames(self.sock, [topic.encode(), json.dumps(header).encode(), *payload], NOBLOCK)
         except zmq.Again:
             pass  # PUB never blocks; dropping is the documented behaviour for slow subscribers
+
+    def event(self, kind: str, meta: dict[str, Any]) -> None:
+        self.publish(f"@engine {kind}", meta, [])
 
     def responder(self, task: str, meta: dict[str, Any]) -> PublishingResponder:
         return PublishingResponder(self, task, meta)

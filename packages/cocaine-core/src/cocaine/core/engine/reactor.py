@@ -65,6 +65,10 @@ class Reactor:
         """Call ``callback()`` once per loop round before polling, so output can be batched per round."""
         self._flushers.append(callback)
 
+    def remove_flusher(self, callback: Callable[[], None]) -> None:
+        if callback in self._flushers:
+            self._flushers.remove(callback)
+
     def remove_reader(self, source) -> None:
         if self._handlers.pop(source, None) is not None:
             self._poller.unregister(source)

@@ -37,6 +37,7 @@ namespace msgpack = cocaine::msgpack;
 enum Kind : uint64_t { HELLO = 1, HEARTBEAT = 2, TERMINATE = 3, INVOKE = 4, CHUNK = 5, END = 6, ERROR = 7, LOG = 8 };
 constexpr uint64_t protocol_version = 1;
 constexpr uint64_t app_error_code = 502;
+constexpr uint64_t timeout_code = 504;
 constexpr uint64_t log_level_error = 40;
 constexpr int exit_load_failed = 3;
 constexpr int exit_transport_failed = 4;
@@ -69,6 +70,10 @@ std::string valid_utf8(std::string_view s) {
         }
     }
     return out;
+}
+
+double now_unix() {
+    return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 std::string type_name(const std::type_info& type) {
@@ -210,6 +215,10 @@ public:
 private:
     void run(Job& job) {
         if (job.cancelled) return;
+        if (const Value* deadline = job.meta.find("deadline"); deadline && now_unix() > deadline->as_double()) {
+            out_.push_back(frame(ERROR, job.id, timeout_code, Str{"deadline exceeded before the job started"}));
+            return;
+        }
         auto found = handlers_.find(job.task);
         if (found == handlers_.end()) {
             out_.push_back(frame(ERROR, job.id, app_error_code, Str{"the app has no callable '" + job.task + "'"}));

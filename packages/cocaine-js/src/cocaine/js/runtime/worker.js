@@ -25,6 +25,7 @@ try {
 const { Aborted, Inbox, Request } = require('./lib/request');
 
 const APP_ERROR = 502;
+const TIMEOUT = 504;
 const LOG_ERROR = 40;
 const EXIT_LOAD_FAILED = 3;
 const ENGINE_SILENCE_LIMIT = 3; // heartbeat intervals without a word from the engine
@@ -106,6 +107,11 @@ class Worker {
   // such jobs leave together, in order.
   async run(request, inbox) {
     const { id, task } = request;
+    const { deadline } = request.meta;
+    if (typeof deadline === 'number' && Date.now() / 1000 > deadline) {
+      this.queue(protocol.error(id, TIMEOUT, 'deadline exceeded before the job started'));
+      return;
+    }
     const handler = Object.prototype.hasOwnProperty.call(this.app, task) ? this.app[task] : undefined;
     if (typeof handler !== 'function') {
       this.queue(protocol.error(id, APP_ERROR, `the app has no callable '${task}'`));

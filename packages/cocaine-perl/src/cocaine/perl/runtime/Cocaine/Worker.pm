@@ -13,6 +13,7 @@ use Cocaine::Request;
 
 use constant {
     APP_ERROR            => 502,
+    TIMEOUT              => 504,
     LOG_ERROR            => 40,
     EXIT_LOAD_FAILED     => 3,
     ENGINE_SILENCE_LIMIT => 3,        # heartbeat intervals without a word from the engine
@@ -114,6 +115,11 @@ sub serve {
 sub run {
     my ($self, $job) = @_;
     return if $job->{cancelled};
+    my $deadline = ref $job->{meta} eq 'HASH' ? $job->{meta}{deadline} : undef;
+    if (defined $deadline && time > $deadline) {
+        push @{ $self->{out} }, error_frame($job->{id}, TIMEOUT, "deadline exceeded before the job started");
+        return;
+    }
     my $handler = handler_for($job->{task});
     unless ($handler) {
         push @{ $self->{out} }, error_frame($job->{id}, APP_ERROR, "the app has no callable '$job->{task}'");
