@@ -29,7 +29,7 @@ def _free_port() -> int:
 
 
 def run_cocaine(duration: float, workers: int, concurrency: int, app_type: str = "python",
-                app_args: str = os.path.join(HERE, "echo_app.py")) -> dict:
+                app_args: str = os.path.join(HERE, "echo_app.py"), backend: str = "process") -> dict:
     """Start cocained with an echo app (by default the Python one), warm its pool up to
     ``workers``, measure, stop it."""
     with tempfile.TemporaryDirectory(prefix="cocaine-bench-") as tmp:
@@ -41,7 +41,8 @@ def run_cocaine(duration: float, workers: int, concurrency: int, app_type: str =
         try:
             manifest = {
                 "type": app_type, "args": app_args,
-                "engine": {"pool-limit": workers, "concurrency": concurrency, "queue-limit": 10_000},
+                "engine": {"backend": backend, "pool-limit": workers, "concurrency": concurrency,
+                           "queue-limit": 10_000},
                 "tasks": {"echo": {"type": "zeromq-server", "endpoint": endpoint}},
             }
             _manage(management, {"version": 2, "action": "create", "apps": {"echo": manifest}})

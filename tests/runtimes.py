@@ -76,11 +76,13 @@ def app_source(language: str, folder: Path, source: str, name: str) -> str:
     return str(path)
 
 
-def serve_tasks(daemon, app: str, language: str, args: str, tasks) -> Callable[..., list[bytes]]:
-    """Create ``app`` with one zeromq-server task per name in ``tasks``; return call(task, *frames)."""
+def serve_tasks(daemon, app: str, language: str, args: str, tasks, *, extra_tasks=None,
+                **sections) -> Callable[..., list[bytes]]:
+    """Create ``app`` with one zeromq-server task per name in ``tasks`` (plus ``extra_tasks``, and
+    other manifest ``sections`` such as engine); return call(task, *frames)."""
     addresses = {task: endpoint() for task in tasks}
-    daemon.create(app, {"type": language, "args": args,
-                        "tasks": {t: {"type": "zeromq-server", "endpoint": a} for t, a in addresses.items()}})
+    servers = {t: {"type": "zeromq-server", "endpoint": a} for t, a in addresses.items()}
+    daemon.create(app, {"type": language, "args": args, "tasks": {**servers, **(extra_tasks or {})}, **sections})
     return lambda task, *frames: daemon.client(addresses[task]).call(*frames)
 
 
@@ -93,11 +95,11 @@ class ScriptedEngine:
     own business.
     """
 
-    def __init__(self, context: zmq.Context, tmp: Path) -> None:
+    def __init__(self, context: zmq.Context, tmp: Path, endpoint: str | None = None) -> None:
         self.tmp = tmp
         self.sock = context.socket(zmq.ROUTER)
         self.sock.linger = 0
-        self.endpoint = f"ipc://{tmp}/engine.sock"
+        self.endpoint = endpoint or f"ipc://{tmp}/engine.sock"
         self.sock.bind(self.endpoint)
         self.identity = b"w1"
         self.proc: subprocess.Popen | None = None

@@ -1,7 +1,7 @@
 """What is particular to C++ apps: the documented build, the SDK's msgpack codec, a crash in native
 code, and the worker host running in-process on a thread (what a thread backend will do)."""
 
-import ctypes
+import os
 import random
 import subprocess
 import threading
@@ -9,9 +9,10 @@ import time
 
 import msgpack
 import pytest
+import zmq
 
 from cocaine.core import protocol
-from runtimes import CONFORMANCE, CPP_BUILD_COMMAND, ScriptedEngine, app_source, require_runtime
+from runtimes import CONFORMANCE, CPP_BUILD_COMMAND, ScriptedEngine, app_source, require_runtime, serve_tasks
 from support import ROOT, endpoint, manifest
 from vectors import frame, vectors
 
@@ -135,22 +136,19 @@ def test_the_sdk_msgpack_codec_round_trips_what_msgpack_python_writes(tmp_path):
     assert len(results) == len(corpus) + len(vectors_) + len(broken)
 
 
-def test_the_host_serves_in_process_from_a_thread_without_the_gil(zmq_context, tmp_path, cpp_app):
-    # What a thread backend will do: call cocaine_serve() from libcocaine-cpp-worker.so on a thread
-    # of the daemon. ctypes releases the GIL for the call, so while a handler burns CPU in C++ the
-    # Python thread below keeps running.
-    from cocaine.cpp import build
+def test_a_thread_backend_worker_runs_cpp_without_the_gil(zmq_context, tmp_path, cpp_app):
+    # What the thread backend does (CppLanguage's run_in_thread): the host serves on a thread of this
+    # process, over inproc in this process's ZeroMQ context. ctypes releases the GIL for the call,
+    # so while a handler burns CPU in C++ the Python thread below keeps running.
+    from cocaine.cpp import inprocess
 
-    serve = ctypes.CDLL(str(build.host().library)).cocaine_serve
-    serve.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_double]
-    serve.restype = ctypes.c_int
-    engine = ScriptedEngine(zmq_context, tmp_path)
+    engine = ScriptedEngine(zmq_context, tmp_path, endpoint="inproc://engine")
     status = []
-    thread = threading.Thread(target=lambda: status.append(
-        serve(engine.endpoint.encode(), engine.identity, cpp_app.encode(), 5.0)))
+    thread = threading.Thread(target=lambda: status.append(inprocess.serve(
+        zmq_context, endpoint=engine.endpoint, worker_id="w1", path=cpp_app, heartbeat=5.0)))
     thread.start()
     try:
-        engine.hello()
+        assert engine.hello() == protocol.hello(os.getpid())
         engine.send(frame("invoke"))
         assert engine.frames(2) == [frame("chunk"), frame("end")]
         engine.send(protocol.invoke(2, "spin", {}, b"1000", True))
@@ -169,3 +167,25 @@ def test_the_host_serves_in_process_from_a_thread_without_the_gil(zmq_context, t
     finally:
         engine.close()
         thread.join(10)
+
+
+def test_the_conformance_app_under_the_thread_backend(daemon, cpp_conformance_app, zmq_context):
+    pubsub = endpoint()
+    call = serve_tasks(daemon, "threads", "cpp", str(cpp_conformance_app), ["echo", "chunks", "fail", "upper"],
+                       engine={"backend": "thread", "pool-limit": 2}, pubsub={"endpoint": pubsub},
+                       extra_tasks={"tick": {"type": "recurring-timer", "interval": 100}})
+    sub = zmq_context.socket(zmq.SUB)
+    sub.linger = 0
+    sub.rcvtimeo = 10_000
+    sub.subscribe(b"tick result")
+    sub.connect(pubsub)
+    assert call("echo", b"in a thread") == [b"ok", b"in a thread"]
+    assert call("chunks") == [b"ok", b"a", b"b", b"c"]
+    assert call("upper", b"x") == [b"ok", b"X"]
+    status, code, message = call("fail", b"zz")
+    assert (status, code) == (b"error", b"502") and b"bad input: zz" in message
+    topic, _, payload = sub.recv_multipart()
+    assert payload.startswith(b"tick ")
+    sub.close(0)
+    assert daemon.info("threads")["pool"]["total"] >= 1
+    assert daemon.workers() == []  # no worker processes: they are threads of the daemon

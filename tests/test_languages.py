@@ -54,6 +54,15 @@ def test_no_compiler(monkeypatch, started, tmp_path):
     assert "/nonexistent/g++" in error
 
 
+@pytest.mark.parametrize("language", ["perl", "js"])
+def test_perl_and_js_cannot_run_as_threads(daemon, language):
+    require_runtime(language)
+    app = str(CONFORMANCE / language / ("app.pl" if language == "perl" else "app.js"))
+    reply = daemon.request({"version": 2, "action": "create", "apps": {"app": {
+        "type": language, "args": app, "engine": {"backend": "thread"}, "tasks": TASKS}}})
+    assert f"engine.backend: the {language} language cannot run workers as threads" in reply["app"]["error"]
+
+
 @pytest.mark.parametrize("language, args, expected", [
     ("cpp", "{tmp}/app.cpp", "args: expected a file ending in .so"),
     ("perl", "relative/app.pl", "args: expected an absolute path or local:///absolute/path"),

@@ -34,7 +34,7 @@ class BuildError(CocaineError, OSError):
 @dataclass(frozen=True)
 class Host:
     executable: Path  # what the process backend runs
-    library: Path  # cocaine_serve(), for running workers in-process (a thread backend)
+    library: Path  # cocaine_serve() and cocaine_serve_in(), for thread-backend workers (inprocess.py)
 
 
 def compiler() -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from cocaine.core.errors import ConfigError
 from cocaine.core.hookspecs import hookimpl
-from cocaine.core.languages import RuntimeLanguage
+from cocaine.core.languages import RuntimeLanguage, WorkerSpec
 from cocaine.cpp import build
 
 
@@ -12,6 +12,7 @@ class CppLanguage(RuntimeLanguage):
     name = "cpp"
     suffixes = (".so",)
     needs = build.NEEDS
+    supports_threads = True  # the host serves in-process too (cocaine.cpp.inprocess)
 
     @classmethod
     def runtime_command(cls) -> list[str]:
@@ -25,6 +26,19 @@ class CppLanguage(RuntimeLanguage):
         except build.BuildError as e:
             raise ConfigError(f"type {cls.name!r}: {e}") from None
         super().check_runtime()
+
+    def worker_spec(self, *, app: str, worker_id: str, endpoint: str, heartbeat_interval: float) -> WorkerSpec:
+        spec = super().worker_spec(app=app, worker_id=worker_id, endpoint=endpoint,
+                                   heartbeat_interval=heartbeat_interval)
+
+        def run_in_thread(zmq_context) -> int:
+            from cocaine.cpp import inprocess
+
+            return inprocess.serve(zmq_context, endpoint=endpoint, worker_id=worker_id, path=self.args,
+                                   heartbeat=heartbeat_interval)
+
+        spec.run_in_thread = run_in_thread
+        return spec
 
 
 @hookimpl

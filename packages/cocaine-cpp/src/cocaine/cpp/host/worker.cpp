@@ -1,10 +1,12 @@
 // The C++ worker host: loads an app's shared library and serves the engine's jobs over the worker
 // protocol (docs/protocol.md).
 //
-// All of it sits behind one C entry point, cocaine_serve(), built into libcocaine-cpp-worker.so.
-// The process backend runs it through the small executable in main.cpp; a thread backend can call
-// the same function on a thread of the daemon through ctypes, which releases the Python GIL for the
-// whole call, so C++ handlers then run in parallel with the daemon and with each other.
+// All of it sits behind two C entry points in libcocaine-cpp-worker.so. The process backend runs
+// cocaine_serve() through the small executable in main.cpp. The thread backend calls
+// cocaine_serve_in() on a thread of the daemon through ctypes, which releases the Python GIL for the
+// whole call, so C++ handlers run in parallel with the daemon and with each other; it passes the
+// daemon's ZeroMQ context and the functions of the daemon's own libzmq (pyzmq's), since inproc
+// endpoints only exist within one context of one libzmq.
 
 #include <cocaine/app.hpp>
 #include <cocaine/msgpack.hpp>
@@ -27,7 +29,28 @@
 #include <unordered_map>
 #include <vector>
 
+// The libzmq functions the host calls (see cocaine_serve_in).
+struct cocaine_zmq_api {
+    void* (*socket)(void*, int);
+    int (*setsockopt)(void*, int, const void*, size_t);
+    int (*connect)(void*, const char*);
+    int (*close)(void*);
+    int (*send)(void*, const void*, size_t, int);
+    int (*poll)(zmq_pollitem_t*, int, long);
+    int (*msg_init)(zmq_msg_t*);
+    int (*msg_recv)(zmq_msg_t*, void*, int);
+    void* (*msg_data)(zmq_msg_t*);
+    size_t (*msg_size)(const zmq_msg_t*);
+    int (*msg_close)(zmq_msg_t*);
+    const char* (*strerror)(int);
+};
+
 namespace {
+
+// The libzmq this library is linked with, for workers that are processes.
+const cocaine_zmq_api linked_zmq = {zmq_socket, zmq_setsockopt, zmq_connect, zmq_close, zmq_send, zmq_poll,
+                                    zmq_msg_init, zmq_msg_recv, zmq_msg_data, zmq_msg_size, zmq_msg_close,
+                                    zmq_strerror};
 
 using cocaine::Value;
 using Clock = std::chrono::steady_clock;
@@ -143,8 +166,9 @@ private:
 
 class Worker {
 public:
-    Worker(void* sock, double heartbeat_seconds)
-        : sock_(sock),
+    Worker(const cocaine_zmq_api& zmq, void* sock, double heartbeat_seconds)
+        : zmq_(zmq),
+          sock_(sock),
           heartbeat_(std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(heartbeat_seconds))),
           last_sent_(Clock::now()),
           last_heard_(last_sent_) {}
@@ -199,9 +223,9 @@ public:
         if (out_.empty()) return;
         for (std::size_t i = 0; i < out_.size(); ++i) {
             int flags = i + 1 < out_.size() ? ZMQ_SNDMORE : 0;
-            while (zmq_send(sock_, out_[i].data(), out_[i].size(), flags) < 0) {
+            while (zmq_.send(sock_, out_[i].data(), out_[i].size(), flags) < 0) {
                 if (errno == EINTR) continue;
-                std::fprintf(stderr, "cocaine-cpp-worker: cannot send: %s\n", zmq_strerror(errno));
+                std::fprintf(stderr, "cocaine-cpp-worker: cannot send: %s\n", zmq_.strerror(errno));
                 stopping_ = true;
                 out_.clear();
                 return;
@@ -255,9 +279,9 @@ private:
         auto due = last_sent_ + heartbeat_ - Clock::now();
         long timeout_ms = std::max<long>(0, std::chrono::duration_cast<std::chrono::milliseconds>(due).count() + 1);
         zmq_pollitem_t item{sock_, 0, ZMQ_POLLIN, 0};
-        int ready = zmq_poll(&item, 1, timeout_ms);
+        int ready = zmq_.poll(&item, 1, timeout_ms);
         if (ready < 0 && errno != EINTR) {
-            std::fprintf(stderr, "cocaine-cpp-worker: poll failed: %s\n", zmq_strerror(errno));
+            std::fprintf(stderr, "cocaine-cpp-worker: poll failed: %s\n", zmq_.strerror(errno));
             stopping_ = true;
             return;
         }
@@ -273,12 +297,12 @@ private:
 
     void drain() {
         zmq_msg_t part;
-        zmq_msg_init(&part);
-        while (zmq_msg_recv(&part, sock_, ZMQ_DONTWAIT) >= 0) {
+        zmq_.msg_init(&part);
+        while (zmq_.msg_recv(&part, sock_, ZMQ_DONTWAIT) >= 0) {
             last_heard_ = Clock::now();
-            apply(std::string_view(static_cast<const char*>(zmq_msg_data(&part)), zmq_msg_size(&part)));
+            apply(std::string_view(static_cast<const char*>(zmq_.msg_data(&part)), zmq_.msg_size(&part)));
         }
-        zmq_msg_close(&part);
+        zmq_.msg_close(&part);
     }
 
     // Apply one protocol message. Malformed ones are reported and dropped; unknown types and
@@ -326,6 +350,7 @@ private:
         found->second->cancelled |= cancelled;
     }
 
+    const cocaine_zmq_api& zmq_;
     void* sock_;
     Clock::duration heartbeat_;
     Clock::time_point last_sent_;
@@ -378,21 +403,26 @@ const cocaine::AppTable* load_app(const char* path, std::string& reason) {
 
 }  // namespace
 
-// Serve one worker until the engine says terminate or goes silent. Returns the exit status a worker
-// process would have: 0 when told to stop, 3 when the app cannot load, 4 when ZeroMQ fails.
-extern "C" __attribute__((visibility("default"))) int cocaine_serve(const char* endpoint, const char* worker_id,
-                                                                     const char* app_path, double heartbeat_seconds) {
-    void* context = zmq_ctx_new();
-    void* sock = zmq_socket(context, ZMQ_DEALER);
+// Serve one worker on a socket of `context`, made and used through `zmq`, until the engine says
+// terminate or goes silent. Returns the exit status a worker process would have: 0 when told to
+// stop, 3 when the app cannot load, 4 when ZeroMQ fails.
+extern "C" __attribute__((visibility("default"))) int cocaine_serve_in(void* context, const cocaine_zmq_api* zmq,
+                                                                        const char* endpoint, const char* worker_id,
+                                                                        const char* app_path, double heartbeat_seconds) {
+    void* sock = zmq->socket(context, ZMQ_DEALER);
+    if (!sock) {
+        std::fprintf(stderr, "cocaine-cpp-worker: cannot make a socket: %s\n", zmq->strerror(errno));
+        return exit_transport_failed;
+    }
     int linger_ms = 1000;  // time for the last replies (or the load failure) to reach the engine
-    zmq_setsockopt(sock, ZMQ_LINGER, &linger_ms, sizeof linger_ms);
-    zmq_setsockopt(sock, ZMQ_ROUTING_ID, worker_id, std::strlen(worker_id));
+    zmq->setsockopt(sock, ZMQ_LINGER, &linger_ms, sizeof linger_ms);
+    zmq->setsockopt(sock, ZMQ_ROUTING_ID, worker_id, std::strlen(worker_id));
     int status;
-    if (zmq_connect(sock, endpoint) != 0) {
-        std::fprintf(stderr, "cocaine-cpp-worker: cannot connect to %s: %s\n", endpoint, zmq_strerror(errno));
+    if (zmq->connect(sock, endpoint) != 0) {
+        std::fprintf(stderr, "cocaine-cpp-worker: cannot connect to %s: %s\n", endpoint, zmq->strerror(errno));
         status = exit_transport_failed;
     } else {
-        Worker worker(sock, heartbeat_seconds);
+        Worker worker(*zmq, sock, heartbeat_seconds);
         std::string reason;
         const cocaine::AppTable* app = load_app(app_path, reason);
         if (app) {
@@ -404,7 +434,15 @@ extern "C" __attribute__((visibility("default"))) int cocaine_serve(const char* 
             status = exit_load_failed;
         }
     }
-    zmq_close(sock);
+    zmq->close(sock);
+    return status;
+}
+
+// The same in a context of its own, with the libzmq this library is linked with (a worker process).
+extern "C" __attribute__((visibility("default"))) int cocaine_serve(const char* endpoint, const char* worker_id,
+                                                                     const char* app_path, double heartbeat_seconds) {
+    void* context = zmq_ctx_new();
+    int status = cocaine_serve_in(context, &linked_zmq, endpoint, worker_id, app_path, heartbeat_seconds);
     zmq_ctx_term(context);
     return status;
 }
