@@ -29,7 +29,8 @@ def _free_port() -> int:
 
 
 def run_cocaine(duration: float, workers: int, concurrency: int, app_type: str = "python",
-                app_args: str = os.path.join(HERE, "echo_app.py"), backend: str = "process") -> dict:
+                app_args: str = os.path.join(HERE, "echo_app.py"), backend: str = "process",
+                inflight: int = 64) -> dict:
     """Start cocained with an echo app (by default the Python one), warm its pool up to
     ``workers``, measure, stop it."""
     with tempfile.TemporaryDirectory(prefix="cocaine-bench-") as tmp:
@@ -52,7 +53,7 @@ def run_cocaine(duration: float, workers: int, concurrency: int, app_type: str =
             pool = _manage(management, {"version": 2, "action": "info"})["apps"]["echo"]["pool"]
             return {
                 "workers": pool["total"],
-                "throughput": measure_broker(endpoint, daemon.pid, inflight=64, duration=duration),
+                "throughput": measure_broker(endpoint, daemon.pid, inflight=inflight, duration=duration),
                 "latency": measure_latency(endpoint),
             }
         finally:
