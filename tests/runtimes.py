@@ -21,9 +21,6 @@ from cocaine.core.plugins import Registry
 from support import EXAMPLES, endpoint
 
 LANGUAGES = ["python", "cpp", "perl", "js"]
-# Runtimes that read streamed requests (INVOKE with closed=false, then CHUNK/END from the engine).
-# The Python worker's request streaming is being built separately; add "python" here when it lands.
-STREAMING_LANGUAGES = ["cpp", "perl", "js"]
 CONFORMANCE = EXAMPLES / "conformance"
 APP_FILES = {"python": "app.py", "cpp": "app.cpp", "perl": "app.pl", "js": "app.js"}
 # An app in each language that fails while loading.

@@ -192,3 +192,93 @@ def python_app(tmp: Path, source: str, name: str = "app.py") -> str:
 def manifest(args: str, tasks: dict, **engine) -> dict:
     engine = {k.replace("_", "-"): v for k, v in engine.items()}
     return {"type": "python", "args": args, "engine": engine, "tasks": tasks}
+
+
+def rss(pid: int) -> int:
+    """The resident memory of a process, in bytes (from /proc)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
+class Subscriber:
+    """A SUB socket on an app's pubsub endpoint: ``[topic, meta, *payload]`` messages, with deadlines."""
+
+    def __init__(self, context: zmq.Context, address: str, *prefixes: str) -> None:
+        self.sock = context.socket(zmq.SUB)
+        self.sock.linger = 0
+        for prefix in prefixes or ("",):
+            self.sock.subscribe(prefix.encode())
+        self.sock.connect(address)
+
+    def next(self, timeout: float = 10.0) -> tuple[str, dict, list[bytes]]:
+        if not self.sock.poll(timeout * 1000):
+            raise AssertionError(f"no publication within {timeout} s")
+        topic, meta, *payload = self.sock.recv_multipart()
+        return topic.decode(), json.loads(meta), payload
+
+    def first(self, trigger, timeout: float = 10.0, every: float = 0.2) -> tuple[str, dict, list[bytes]]:
+        """Call ``trigger()`` again and again until a publication arrives: the subscription may not
+        be in place yet when the first one is published (ZeroMQ's slow joiner)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            trigger()
+            if self.sock.poll(every * 1000):
+                return self.next()
+        raise AssertionError(f"no publication within {timeout} s")
+
+    def until(self, predicate, timeout: float = 10.0) -> tuple[str, dict, list[bytes]]:
+        """The first publication for which ``predicate(topic, meta, payload)`` is true."""
+        deadline = time.monotonic() + timeout
+        while True:
+            message = self.next(max(0.0, deadline - time.monotonic()))
+            if predicate(*message):
+                return message
+
+    def close(self) -> None:
+        self.sock.close(0)
+
+
+# App-side code for test apps: a handler waits for a file that the test creates when it is ready
+# (synchronisation through a real file, with a deadline, never through sleeps in the test).
+APP_WAIT_FOR_FILE = """
+import os as _os, time as _time
+
+def wait_for_file(path, timeout=20.0):
+    deadline = _time.monotonic() + timeout
+    while not _os.path.exists(path):
+        if _time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        _time.sleep(0.005)
+"""
+
+# App-side code for test apps: a handler that reads a streamed request more slowly than a client sends.
+APP_SLOW_COUNT = """
+import time as _time
+
+def count(request):
+    total = 0
+    for chunk in request:
+        total += len(chunk)
+        _time.sleep(0.001)  # slower than the sender
+    return str(total)
+"""
+
+
+class MemoryWatch:
+    """The peak resident memory of some processes while a test runs, against where they started."""
+
+    def __init__(self, *pids: int) -> None:
+        self.before = {pid: rss(pid) for pid in pids}
+        self.peak = dict(self.before)
+
+    def sample(self) -> None:
+        for pid in self.peak:
+            self.peak[pid] = max(self.peak[pid], rss(pid))
+
+    def assert_grew_less_than(self, limit: int, payload: int) -> None:
+        for pid, peak in self.peak.items():
+            growth = peak - self.before[pid]
+            assert growth < limit, f"process {pid} grew by {growth} bytes for a {payload}-byte request"

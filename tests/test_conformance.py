@@ -1,9 +1,6 @@
 """The conformance suite: one set of end-to-end tests run against every language's example app
 (examples/conformance/<language>/, the same tasks in each), each behind a real daemon with real
 worker processes. A new language is done when it passes.
-
-Streamed requests are covered at the protocol level (tests/test_worker_protocol.py) until a driver
-streams requests end to end.
 """
 
 import json
@@ -13,6 +10,7 @@ import pytest
 import zmq
 
 from cocaine.cli.manifest import load_manifest
+from cocaine.drivers.native_client import Client
 from runtimes import BROKEN_APPS, CONFORMANCE, LANGUAGES, app_source, require_runtime
 from support import Daemon, endpoint, wait_for
 
@@ -23,7 +21,7 @@ pytestmark = pytest.mark.timeout(120)
 class Served:
     daemon: Daemon
     app: str
-    addresses: dict  # task -> zeromq-server endpoint
+    addresses: dict  # task -> its server's endpoint
     manifest: dict
 
 
@@ -42,7 +40,7 @@ def served(language, module_daemon, request):
         manifest["args"] = str(request.getfixturevalue("cpp_conformance_app"))
     addresses = {}
     for name, task in manifest["tasks"].items():
-        if task["type"] == "zeromq-server":
+        if "endpoint" in task:  # zeromq-server and native-server tasks
             task["endpoint"] = addresses[name] = endpoint()
     manifest["pubsub"]["endpoint"] = endpoint()
     app = f"conformance-{language}"
@@ -72,6 +70,30 @@ def test_a_chunked_response(served):
 
 def test_the_whole_body(served):
     assert call(served, "upper", b"whole ", b"body") == [b"ok", b"WHOLE BODY"]
+
+
+def test_a_streamed_request_is_answered_while_it_arrives(served):
+    with Client(served.addresses["stream"], context=served.daemon.context, timeout=15) as client:
+        call = client.request(b"a", stream=True)
+        chunks = iter(call)
+        assert next(chunks) == b"a"  # answered before the rest of the request exists
+        call.write(b"b")
+        assert next(chunks) == b"b"
+        call.write(b"c")
+        call.end()
+        assert list(chunks) == [b"c"]
+
+
+def test_a_large_streamed_request_flows_on_credit(served):
+    # The native-server lets a client get only 256 KiB ahead of what the worker has taken: 2 MiB go
+    # through only if the worker credits what its handler reads.
+    data = bytes(range(256)) * 8192
+    with Client(served.addresses["stream"], context=served.daemon.context, timeout=15) as client:
+        call = client.request(stream=True)
+        for start in range(0, len(data), 65536):
+            call.write(data[start:start + 65536])
+        call.end()
+        assert call.read() == data
 
 
 def test_an_application_error_is_502_and_the_app_keeps_serving(served):

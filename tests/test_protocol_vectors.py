@@ -16,6 +16,7 @@ ENCODERS = {
     "end": lambda m: protocol.end(m[1]),
     "error": lambda m: protocol.error(m[1], m[2], m[3]),
     "log": lambda m: protocol.log(m[1], m[2]),
+    "credit": lambda m: protocol.credit(m[1], m[2]),
 }
 KINDS = protocol.NAMES
 

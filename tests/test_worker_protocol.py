@@ -7,7 +7,7 @@ import time
 import pytest
 
 from cocaine.core import protocol
-from runtimes import BROKEN_APPS, LANGUAGES, STREAMING_LANGUAGES, ScriptedEngine, app_source, require_runtime
+from runtimes import BROKEN_APPS, LANGUAGES, ScriptedEngine, app_source, require_runtime
 from vectors import frame
 
 pytestmark = pytest.mark.timeout(60)
@@ -152,31 +152,37 @@ def test_an_app_that_cannot_load_logs_why_and_exits_3(start, language, tmp_path)
 
 # -- streamed requests ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("language", STREAMING_LANGUAGES)
 def test_a_streamed_request_is_read_chunk_by_chunk_as_it_arrives(worker):
     worker.send(frame("invoke, streamed"))
-    # The handler answers each chunk before the next one exists: the request really streams.
-    assert worker.frame() == protocol.chunk(4, b"first")
+    # Each chunk taken is credited, and answered before the next one exists: the request streams.
+    assert worker.frames(2) == [frame("credit"), protocol.chunk(4, b"first")]
     worker.send(frame("request chunk"))
-    assert worker.frame() == protocol.chunk(4, b"second")
+    assert worker.frames(2) == [protocol.credit(4, 6), protocol.chunk(4, b"second")]
     worker.send(frame("request end"))
     assert worker.frame() == protocol.end(4)
 
 
-@pytest.mark.parametrize("language", STREAMING_LANGUAGES)
 def test_the_whole_body_of_a_streamed_request(worker):
     worker.send(protocol.invoke(4, "upper", {}, b"ab", False), protocol.chunk(4, b"cd"))
-    worker.send(protocol.chunk(4, b""), protocol.chunk(4, b"ef"), protocol.end(4))
-    assert worker.frames(2) == [protocol.chunk(4, b"ABCDEF"), protocol.end(4)]
+    worker.send(protocol.chunk(4, b"efg"), protocol.end(4))
+    assert worker.frames(5) == [protocol.credit(4, 2), protocol.credit(4, 2), protocol.credit(4, 3),
+                                protocol.chunk(4, b"ABCDEFG"), protocol.end(4)]
 
 
-@pytest.mark.parametrize("language", STREAMING_LANGUAGES)
-def test_a_cancelled_job_sends_nothing_more(worker):
+def test_a_cancelled_job_is_still_answered_once(worker):
     worker.send(frame("invoke, streamed"))
-    assert worker.frame() == protocol.chunk(4, b"first")
+    assert worker.frames(2) == [frame("credit"), protocol.chunk(4, b"first")]
     worker.send(frame("cancel"), frame("request chunk"), frame("invoke"))
-    # Job 4 gets neither its second chunk back nor an end: the next frames are job 1's.
-    assert worker.frames(2) == [frame("chunk"), frame("end")]
+    # The handler's next read fails; the job is answered with the cancel's code and message (the
+    # engine drops it, and frees the job's credit), and its second chunk is never taken.
+    assert worker.replies([4, 1]) == {4: [protocol.error(4, 503, "app 'conformance' stopped")],
+                                      1: [frame("chunk"), frame("end")]}
+
+
+def test_a_cancel_for_a_whole_request_is_ignored(worker):
+    worker.send(protocol.invoke(1, "chunks", {}, None, True), protocol.error(1, 503, "gave up"))
+    assert worker.replies([1]) == {1: [protocol.chunk(1, b"a"), protocol.chunk(1, b"b"), protocol.chunk(1, b"c"),
+                                       protocol.end(1)]}
 
 
 SLEEPERS = {  # a handler that blocks for the milliseconds in the body, then answers

@@ -33,3 +33,9 @@ def tick(request):
 
 def upper(request):
     return request.body.upper()
+
+
+def stream(request):
+    """Each chunk of a streamed request goes back as a response chunk as soon as it arrives."""
+    for chunk in request:
+        yield chunk

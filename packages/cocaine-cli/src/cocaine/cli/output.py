@@ -127,7 +127,7 @@ def describe_driver(detail: dict[str, Any]) -> str:
     """What a task listens to: the endpoint, the interval, or the driver's own keys."""
     parts = []
     for key, value in detail.items():
-        if key in ("type", "stats"):
+        if key in ("type", "stats", "counters"):  # counters: the driver's own figures, in --json
             continue
         if key == "endpoint":
             parts.append(str(value))

@@ -1,7 +1,7 @@
 """Parsing and validating an app's manifest before anything starts.
 
 Every error is a ConfigError whose message names the app, the field and what was expected, e.g.
-``app 'echo': tasks.event.type: unknown driver 'zmq' (known: recurring-timer, zeromq-server)``.
+``app 'echo': tasks.event.type: unknown driver 'zmq' (known: cron, drifting-timer, ...)``.
 """
 
 from __future__ import annotations

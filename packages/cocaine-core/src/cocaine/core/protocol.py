@@ -27,6 +27,8 @@ END = 6  # [END, job]
 ERROR = 7  # [ERROR, job, code, message]
 # worker -> engine: a log line from the app
 LOG = 8  # [LOG, level, message]
+# worker -> engine: the handler consumed this many more bytes of a streamed request (flow control)
+CREDIT = 9  # [CREDIT, job, bytes]
 
 NAMES = {
     HELLO: "hello",
@@ -37,6 +39,7 @@ NAMES = {
     END: "end",
     ERROR: "error",
     LOG: "log",
+    CREDIT: "credit",
 }
 
 _packer = msgpack.Packer(use_bin_type=True)
@@ -82,3 +85,7 @@ def terminate(reason: str) -> bytes:
 
 def log(level: int, message: str) -> bytes:
     return pack([LOG, level, message])
+
+
+def credit(job: int, nbytes: int) -> bytes:
+    return pack([CREDIT, job, nbytes])

@@ -7,6 +7,7 @@ The engine <-> worker protocol is specified in docs/protocol.md.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import ctypes
 import importlib.util
 import inspect
@@ -14,6 +15,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from types import ModuleType
@@ -23,7 +25,7 @@ import zmq
 from cocaine.core import protocol
 from cocaine.core.errors import Code
 from cocaine.core.transport import send_frames
-from cocaine.python.request import Request
+from cocaine.python.request import ChunkSource, Request, RequestCancelled, StreamedRequest
 
 EXIT_LOAD_FAILED = 3
 ENGINE_SILENCE_LIMIT = 3  # heartbeat intervals without a word from the engine before giving up
@@ -80,58 +82,114 @@ def _adapt(target):
 
 
 class Worker:
+    """The main loop: receives the engine's messages, runs whole requests inline, and sends output.
+
+    A request that streams in (``invoke`` with ``closed`` false) runs its handler on a thread of its
+    own, so that the main loop can go on feeding it chunks; its output comes back through
+    :meth:`post`. Heartbeats (docs/protocol.md): the worker sends one whenever it has sent nothing
+    for a heartbeat interval, and goes silent while a handler is stuck, so that the engine's
+    heartbeat timeout catches it. A whole request's handler runs on the main loop, which is silent
+    while it runs; a streamed request's handler counts as stuck once it has gone a heartbeat
+    interval without taking a request chunk or producing a response chunk (waiting for the sender's
+    next chunk is not stuck). While one is stuck, the worker holds all its output.
+    """
+
     def __init__(self, sock: zmq.Socket, handlers: Handlers, heartbeat: float) -> None:
         self.sock = sock
         self.handlers = handlers
         self.heartbeat = heartbeat
         self.out: list[bytes] = []
-        self.last_heard = time.monotonic()
+        self.last_heard = self.last_sent = time.monotonic()
+        self.streams: dict[int, StreamedJob] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None  # for async handlers of whole requests
+        # Output of handler threads, handed to the main loop.
+        self._lock = threading.Lock()
+        self._posted: list[bytes] = []
+        self._finished: list[int] = []
+        self._signalled = False
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        self._poller = zmq.Poller()
+        self._poller.register(sock, zmq.POLLIN)
+        self._poller.register(self._wake_r, zmq.POLLIN)
 
     def run(self) -> None:
+        try:
+            self._serve()
+        finally:
+            for stream in self.streams.values():  # no handler thread waits for chunks that will not come
+                stream.source.cancel(Code.UNAVAILABLE, "the worker is stopping")
+            for fd in (self._wake_r, self._wake_w):  # a thread-backend worker must not leak them
+                os.close(fd)
+            if self._loop is not None:
+                self._loop.close()
+
+    def _serve(self) -> None:
         sock = self.sock
         sock.send(protocol.hello(os.getpid()))
+        heartbeat = self.heartbeat
         while True:
-            if not sock.poll(self.heartbeat * 1000):
-                if time.monotonic() - self.last_heard > ENGINE_SILENCE_LIMIT * self.heartbeat:
-                    return  # the engine is gone
-                sock.send(protocol.HEARTBEAT_FRAME)
-                continue
-            self.last_heard = time.monotonic()
-            while True:
-                try:
-                    frames = sock.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                for frame in frames:
-                    if not self.handle(protocol.unpack(frame)):
-                        self.flush()
-                        return
+            # Until the next heartbeat is due; while a handler is stuck, look again now and then.
+            wait = max(heartbeat / 10, self.last_sent + heartbeat - time.monotonic())
+            readable = self._wait(wait) if self.streams else sock.poll(wait * 1000)
+            if readable:
+                self.last_heard = time.monotonic()
+                while True:
+                    try:
+                        frames = sock.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    for frame in frames:
+                        if not self.handle(protocol.unpack(frame)):
+                            self.flush()
+                            return
+            elif time.monotonic() - self.last_heard > ENGINE_SILENCE_LIMIT * heartbeat:
+                return  # the engine is gone
             self.flush()
 
     def flush(self) -> None:
+        """Send what is pending, or a heartbeat if nothing was sent for an interval; neither while a
+        streamed request's handler is stuck."""
+        now = time.monotonic()
+        if self.streams and self._stuck(now):
+            return
         if self.out:
             send_frames(self.sock, self.out)
             self.out.clear()  # in place: invoke() holds a reference to this list
+            self.last_sent = now
+        elif now - self.last_sent >= self.heartbeat:
+            self.sock.send(protocol.HEARTBEAT_FRAME)
+            self.last_sent = now
 
     def handle(self, message: list) -> bool:
         """Apply one engine message; False when the worker must stop."""
         kind = message[0]
         if kind == protocol.INVOKE:
-            job, task, meta, body, _closed = message[1:6]  # later versions may append elements
-            self.invoke(job, task, meta, body)
+            job, task, meta, body, closed = message[1:6]
+            if closed:
+                self.invoke(job, task, meta, body)
+            else:
+                self.start_stream(job, task, meta, body)
+        elif kind == protocol.CHUNK:
+            stream = self.streams.get(message[1])
+            if stream is not None:
+                stream.source.feed(message[2])
+        elif kind == protocol.END:
+            stream = self.streams.get(message[1])
+            if stream is not None:
+                stream.source.end()
+        elif kind == protocol.ERROR:  # the engine gave up on a job: a streamed request fails
+            stream = self.streams.get(message[1])
+            if stream is not None:
+                stream.source.cancel(message[2], message[3])
         elif kind == protocol.TERMINATE:
             return False
         return True
 
     def invoke(self, job: int, task: str, meta: dict, body: bytes | None) -> None:
         out = self.out
-        deadline = meta.get("deadline")
-        if deadline is not None and time.time() > deadline:
-            out.append(protocol.error(job, Code.TIMEOUT, "deadline exceeded before the job started"))
-            return
-        handler = self.handlers.get(task)
+        handler = self._handler_for(job, task, meta)
         if handler is None:
-            out.append(protocol.error(job, Code.APP, f"the app has no callable {task!r}"))
             return
         try:
             result = handler(Request(job, task, body, meta))
@@ -139,19 +197,145 @@ class Worker:
                 pass
             elif isinstance(result, (bytes, bytearray, memoryview, str)):
                 out.append(protocol.chunk(job, _to_bytes(result)))
-            elif hasattr(result, "__iter__"):
-                # Stream: each chunk leaves as soon as the handler produces it.
-                for item in result:
-                    out.append(protocol.chunk(job, _to_bytes(item)))
-                    self.flush()
             else:
-                raise TypeError(f"handler returned {type(result).__name__}; "
-                                "expected bytes, str, None or an iterable of them")
+                # Stream: each chunk leaves as soon as the handler produces it.
+                for item in chunks_of(result, self._run):
+                    out.append(protocol.chunk(job, item))
+                    self.flush()
         except Exception as e:  # noqa: BLE001 - the app's error becomes this request's error reply
-            sys.stderr.write(f"app error in task {task!r} (job {job}):\n{traceback.format_exc()}")
-            out.append(protocol.error(job, Code.APP, f"{type(e).__name__}: {e}"))
+            out.append(app_error(job, task, e))
             return
         out.append(protocol.end(job))
+
+    def _handler_for(self, job: int, task: str, meta: dict):
+        """The handler to run the job with, or None once the job is answered with an error."""
+        deadline = meta.get("deadline")
+        if deadline is not None and time.time() > deadline:
+            self.out.append(protocol.error(job, Code.TIMEOUT, "deadline exceeded before the job started"))
+            return None
+        handler = self.handlers.get(task)
+        if handler is None:
+            self.out.append(protocol.error(job, Code.APP, f"the app has no callable {task!r}"))
+        return handler
+
+    def _run(self, awaitable):
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        return self._loop.run_until_complete(awaitable)
+
+    # -- streamed requests ------------------------------------------------------------------------
+    def start_stream(self, job: int, task: str, meta: dict, body: bytes | None) -> None:
+        handler = self._handler_for(job, task, meta)
+        if handler is None:
+            return
+        stream = self.streams[job] = StreamedJob(self, job, task, meta, handler)
+        if body:
+            stream.source.feed(body)
+        stream.thread.start()
+
+    def post(self, frame: bytes, finished: int | None = None) -> None:
+        """From a handler thread: queue a frame for the main loop to send, and wake it."""
+        with self._lock:
+            self._posted.append(frame)
+            if finished is not None:
+                self._finished.append(finished)
+            if not self._signalled:
+                self._signalled = True
+                os.write(self._wake_w, b"\0")
+
+    def _wait(self, timeout: float) -> bool:
+        """Poll the engine socket and the handler threads' wake-up pipe; collect the threads' output.
+        True if the engine socket is readable."""
+        ready = dict(self._poller.poll(timeout * 1000))
+        if self._wake_r in ready:
+            try:
+                while os.read(self._wake_r, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+        with self._lock:
+            self.out.extend(self._posted)
+            self._posted.clear()
+            for job in self._finished:
+                self.streams.pop(job, None)
+            self._finished.clear()
+            self._signalled = False
+        return self.sock in ready
+
+    def _stuck(self, now: float) -> bool:
+        limit = self.heartbeat
+        return any(not s.source.waiting and now - s.source.progress_at > limit for s in self.streams.values())
+
+
+class StreamedJob:
+    """A handler running on its own thread, reading its request as the chunks arrive."""
+
+    def __init__(self, worker: Worker, job: int, task: str, meta: dict, handler) -> None:
+        self.worker = worker
+        self.job = job
+        self.task = task
+        self.handler = handler
+        self.source = ChunkSource(lambda n: worker.post(protocol.credit(job, n)))
+        self.request = StreamedRequest(job, task, self.source, meta)
+        self.thread = threading.Thread(target=self.run, name=f"job-{job}", daemon=True)
+
+    def run(self) -> None:
+        job, post, source = self.job, self.worker.post, self.source
+        loop = None
+
+        def run_async(awaitable):
+            nonlocal loop
+            if loop is None:
+                loop = asyncio.new_event_loop()
+            return loop.run_until_complete(awaitable)
+
+        try:
+            for item in chunks_of(self.handler(self.request), run_async):
+                source.progress_at = time.monotonic()
+                post(protocol.chunk(job, item))
+            final = protocol.end(job)
+        except RequestCancelled as e:
+            final = protocol.error(job, e.code, e.message)
+        except Exception as e:  # noqa: BLE001 - the app's error becomes this request's error reply
+            final = app_error(job, self.task, e)
+        finally:
+            if loop is not None:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.close()
+        post(final, finished=job)
+
+
+def chunks_of(result, run_async):
+    """The response chunks (bytes) of a handler's result: None, bytes or str, an iterable or async
+    iterable of those, or a coroutine returning one of those. ``run_async`` runs an awaitable."""
+    if inspect.iscoroutine(result):
+        result = run_async(result)
+    if result is None:
+        return
+    if isinstance(result, (bytes, bytearray, memoryview, str)):
+        yield _to_bytes(result)
+    elif hasattr(result, "__iter__"):
+        for item in result:
+            yield _to_bytes(item)
+    elif hasattr(result, "__anext__"):
+        try:
+            while True:
+                try:
+                    item = run_async(result.__anext__())
+                except StopAsyncIteration:
+                    return
+                yield _to_bytes(item)
+        finally:
+            if hasattr(result, "aclose"):
+                run_async(result.aclose())
+    else:
+        raise TypeError(f"handler returned {type(result).__name__}; "
+                        "expected bytes, str, None or an iterable of them")
+
+
+def app_error(job: int, task: str, e: Exception) -> bytes:
+    sys.stderr.write(f"app error in task {task!r} (job {job}):\n{traceback.format_exc()}")
+    return protocol.error(job, Code.APP, f"{type(e).__name__}: {e}")
 
 
 def _to_bytes(item) -> bytes:

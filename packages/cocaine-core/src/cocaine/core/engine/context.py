@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from cocaine.core.drivers import Responder
+from cocaine.core.engine.handle import JobHandle
 
 if TYPE_CHECKING:
     import zmq
@@ -80,6 +82,24 @@ class TaskContext:
         :param urgent: put the job at the head of the queue.
         """
         self.engine.submit(self, body, meta or {}, responder, timeout=timeout, urgent=urgent)
+
+    def open_job(self, responder: Responder, meta: dict[str, Any] | None = None, *, body: bytes | None = None,
+                 stream: bool = False, timeout: float | None = None, urgent: bool = False,
+                 on_credit: Callable[[int], None] | None = None) -> JobHandle:
+        """Queue a job like :meth:`submit` and return its :class:`JobHandle`, which can cancel it
+        (``handle.cancel(code, message)``: a client that left, say) and stream its request.
+
+        :param body: the request body, or its first chunk when ``stream`` is true.
+        :param stream: the request goes on in chunks: ``handle.push(chunk)``, then ``handle.close()``.
+        :param timeout: and ``urgent``: as for :meth:`submit`.
+        :param on_credit: called with a byte count each time the handler consumes a request chunk;
+            a driver lets its source send at most ``REQUEST_WINDOW`` bytes beyond what was credited.
+        """
+        engine = self.engine
+        job = engine.new_job(self, body, meta or {}, responder, timeout)
+        handle = JobHandle(engine, job, stream=stream, on_credit=on_credit)
+        engine.admit(self, job, urgent)
+        return handle
 
     def publisher(self, meta: dict[str, Any] | None = None) -> Responder:
         """A responder that publishes the job's result on the app's pubsub endpoint."""

@@ -229,39 +229,41 @@ class Engine:
     # -- jobs -------------------------------------------------------------------------------------
     def submit(self, context: TaskContext, body: bytes | None, meta: dict, responder, *,
                timeout: float | None = None, urgent: bool = False) -> None:
+        self.admit(context, self.new_job(context, body, meta, responder, timeout), urgent)
+
+    def new_job(self, context: TaskContext, body: bytes | None, meta: dict, responder,
+                timeout: float | None = None) -> Job:
+        """A job for ``context``'s task; ``timeout`` defaults to the engine's ``request-timeout``."""
+        if timeout is None:
+            timeout = self.manifest.engine.request_timeout
+        return Job(next(self._ids), context.task, body, meta, responder, context.stats, timeout)
+
+    def admit(self, context: TaskContext, job: Job, urgent: bool = False) -> bool:
+        """Run ``job`` on a worker with free credit, or queue it (at the head if ``urgent``), or
+        refuse it at once with 503. Returns whether it was accepted."""
         stats = context.stats
         if self.state != "running":
-            stats.rejected += 1
-            responder.error(Code.UNAVAILABLE, f"app {self.app!r} is {self.state}")
-            return
+            return self._refuse(stats, job, f"app {self.app!r} is {self.state}")
         pool = self.pool
         if pool.backing_off() and not pool.total:
-            stats.rejected += 1
             wait = pool.retry_at - time.monotonic()
-            responder.error(Code.UNAVAILABLE,
-                            f"app {self.app!r} is broken: {pool.broken_reason} (next start attempt in {wait:.1f} s)")
-            return
+            return self._refuse(stats, job, f"app {self.app!r} is broken: {pool.broken_reason} "
+                                            f"(next start attempt in {wait:.1f} s)")
         config = self.manifest.engine
-        if timeout is None:
-            timeout = config.request_timeout
         queue = self.queue
         if not queue:
             worker = pool.least_loaded()
             if worker is not None:
                 stats.accepted += 1
-                job = Job(next(self._ids), context.task, body, meta, responder, stats, timeout)
-                if timeout is not None:
+                if job.deadline is not None:
                     self._watch_deadline(job)
                 pool.assign(worker, job)
-                return
+                return True
         # Jobs waiting for workers that are still starting do not count against the limit.
         if len(queue) >= config.queue_limit + pool.starting() * config.concurrency:
-            stats.rejected += 1
-            responder.error(Code.UNAVAILABLE, f"queue is full (queue-limit {config.queue_limit})")
-            return
+            return self._refuse(stats, job, f"queue is full (queue-limit {config.queue_limit})")
         stats.accepted += 1
-        job = Job(next(self._ids), context.task, body, meta, responder, stats, timeout)
-        if timeout is not None:
+        if job.deadline is not None:
             self._watch_deadline(job)
         if urgent:
             queue.appendleft(job)
@@ -270,6 +272,14 @@ class Engine:
         if len(queue) > self.queue_peak:
             self.queue_peak = len(queue)
         self.dispatch()
+        return True
+
+    @staticmethod
+    def _refuse(stats, job: Job, message: str) -> bool:
+        stats.rejected += 1
+        job.done = True  # never ran: a driver's handle drops what it pushes from now on
+        job.responder.error(Code.UNAVAILABLE, message)
+        return False
 
     def dispatch(self) -> None:
         """Hand queued jobs to workers with free credit; start workers for what remains."""
@@ -337,7 +347,11 @@ class Engine:
             _, _, job = heapq.heappop(deadlines)
             if not job.done:
                 # A job on a worker keeps its credit until the worker answers; the answer is dropped.
-                job.fail(Code.TIMEOUT, f"deadline exceeded ({now - job.accepted_at:.3f} s after acceptance)")
+                message = f"deadline exceeded ({now - job.accepted_at:.3f} s after acceptance)"
+                if job.handle is not None:  # also tell the worker: a streamed request ends there too
+                    job.handle.cancel(Code.TIMEOUT, message)
+                else:
+                    job.fail(Code.TIMEOUT, message)
         self._deadline_timer = self.reactor.call_at(deadlines[0][0], self._expire) if deadlines else None
 
     # -- info -------------------------------------------------------------------------------------

@@ -189,7 +189,13 @@ class WorkerPool:
         job.worker = worker
         job.dispatched_at = time.monotonic()
         worker.jobs[job.id] = job
-        self._send(worker, protocol.invoke(job.id, job.task, job.worker_meta(), job.body, True))
+        handle = job.handle
+        closed = True if handle is None else handle.dispatching(self)
+        self._send(worker, protocol.invoke(job.id, job.task, job.worker_meta(), job.body, closed))
+
+    def send_to(self, worker: Worker, frame: bytes) -> None:
+        """Queue one protocol message for ``worker``; it leaves with this reactor round's batch."""
+        self._send(worker, frame)
 
     def _send(self, worker: Worker, frame: bytes) -> None:
         frames = self.outbox.get(worker)
@@ -255,6 +261,11 @@ class WorkerPool:
             if job is not None:
                 job.fail(message[2], message[3])
             return True
+        if kind == protocol.CREDIT:
+            job = worker.jobs.get(message[1])
+            if job is not None and job.handle is not None:
+                job.handle.credited(message[2])
+            return False
         if kind == protocol.HELLO:
             if message[1] != protocol.VERSION:
                 self.retire(worker, Code.SERVER, f"speaks protocol version {message[1]}, not {protocol.VERSION}")

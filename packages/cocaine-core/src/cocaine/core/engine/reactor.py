@@ -20,6 +20,8 @@ import zmq
 
 log = logging.getLogger(__name__)
 
+POLLOUT = int(zmq.POLLOUT)
+
 
 class Timer:
     """A pending call; ``cancel()`` makes it a no-op."""
@@ -43,6 +45,7 @@ class Reactor:
         self.name = name
         self._poller = zmq.Poller()
         self._handlers: dict = {}
+        self._writers: dict = {}
         self._timers: list = []
         self._seq = itertools.count()
         self._calls: deque = deque()
@@ -59,7 +62,20 @@ class Reactor:
     def add_reader(self, source, callback: Callable[[], None]) -> None:
         """Call ``callback()`` whenever ``source`` (a zmq socket or an fd) is readable."""
         self._handlers[source] = callback
-        self._poller.register(source, zmq.POLLIN)
+        self._poller.register(source, zmq.POLLIN | (zmq.POLLOUT if source in self._writers else 0))
+
+    def add_writer(self, fd: int, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` whenever the file descriptor ``fd`` is writable (remove it once the
+        output is flushed, or the loop spins)."""
+        self._writers[fd] = callback
+        self._poller.register(fd, zmq.POLLOUT | (zmq.POLLIN if fd in self._handlers else 0))
+
+    def remove_writer(self, fd: int) -> None:
+        if self._writers.pop(fd, None) is not None:
+            if fd in self._handlers:
+                self._poller.register(fd, zmq.POLLIN)
+            else:
+                self._poller.unregister(fd)
 
     def add_flusher(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` once per loop round before polling, so output can be batched per round."""
@@ -71,7 +87,10 @@ class Reactor:
 
     def remove_reader(self, source) -> None:
         if self._handlers.pop(source, None) is not None:
-            self._poller.unregister(source)
+            if source in self._writers:
+                self._poller.register(source, zmq.POLLOUT)
+            else:
+                self._poller.unregister(source)
 
     def call_later(self, delay: float, callback: Callable, *args) -> Timer:
         return self.call_at(time.monotonic() + delay, callback, *args)
@@ -145,13 +164,22 @@ class Reactor:
             if self._calls:
                 delay = 0
             timeout = None if delay is None else max(0, int(delay * 1000 + 0.999))
-            for source, _ in poll(timeout):
+            for source, events in poll(timeout):
+                if events & POLLOUT:
+                    self._on_writable(source)
+                    if events == POLLOUT:
+                        continue
                 handler = handlers.get(source)
                 if handler is not None:
                     try:
                         handler()
                     except Exception:
                         log.exception("%s: unhandled error in handler for %r", self.name, source)
+
+    def _on_writable(self, fd) -> None:
+        writer = self._writers.get(fd)
+        if writer is not None:
+            self._guard(writer, ())
 
     def start_thread(self) -> threading.Thread:
         self.thread = threading.Thread(target=self.run, name=self.name, daemon=True)

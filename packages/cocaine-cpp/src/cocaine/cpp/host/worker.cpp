@@ -57,10 +57,11 @@ using Clock = std::chrono::steady_clock;
 namespace msgpack = cocaine::msgpack;
 
 // Message types and constants of protocol version 1 (docs/protocol.md).
-enum Kind : uint64_t { HELLO = 1, HEARTBEAT = 2, TERMINATE = 3, INVOKE = 4, CHUNK = 5, END = 6, ERROR = 7, LOG = 8 };
+enum Kind : uint64_t { HELLO = 1, HEARTBEAT = 2, TERMINATE = 3, INVOKE = 4, CHUNK = 5, END = 6, ERROR = 7, LOG = 8, CREDIT = 9 };
 constexpr uint64_t protocol_version = 1;
 constexpr uint64_t app_error_code = 502;
 constexpr uint64_t timeout_code = 504;
+constexpr uint64_t unavailable_code = 503;
 constexpr uint64_t log_level_error = 40;
 constexpr int exit_load_failed = 3;
 constexpr int exit_transport_failed = 4;
@@ -137,8 +138,11 @@ struct Job {
     std::string task;
     Value meta;
     std::deque<std::string> chunks;  // arrived, not read yet
+    bool streamed = false;           // invoked with closed false: reads send credit, cancels count
     bool closed = true;              // no more chunks will arrive
-    bool cancelled = false;          // the engine gave up on it: send nothing more
+    bool cancelled = false;          // the engine gave up on it: reads fail with the reason below
+    uint64_t cancel_code = 0;
+    std::string cancel_message;
     uint64_t unsent_chunk_batch = ~0ull;  // the batch holding its last chunk (Worker::batch_)
 };
 
@@ -200,20 +204,22 @@ public:
         return 0;
     }
 
-    // The next chunk of `job`'s request, pumping the socket while the engine still streams it.
+    // The next chunk of `job`'s request, pumping the socket while the engine still streams it;
+    // each chunk taken of a streamed request is credited to the engine (flow control).
     bool next_chunk(Job& job, std::string& chunk) {
         while (job.chunks.empty() && !job.closed && !stopping_) pump();
-        if (job.cancelled || (stopping_ && job.chunks.empty() && !job.closed)) throw cocaine::Aborted();
+        if (!job.closed && job.chunks.empty()) cancel(job, unavailable_code, "the worker is stopping");
+        if (job.cancelled) throw cocaine::Aborted();
         if (job.chunks.empty()) return false;
         chunk = std::move(job.chunks.front());
         job.chunks.pop_front();
+        if (job.streamed) out_.push_back(frame(CREDIT, job.id, static_cast<uint64_t>(chunk.size())));
         return true;
     }
 
     // A chunk is held back until the job writes the next one, waits for input or flushes, so the
     // replies to a batch of quick jobs leave together in one message (docs/cpp.md).
     void write_chunk(Job& job, std::string_view data) {
-        if (job.cancelled) return;
         if (job.unsent_chunk_batch == batch_) flush();
         out_.push_back(frame(CHUNK, job.id, Bin{data}));
         job.unsent_chunk_batch = batch_;
@@ -237,8 +243,13 @@ public:
     }
 
 private:
+    // Every job gets exactly one end or error, even a cancelled one: the engine frees the job's
+    // credit on it.
     void run(Job& job) {
-        if (job.cancelled) return;
+        if (job.cancelled) {  // a streamed request given up before it started
+            out_.push_back(frame(ERROR, job.id, job.cancel_code, Str{job.cancel_message}));
+            return;
+        }
         if (const Value* deadline = job.meta.find("deadline"); deadline && now_unix() > deadline->as_double()) {
             out_.push_back(frame(ERROR, job.id, timeout_code, Str{"deadline exceeded before the job started"}));
             return;
@@ -255,9 +266,10 @@ private:
         JobIo io(*this, job);
         try {
             found->second(io, io);
-            if (!job.cancelled) out_.push_back(frame(END, job.id));
-        } catch (const cocaine::Aborted&) {
-            // cancelled or stopping: the engine has answered this job already
+            out_.push_back(frame(END, job.id));
+        } catch (const cocaine::Aborted& e) {
+            if (job.cancelled) out_.push_back(frame(ERROR, job.id, job.cancel_code, Str{job.cancel_message}));
+            else fail(job, std::string("cocaine::Aborted: ") + e.what());
         } catch (const std::exception& e) {
             fail(job, type_name(typeid(e)) + ": " + e.what());
         } catch (...) {
@@ -268,7 +280,7 @@ private:
     void fail(Job& job, const std::string& message) {
         std::fprintf(stderr, "app error in task '%s' (job %llu): %s\n", job.task.c_str(),
                      static_cast<unsigned long long>(job.id), message.c_str());
-        if (!job.cancelled) out_.push_back(frame(ERROR, job.id, app_error_code, Str{message}));
+        out_.push_back(frame(ERROR, job.id, app_error_code, Str{message}));
     }
 
     // Send what is pending, then read what the engine sent, waiting until a message arrives or the
@@ -316,8 +328,8 @@ private:
             switch (kind) {
             case INVOKE: return on_invoke(fields);
             case CHUNK: return on_chunk(fields.at(1).as_uint(), fields.at(2).as_string());
-            case END: return on_end(fields.at(1).as_uint(), false);
-            case ERROR: return on_end(fields.at(1).as_uint(), true);
+            case END: return on_end(fields.at(1).as_uint());
+            case ERROR: return on_cancel(fields.at(1).as_uint(), fields.at(2).as_uint(), fields.at(3).as_string());
             case TERMINATE: stopping_ = true; return;
             default: return;  // heartbeat, or a type from a later version
             }
@@ -334,6 +346,7 @@ private:
         const Value& body = fields.at(4);
         if (!body.is_nil() && !body.as_string().empty()) job->chunks.push_back(body.as_string());
         job->closed = fields.at(5).as_bool();
+        job->streamed = !job->closed;
         jobs_[job->id] = job;
         queue_.push_back(std::move(job));
     }
@@ -343,11 +356,22 @@ private:
         if (found != jobs_.end() && !found->second->closed) found->second->chunks.push_back(data);
     }
 
-    void on_end(uint64_t id, bool cancelled) {
+    void on_end(uint64_t id) {
         auto found = jobs_.find(id);
-        if (found == jobs_.end()) return;
-        found->second->closed = true;
-        found->second->cancelled |= cancelled;
+        if (found != jobs_.end()) found->second->closed = true;
+    }
+
+    // A cancel only concerns streamed requests: a whole one runs and is answered as usual.
+    void on_cancel(uint64_t id, uint64_t code, const std::string& message) {
+        auto found = jobs_.find(id);
+        if (found != jobs_.end() && found->second->streamed) cancel(*found->second, code, message);
+    }
+
+    static void cancel(Job& job, uint64_t code, std::string message) {
+        job.closed = job.cancelled = true;
+        job.cancel_code = code;
+        job.cancel_message = std::move(message);
+        job.chunks.clear();
     }
 
     const cocaine_zmq_api& zmq_;

@@ -22,10 +22,11 @@ try {
   process.stderr.write(`${err.message.split('\n')[0]} (run npm ci --omit=dev --ignore-scripts in ${__dirname})\n`);
   process.exit(2);
 }
-const { Aborted, Inbox, Request } = require('./lib/request');
+const { Inbox, Request } = require('./lib/request');
 
 const APP_ERROR = 502;
 const TIMEOUT = 504;
+const UNAVAILABLE = 503;
 const LOG_ERROR = 40;
 const EXIT_LOAD_FAILED = 3;
 const ENGINE_SILENCE_LIMIT = 3; // heartbeat intervals without a word from the engine
@@ -58,7 +59,7 @@ class Worker {
     } finally {
       clearInterval(timer);
     }
-    for (const inbox of this.jobs.values()) inbox.close(true);
+    for (const inbox of this.jobs.values()) inbox.cancel(UNAVAILABLE, 'the worker is stopping');
     await Promise.allSettled([...this.jobs.values()].map((inbox) => inbox.done));
     await this.flush();
   }
@@ -87,9 +88,12 @@ class Worker {
     } else if (kind === protocol.CHUNK) {
       const inbox = this.jobs.get(id);
       if (inbox) inbox.push(protocol.asBuffer(message[2]));
-    } else if (kind === protocol.END || kind === protocol.ERROR) {
+    } else if (kind === protocol.END) {
       const inbox = this.jobs.get(id);
-      if (inbox) inbox.close(kind === protocol.ERROR);
+      if (inbox) inbox.end();
+    } else if (kind === protocol.ERROR) {
+      const inbox = this.jobs.get(id);
+      if (inbox) inbox.cancel(message[2], message[3]);
     } else if (kind === protocol.TERMINATE) {
       this.stopping = true;
     }
@@ -97,7 +101,7 @@ class Worker {
 
   invoke(id, task, meta, body, closed) {
     const first = body == null ? Buffer.alloc(0) : protocol.asBuffer(body);
-    const inbox = new Inbox(first, closed !== false);
+    const inbox = new Inbox(first, closed !== false, (bytes) => this.queue(protocol.credit(id, bytes)));
     const request = new Request(id, task, meta || {}, inbox.closed ? first : null, inbox);
     this.jobs.set(id, inbox);
     inbox.done = this.run(request, inbox).finally(() => this.jobs.delete(id));
@@ -128,12 +132,16 @@ class Worker {
       if (result && typeof result.then === 'function') result = await result;
       const streaming = this.respond(request, inbox, result);
       if (streaming) await streaming;
-      if (!inbox.cancelled) this.queue(protocol.end(id));
+      this.queue(protocol.end(id));
     } catch (err) {
-      if (err instanceof Aborted) return;
+      // Every job gets exactly one end or error, even a cancelled one: the engine frees its credit.
+      if (err === inbox.cancelled) {
+        this.queue(protocol.error(id, err.code, err.message));
+        return;
+      }
       const message = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
       process.stderr.write(`app error in task '${task}' (job ${id}): ${(err && err.stack) || message}\n`);
-      if (!inbox.cancelled) this.queue(protocol.error(id, APP_ERROR, message));
+      this.queue(protocol.error(id, APP_ERROR, message));
     }
   }
 
@@ -142,7 +150,7 @@ class Worker {
   // promise only for an async iterable.
   respond(request, inbox, result) {
     if (result == null) return undefined;
-    const send = (item) => { if (!inbox.cancelled) this.queue(protocol.chunk(request.id, toBytes(item))); };
+    const send = (item) => this.queue(protocol.chunk(request.id, toBytes(item)));
     if (typeof result === 'string' || result instanceof Uint8Array) {
       send(result);
     } else if (typeof result[Symbol.asyncIterator] === 'function') {

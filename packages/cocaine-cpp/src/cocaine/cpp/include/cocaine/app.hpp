@@ -57,8 +57,9 @@ protected:
     ~Response() = default;
 };
 
-// Thrown by Request::read() and body() when the engine cancelled the job or the worker is stopping.
-// Let it propagate: the host then sends nothing more for the job.
+// Thrown by Request::read() and body() of a streamed request that the engine cancelled (its client
+// gave up) or that the worker is stopping. Let it propagate: the host answers the job with the
+// cancel's code and message, which the engine expects and drops.
 class Aborted : public std::exception {
 public:
     const char* what() const noexcept override { return "the job was cancelled"; }

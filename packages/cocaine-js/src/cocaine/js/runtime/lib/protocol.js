@@ -14,6 +14,7 @@ const CHUNK = 5;
 const END = 6;
 const ERROR = 7;
 const LOG = 8;
+const CREDIT = 9;
 
 const encoder = new Encoder();
 const decoder = new Decoder();
@@ -34,7 +35,7 @@ function decode(frame) {
 }
 
 module.exports = {
-  VERSION, HELLO, HEARTBEAT, TERMINATE, INVOKE, CHUNK, END, ERROR, LOG,
+  VERSION, HELLO, HEARTBEAT, TERMINATE, INVOKE, CHUNK, END, ERROR, LOG, CREDIT,
   asBuffer,
   decode,
   hello: (pid) => encode([HELLO, VERSION, pid]),
@@ -43,4 +44,5 @@ module.exports = {
   end: (job) => encode([END, job]),
   error: (job, code, message) => encode([ERROR, job, code, message]),
   log: (level, message) => encode([LOG, level, message]),
+  credit: (job, bytes) => encode([CREDIT, job, bytes]),
 };

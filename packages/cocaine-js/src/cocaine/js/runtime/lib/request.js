@@ -6,21 +6,25 @@
 //   request.meta, request.task, request.id, request.text(), request.json()
 'use strict';
 
-// Thrown while reading a request the engine cancelled (or when the worker stops); the worker then
-// sends nothing more for the job.
+// Thrown while reading a streamed request that the engine cancelled (its client gave up) or that
+// the worker is stopping; the worker answers the job with the cancel's code and message.
 class Aborted extends Error {
-  constructor() {
-    super('the job was cancelled');
+  constructor(code, message) {
+    super(message);
     this.name = 'Aborted';
+    this.code = code;
   }
 }
 
-// The input side of one job: chunks that arrived and have not been read yet.
+// The input side of one job: chunks that arrived and have not been read yet. Each chunk taken of a
+// streamed request is credited to the engine (flow control) through onTaken.
 class Inbox {
-  constructor(first, closed) {
+  constructor(first, closed, onTaken) {
     this.pending = first && first.length ? [first] : [];
     this.closed = closed; // no more chunks will arrive
-    this.cancelled = false;
+    this.streamed = !closed;
+    this.cancelled = null; // an Aborted once the engine gives up on a streamed request
+    this.onTaken = onTaken;
     this.wake = null; // resolves the reader waiting for the next chunk
   }
 
@@ -30,9 +34,17 @@ class Inbox {
     this.notify();
   }
 
-  close(cancelled) {
+  end() {
     this.closed = true;
-    this.cancelled = this.cancelled || cancelled;
+    this.notify();
+  }
+
+  // A cancel only concerns streamed requests: a whole one runs and is answered as usual.
+  cancel(code, message) {
+    if (!this.streamed) return;
+    this.closed = true;
+    this.cancelled = new Aborted(code, message);
+    this.pending = [];
     this.notify();
   }
 
@@ -46,9 +58,11 @@ class Inbox {
 
   async *chunks() {
     for (;;) {
-      if (this.cancelled) throw new Aborted();
+      if (this.cancelled) throw this.cancelled;
       if (this.pending.length) {
-        yield this.pending.shift();
+        const chunk = this.pending.shift();
+        if (this.streamed) this.onTaken(chunk.length);
+        yield chunk;
       } else if (this.closed) {
         return;
       } else {

@@ -22,10 +22,11 @@ use constant {
     MSG_END       => 6,
     MSG_ERROR     => 7,
     MSG_LOG       => 8,
+    MSG_CREDIT    => 9,
 };
 
 our @EXPORT_OK = qw(PROTOCOL_VERSION MSG_HELLO MSG_HEARTBEAT MSG_TERMINATE MSG_INVOKE MSG_CHUNK MSG_END MSG_ERROR MSG_LOG
-    decode hello_frame heartbeat_frame chunk_frame end_frame error_frame log_frame bytes_of);
+    MSG_CREDIT decode hello_frame heartbeat_frame chunk_frame end_frame error_frame log_frame credit_frame bytes_of);
 
 my $unpacker = Data::MessagePack->new;
 
@@ -86,5 +87,6 @@ sub chunk_frame     { "\x93" . _uint(MSG_CHUNK) . _uint($_[0]) . _bin(bytes_of($
 sub end_frame       { "\x92" . _uint(MSG_END) . _uint($_[0]) }
 sub error_frame     { "\x94" . _uint(MSG_ERROR) . _uint($_[0]) . _uint($_[1]) . _str($_[2]) }
 sub log_frame       { "\x93" . _uint(MSG_LOG) . _uint($_[0]) . _str($_[1]) }
+sub credit_frame    { "\x93" . _uint(MSG_CREDIT) . _uint($_[0]) . _uint($_[1]) }
 
 1;

@@ -36,8 +36,8 @@ sub body {
 }
 
 package Cocaine::Aborted;
-# Thrown by read() and body() when the engine cancelled the job or the worker is stopping; the
-# worker then sends nothing more for the job.
+# Thrown by read() and body() of a streamed request that the engine cancelled (its client gave up)
+# or that the worker is stopping; the worker answers the job with the cancel's code and message.
 use overload '""' => sub { "the job was cancelled\n" }, fallback => 1;
 sub new { bless {}, shift }
 

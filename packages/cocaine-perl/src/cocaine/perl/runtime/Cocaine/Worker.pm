@@ -8,12 +8,13 @@ use Time::HiRes qw(time);
 use ZMQ::FFI;
 use ZMQ::FFI::Constants qw(ZMQ_DEALER);
 use Cocaine::Protocol qw(MSG_INVOKE MSG_CHUNK MSG_END MSG_ERROR MSG_TERMINATE decode hello_frame heartbeat_frame chunk_frame
-    end_frame error_frame log_frame);
+    end_frame error_frame log_frame credit_frame);
 use Cocaine::Request;
 
 use constant {
     APP_ERROR            => 502,
     TIMEOUT              => 504,
+    UNAVAILABLE          => 503,
     LOG_ERROR            => 40,
     EXIT_LOAD_FAILED     => 3,
     ENGINE_SILENCE_LIMIT => 3,        # heartbeat intervals without a word from the engine
@@ -112,9 +113,14 @@ sub serve {
     return 0;
 }
 
+# Every job gets exactly one end or error, even a cancelled one: the engine frees the job's credit
+# on it.
 sub run {
     my ($self, $job) = @_;
-    return if $job->{cancelled};
+    if ($job->{cancelled}) {    # a streamed request given up before it started
+        push @{ $self->{out} }, error_frame($job->{id}, @{ $job->{cancelled} });
+        return;
+    }
     my $deadline = ref $job->{meta} eq 'HASH' ? $job->{meta}{deadline} : undef;
     if (defined $deadline && time > $deadline) {
         push @{ $self->{out} }, error_frame($job->{id}, TIMEOUT, "deadline exceeded before the job started");
@@ -134,11 +140,13 @@ sub run {
         1;
     };
     if ($ok) {
-        push @{ $self->{out} }, end_frame($job->{id}) unless $job->{cancelled};
-    } elsif (!(ref $@ && ref $@ eq 'Cocaine::Aborted')) {
+        push @{ $self->{out} }, end_frame($job->{id});
+    } elsif (ref $@ eq 'Cocaine::Aborted' && $job->{cancelled}) {
+        push @{ $self->{out} }, error_frame($job->{id}, @{ $job->{cancelled} });
+    } else {
         my $message = describe_error($@);
         print STDERR "app error in task '$job->{task}' (job $job->{id}): $message\n";
-        push @{ $self->{out} }, error_frame($job->{id}, APP_ERROR, $message) unless $job->{cancelled};
+        push @{ $self->{out} }, error_frame($job->{id}, APP_ERROR, $message);
     }
 }
 
@@ -165,7 +173,7 @@ sub respond {
 sub write_chunk {
     my ($self, $job, $chunk) = @_;
     die "handler produced a " . ref($chunk) . " reference; expected a string\n" if ref $chunk;
-    push @{ $self->{out} }, chunk_frame($job->{id}, $chunk) unless $job->{cancelled};
+    push @{ $self->{out} }, chunk_frame($job->{id}, $chunk);
 }
 
 # "message" for die "message\n"; "Class: message" for an exception object, as other languages do.
@@ -176,12 +184,24 @@ sub describe_error {
     return $text;
 }
 
-# The next chunk of a job's request, pumping the socket while the engine still streams it.
+# The next chunk of a job's request, pumping the socket while the engine still streams it; each
+# chunk taken of a streamed request is credited to the engine (flow control).
 sub next_chunk {
     my ($self, $job) = @_;
     $self->pump while !@{ $job->{chunks} } && !$job->{closed} && !$self->{stopping};
-    die Cocaine::Aborted->new if $job->{cancelled} || (!@{ $job->{chunks} } && !$job->{closed});
-    return shift @{ $job->{chunks} };
+    cancel($job, UNAVAILABLE, "the worker is stopping") if !@{ $job->{chunks} } && !$job->{closed};
+    die Cocaine::Aborted->new if $job->{cancelled};
+    my $chunk = shift @{ $job->{chunks} };
+    push @{ $self->{out} }, credit_frame($job->{id}, length $chunk) if defined $chunk && $job->{streamed};
+    return $chunk;
+}
+
+# The engine gave up on a streamed request: reads fail, and the job is answered with [code, message].
+sub cancel {
+    my ($job, $code, $message) = @_;
+    $job->{closed}    = 1;
+    $job->{cancelled} = [ $code, $message ];
+    $job->{chunks}    = [];
 }
 
 sub flush {
@@ -238,17 +258,20 @@ sub apply {
             meta      => $meta // {},
             chunks    => [ defined $body && length $body ? $body : () ],
             closed    => $closed ? 1 : 0,
-            cancelled => 0,
+            streamed  => $closed ? 0 : 1,
+            cancelled => undef,    # [code, message] once the engine gives up on a streamed request
         };
         $self->{jobs}{$id} = $job;
         push @{ $self->{queue} }, $job;
     } elsif ($kind == MSG_CHUNK) {
         my $job = $self->{jobs}{$id};
         push @{ $job->{chunks} }, $message->[2] if $job && !$job->{closed};
-    } elsif ($kind == MSG_END || $kind == MSG_ERROR) {
+    } elsif ($kind == MSG_END) {
         my $job = $self->{jobs}{$id} or return;
         $job->{closed} = 1;
-        $job->{cancelled} = 1 if $kind == MSG_ERROR;
+    } elsif ($kind == MSG_ERROR) {    # a cancel only concerns streamed requests
+        my $job = $self->{jobs}{$id};
+        cancel($job, $message->[2], $message->[3]) if $job && $job->{streamed};
     } elsif ($kind == MSG_TERMINATE) {
         $self->{stopping} = 1;
     }

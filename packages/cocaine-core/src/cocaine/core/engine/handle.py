@@ -1,0 +1,102 @@
+"""What a driver holds for a job it opened with :meth:`TaskContext.open_job`: a streamed request, and
+cancelling.
+
+A streamed request (``stream=True``) is sent to its worker as an ``invoke`` whose ``closed`` flag is
+false, then as ``chunk`` messages and one ``end`` (docs/protocol.md). Chunks pushed before the job
+reaches a worker wait on the handle and leave with the ``invoke``; if the request is complete by
+then, the worker gets it whole.
+
+Flow control is end to end and counted in bytes: the worker reports each request chunk its handler
+consumes (``credit``) and the handle passes it to the driver's ``on_credit``. A driver lets its
+source send at most :data:`REQUEST_WINDOW` bytes beyond what was credited, so a streamed request
+holds at most that much memory wherever it waits (driver, engine, worker), however slow the handler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from cocaine.core import protocol
+
+if TYPE_CHECKING:
+    from cocaine.core.engine.engine import Engine
+    from cocaine.core.engine.job import Job
+    from cocaine.core.engine.pool import WorkerPool
+
+#: Bytes of a streamed request a driver may accept beyond what the handler has consumed.
+REQUEST_WINDOW = 256 * 1024
+
+
+class JobHandle:
+    """A job as the driver that opened it sees it. Use only from the reactor thread."""
+
+    __slots__ = ("engine", "job", "stream", "closed", "pending", "on_credit", "pool")
+
+    def __init__(self, engine: Engine, job: Job, *, stream: bool,
+                 on_credit: Callable[[int], None] | None) -> None:
+        self.engine = engine
+        self.job = job
+        self.stream = stream
+        self.closed = not stream  # no more request chunks will come
+        self.pending: list[bytes] = []  # request chunks waiting for the job to reach a worker
+        self.on_credit = on_credit
+        self.pool: WorkerPool | None = None  # the pool of the worker running the job, once dispatched
+        job.handle = self
+
+    @property
+    def done(self) -> bool:
+        """True once the job was answered (or refused, or cancelled): further chunks are dropped."""
+        return self.job.done
+
+    def push(self, data: bytes) -> None:
+        """Add a chunk to the streamed request. Dropped once the job is done or the request closed."""
+        job = self.job
+        if self.closed or job.done or not data:
+            return
+        if self.pool is None:
+            self.pending.append(data)
+        else:
+            self.pool.send_to(job.worker, protocol.chunk(job.id, data))
+
+    def close(self) -> None:
+        """The streamed request is complete."""
+        if self.closed:
+            return
+        self.closed = True
+        job = self.job
+        if self.pool is not None and not job.done:
+            self.pool.send_to(job.worker, protocol.end(job.id))
+
+    def cancel(self, code: int, message: str) -> None:
+        """Give up on the job: it is answered with ``(code, message)`` at once (the responder's
+        ``error``). A queued job leaves the queue; a running job's worker is told with an ``error``
+        message, so a handler reading a streamed request sees it fail."""
+        job = self.job
+        if job.done:
+            return
+        self.closed = True
+        self.pending = []
+        if self.pool is None:
+            try:
+                self.engine.queue.remove(job)
+            except ValueError:
+                pass
+        else:
+            # The job keeps its place in the worker's credit until the worker answers it.
+            self.pool.send_to(job.worker, protocol.error(job.id, code, message))
+        job.fail(code, message)
+
+    # -- called by the pool -------------------------------------------------------------------------
+    def dispatching(self, pool: WorkerPool) -> bool:
+        """The job is about to be invoked on a worker of ``pool``: its body is what was pushed so
+        far. Returns ``closed``."""
+        self.pool = pool
+        if self.pending:
+            self.job.body = b"".join(self.pending) if len(self.pending) > 1 else self.pending[0]
+            self.pending = []
+        return self.closed
+
+    def credited(self, nbytes: int) -> None:
+        if self.on_credit is not None and not self.job.done:
+            self.on_credit(nbytes)

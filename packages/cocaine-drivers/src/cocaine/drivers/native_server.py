@@ -1,0 +1,244 @@
+"""``native-server``: the streaming request/response protocol (docs/native-protocol.md).
+
+A ROUTER socket; each client (a DEALER) interleaves many requests, each keyed by the id it chose.
+Requests may stream in chunks under credit-based flow control, responses stream back chunk by
+chunk, and each request may be ``urgent`` (head of the queue) and carry a ``timeout`` or
+``deadline`` after which it fails with 504.
+"""
+
+from __future__ import annotations
+
+import time
+
+import zmq
+
+from cocaine.core.errors import Code, ProtocolError
+from cocaine.core.transport import NOBLOCK, send_frames
+from cocaine.core.validation import check_endpoint, get_number, only_keys
+from cocaine.drivers import native
+from cocaine.drivers.common import SocketDriver
+from cocaine.drivers.native import WINDOW, pack
+
+
+class NativeServer(SocketDriver):
+    name = "native-server"
+
+    @classmethod
+    def validate(cls, config, where):
+        only_keys(config, ("type", "endpoint", "idle-timeout"), where)
+        return {"type": cls.name,
+                "endpoint": check_endpoint(config.get("endpoint"), f"{where}.endpoint"),
+                "idle-timeout": get_number(config, "idle-timeout", where, default=60)}
+
+    def start(self) -> None:
+        self.calls: dict[tuple[bytes, object], Call] = {}
+        self.counters = dict.fromkeys(("requests", "streamed", "chunks-in", "bytes-in", "chunks-out", "bytes-out",
+                                       "cancelled", "timed-out", "unreachable", "protocol-errors"), 0)
+        sock = self.sock = self.context.zmq_context.socket(zmq.ROUTER)
+        sock.linger = 0
+        sock.router_mandatory = True  # a reply to a vanished or stuck client fails instead of vanishing
+        sock.sndhwm = 10_000
+        sock.bind(self.config["endpoint"])
+        self.context.reactor.add_reader(sock, self._on_readable)
+
+    def info(self):
+        return {**super().info(), "counters": {**self.counters, "open": len(self.calls)}}
+
+    # -- receiving ----------------------------------------------------------------------------------
+    def _on_readable(self) -> None:
+        recv = self.sock.recv_multipart
+        while True:
+            try:
+                frames = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) < 2:
+                self.counters["protocol-errors"] += 1
+                continue
+            identity = frames[0]
+            try:
+                header = native.unpack_header(frames[1])
+                self._apply(identity, header, frames[2:])
+            except (ProtocolError, IndexError, TypeError, ValueError) as e:
+                self.counters["protocol-errors"] += 1
+                self._refuse(identity, frames[1], str(e))
+
+    def _refuse(self, identity: bytes, header: bytes, reason: str) -> None:
+        """Answer a protocol error with error 400 on its request id (failing that request if it is
+        open); without a usable id, the message is only counted."""
+        try:
+            request_id = native.unpack_header(header)[1]
+        except ProtocolError:
+            return
+        call = self.calls.get((identity, request_id))
+        if call is not None:
+            call.handle.cancel(Code.BAD_REQUEST, reason)
+        else:
+            self.send(identity, [pack([native.ERROR, request_id, int(Code.BAD_REQUEST), reason])])
+
+    def _apply(self, identity: bytes, header: list, data: list[bytes]) -> None:
+        kind, request_id = header[0], header[1]
+        if kind in (native.REQUEST, native.OPEN):
+            self._open(identity, request_id, header[2] if len(header) > 2 else {}, data, kind == native.OPEN)
+            return
+        call = self.calls.get((identity, request_id))
+        if kind in (native.CHUNK, native.END):
+            if call is not None:  # else the request has ended already: its late chunks are dropped
+                call.received(data, kind == native.END)
+        elif kind == native.CANCEL:
+            if call is not None:
+                self.counters["cancelled"] += 1
+                call.silent = True
+                call.handle.cancel(Code.UNAVAILABLE, "cancelled by the client")
+        else:
+            raise ProtocolError(f"unknown message type {kind}")
+
+    def _open(self, identity: bytes, request_id, options, data: list[bytes], stream: bool) -> None:
+        key = (identity, request_id)
+        if key in self.calls:
+            raise ProtocolError(f"request id {request_id!r} is already in use")
+        urgent, timeout = _options(options)
+        counters = self.counters
+        counters["requests"] += 1
+        counters["streamed"] += stream
+        if timeout is not None and timeout <= 0:
+            counters["timed-out"] += 1
+            self.send(identity, [pack([native.ERROR, request_id, int(Code.TIMEOUT),
+                                       "deadline exceeded before the request arrived"])])
+            return
+        body = data[0] if len(data) == 1 else b"".join(data)
+        counters["chunks-in"] += len(data)
+        counters["bytes-in"] += len(body)
+        if stream and len(body) > WINDOW:
+            raise ProtocolError(f"flow control: {len(body)} bytes sent with no credit beyond {WINDOW}")
+        call = self.calls[key] = Call(self, identity, request_id, stream)
+        call.got = len(body)
+        call.handle = self.context.open_job(call, {"id": request_id}, body=body, stream=stream, timeout=timeout,
+                                            urgent=urgent, on_credit=call.credit if stream else None)
+        if stream and not call.done:
+            call.watch_idle()
+
+    # -- sending ------------------------------------------------------------------------------------
+    def send(self, identity: bytes, frames: list[bytes]) -> bool:
+        sock = self.sock
+        if sock is None:
+            return False
+        try:
+            send_frames(sock, [identity, *frames], NOBLOCK)
+            return True
+        except zmq.ZMQError:  # EHOSTUNREACH: the client is gone; EAGAIN: it reads too slowly
+            return False
+
+
+def _options(options) -> tuple[bool, float | None]:
+    """``urgent`` and the seconds the request has left (from ``timeout`` and ``deadline``), from its options."""
+    if not isinstance(options, dict):
+        raise ProtocolError("options must be a map")
+    urgent = options.get("urgent", False)
+    if not isinstance(urgent, bool):
+        raise ProtocolError("option urgent must be true or false")
+    left = None
+    timeout = options.get("timeout")
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise ProtocolError("option timeout must be a number of seconds > 0")
+        left = float(timeout)
+    deadline = options.get("deadline")
+    if deadline is not None:
+        if isinstance(deadline, bool) or not isinstance(deadline, (int, float)) or deadline != deadline:
+            raise ProtocolError("option deadline must be a Unix time (a number)")
+        left = min(left if left is not None else float("inf"), deadline - time.time())
+    return urgent, left
+
+
+class Call:
+    """One request of one client: the job's responder, and the request's flow control and timers."""
+
+    __slots__ = ("server", "identity", "id", "head_chunk", "streaming", "granted", "got", "last_chunk_at",
+                 "handle", "done", "silent", "timer")
+
+    def __init__(self, server: NativeServer, identity: bytes, request_id, stream: bool) -> None:
+        self.server = server
+        self.identity = identity
+        self.id = request_id
+        self.head_chunk = pack([native.CHUNK, request_id])
+        self.streaming = stream  # request chunks may still come
+        self.granted = WINDOW
+        self.got = 0
+        self.last_chunk_at = time.monotonic()
+        self.handle = None
+        self.done = False
+        self.silent = False  # the client cancelled: send it nothing more
+        self.timer = None  # the idle timeout's
+
+    def watch_idle(self) -> None:
+        """Fail the request if the client sends no chunk for ``idle-timeout`` seconds."""
+        if self.done or not self.streaming:
+            return
+        idle = self.server.config["idle-timeout"]
+        due = self.last_chunk_at + idle
+        if time.monotonic() >= due:
+            self.handle.cancel(Code.TIMEOUT, f"no request chunk for {idle:g} s")
+        else:
+            self.timer = self.server.context.reactor.call_at(due, self.watch_idle)
+
+    # -- the request ----------------------------------------------------------------------------------
+    def received(self, data: list[bytes], end: bool) -> None:
+        if not self.streaming:
+            raise ProtocolError(f"request {self.id!r} is not streaming (no open, or ended)")
+        size = sum(map(len, data))
+        counters = self.server.counters
+        counters["chunks-in"] += len(data)
+        counters["bytes-in"] += size
+        self.got += size
+        if self.got > self.granted:
+            self.handle.cancel(Code.BAD_REQUEST, f"flow control: {self.got - self.granted} bytes sent beyond credit")
+            return
+        self.last_chunk_at = time.monotonic()
+        push = self.handle.push
+        for chunk in data:
+            push(chunk)
+        if end:
+            self.streaming = False
+            self.handle.close()
+
+    def credit(self, nbytes: int) -> None:
+        if self.streaming:
+            self.granted += nbytes
+            self._send([pack([native.CREDIT, self.id, nbytes])])
+
+    # -- the responder ---------------------------------------------------------------------------------
+    def chunk(self, data: bytes) -> None:
+        counters = self.server.counters
+        counters["chunks-out"] += 1
+        counters["bytes-out"] += len(data)
+        self._send([self.head_chunk, data])
+
+    def end(self) -> None:
+        self._finish()
+        self._send([pack([native.END, self.id])])
+
+    def error(self, code: int, message: str) -> None:
+        self._finish()
+        if code == Code.TIMEOUT:
+            self.server.counters["timed-out"] += 1
+        self._send([pack([native.ERROR, self.id, int(code), message])])
+
+    def _finish(self) -> None:
+        self.done = True
+        self.streaming = False
+        if self.timer is not None:
+            self.timer.cancel()
+        server = self.server
+        if server.calls.get((self.identity, self.id)) is self:
+            del server.calls[(self.identity, self.id)]
+
+    def _send(self, frames: list[bytes]) -> None:
+        if self.silent:
+            return
+        if not self.server.send(self.identity, frames):
+            # The client is gone or does not read: stop the job rather than queue for it.
+            self.silent = True
+            self.server.counters["unreachable"] += 1
+            if not self.done:
+                self.handle.cancel(Code.UNAVAILABLE, "the client is gone or does not read its replies")

@@ -1,0 +1,269 @@
+"""``raw-socket-server``: a plain TCP server; each connection is one streamed request.
+
+Framing (docs/drivers.md): the bytes a client sends, until it shuts down its side of the
+connection, are the request, handed to the handler in chunks as they arrive; the handler's response
+chunks are written back as they come; when the response ends the server closes the connection. A
+failed job resets the connection instead of closing it, so the client can tell.
+
+Everything runs on the engine's reactor with non-blocking sockets: a client that sends faster than
+the handler reads is held back by flow control (the server stops reading, TCP does the rest); a
+client that reads too slowly has its replies buffered up to ``write-buffer`` bytes, then is cut off.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+import struct
+
+from cocaine.core.drivers import Driver
+from cocaine.core.engine.handle import REQUEST_WINDOW
+from cocaine.core.errors import Code
+from cocaine.core.validation import field_error, get_int, only_keys
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 65536
+LINGER = 5.0  # seconds to wait for a client's end of request after the response, before closing
+_ADDRESS = re.compile(r"^(?:tcp://)?(?P<host>\*|\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.:-]+?):(?P<port>\d{1,5})$")
+
+
+def parse_address(value, where: str) -> tuple[str, int]:
+    """``host:port`` (``*`` for every interface; ``tcp://`` allowed in front) -> (host, port)."""
+    expected = "a TCP address host:port such as 127.0.0.1:9300 or *:9300"
+    match = _ADDRESS.match(value) if isinstance(value, str) else None
+    if not match or not 0 < int(match["port"]) < 65536:
+        raise field_error(where, expected, value) if value is not None else field_error(where, expected)
+    host = match["host"]
+    return ("" if host == "*" else host.strip("[]")), int(match["port"])
+
+
+class RawSocketServer(Driver):
+    name = "raw-socket-server"
+
+    @classmethod
+    def validate(cls, config, where):
+        only_keys(config, ("type", "endpoint", "max-connections", "backlog", "write-buffer"), where)
+        parse_address(config.get("endpoint"), f"{where}.endpoint")
+        return {
+            "type": cls.name,
+            "endpoint": config["endpoint"],
+            "max-connections": get_int(config, "max-connections", where, default=256, minimum=1),
+            "backlog": get_int(config, "backlog", where, default=128, minimum=1),
+            "write-buffer": get_int(config, "write-buffer", where, default=4 * 1024 * 1024, minimum=1),
+        }
+
+    def start(self) -> None:
+        self.connections: dict[int, Connection] = {}
+        self.counters = dict.fromkeys(("connections", "bytes-in", "bytes-out", "failed", "too-slow",
+                                       "client-gone"), 0)
+        self.accepting = False
+        host, port = parse_address(self.config["endpoint"], "endpoint")
+        self.listener = socket.create_server((host, port), backlog=self.config["backlog"])
+        self.listener.setblocking(False)
+        self._accept_again()
+
+    def _accept_again(self) -> None:
+        if not self.accepting and self.listener is not None:
+            self.accepting = True
+            self.context.reactor.add_reader(self.listener.fileno(), self._accept)
+
+    def _accept(self) -> None:
+        while True:
+            if len(self.connections) >= self.config["max-connections"]:
+                # Full: the next clients wait in the listen backlog until a connection closes.
+                self.accepting = False
+                self.context.reactor.remove_reader(self.listener.fileno())
+                return
+            try:
+                sock, peer = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:  # ECONNABORTED, EMFILE...: try again on the next wake-up
+                log.warning("app %s: task %s: accept failed: %s", self.context.app, self.context.task, e)
+                return
+            self.counters["connections"] += 1
+            connection = Connection(self, sock, peer)
+            self.connections[connection.fd] = connection
+            connection.start()
+
+    def closed(self, connection: Connection) -> None:
+        self.connections.pop(connection.fd, None)
+        self._accept_again()
+
+    def stop(self) -> None:
+        listener, self.listener = getattr(self, "listener", None), None
+        if listener is not None:
+            self.context.reactor.remove_reader(listener.fileno())
+            listener.close()
+        for connection in list(getattr(self, "connections", {}).values()):
+            connection.close()
+
+    def info(self):
+        return {**super().info(), "counters": {**self.counters, "open": len(self.connections),
+                                               "accepting": self.accepting}}
+
+
+class Connection:
+    """One client: the job's responder, the request's reader and the response's write buffer."""
+
+    def __init__(self, server: RawSocketServer, sock: socket.socket, peer) -> None:
+        self.server = server
+        self.reactor = server.context.reactor
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.peer = f"{peer[0]}:{peer[1]}"
+        self.handle = None
+        self.unconsumed = 0  # request bytes pushed that the handler has not taken yet
+        self.reading = False
+        self.request_ended = False
+        self.response_ended = False
+        self.discarding = False  # the response is out: what the client still sends is dropped
+        self.out = bytearray()
+        self.writing = False
+        self.is_closed = False
+        self.linger = None
+
+    def start(self) -> None:
+        sock = self.sock
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # chunks leave as they come
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)  # notice peers that vanished
+        self.handle = self.server.context.open_job(self, {"peer": self.peer}, stream=True, on_credit=self.credit)
+        if not self.is_closed:
+            self._read_again()
+
+    # -- the request ----------------------------------------------------------------------------------
+    def _read_again(self) -> None:
+        if not self.reading and not self.request_ended and not self.is_closed:
+            self.reading = True
+            self.reactor.add_reader(self.fd, self._on_readable)
+
+    def _pause(self) -> None:
+        if self.reading:
+            self.reading = False
+            self.reactor.remove_reader(self.fd)
+
+    def _on_readable(self) -> None:
+        counters = self.server.counters
+        while self.reading:
+            try:
+                data = self.sock.recv(READ_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self._gone()
+                return
+            if not data:
+                self.request_ended = True
+                self._pause()
+                if self.discarding:
+                    self.close()
+                else:
+                    self.handle.close()
+                return
+            if self.discarding:
+                continue
+            counters["bytes-in"] += len(data)
+            self.unconsumed += len(data)
+            self.handle.push(data)
+            if self.unconsumed >= REQUEST_WINDOW:
+                self._pause()  # until the handler takes some (credit)
+
+    def credit(self, nbytes: int) -> None:
+        self.unconsumed -= nbytes
+        if self.unconsumed < REQUEST_WINDOW:
+            self._read_again()
+
+    # -- the responder ----------------------------------------------------------------------------------
+    def chunk(self, data: bytes) -> None:
+        if self.is_closed:
+            return
+        self.out += data
+        self._flush()
+        if not self.is_closed and len(self.out) > self.server.config["write-buffer"]:
+            self.server.counters["too-slow"] += 1
+            self._abort("the client reads too slowly")
+
+    def end(self) -> None:
+        self.response_ended = True
+        if not self.is_closed:
+            self._flush()
+
+    def error(self, code: int, message: str) -> None:
+        if self.is_closed:
+            return
+        self.server.counters["failed"] += 1
+        log.debug("app %s: task %s: %s: error %s %s", self.server.context.app, self.server.context.task,
+                  self.peer, code, message)
+        self._reset()
+
+    def _flush(self) -> None:
+        out = self.out
+        while out:
+            try:
+                sent = self.sock.send(out)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                self._gone()
+                return
+            self.server.counters["bytes-out"] += sent
+            del out[:sent]
+        if out and not self.writing:
+            self.writing = True
+            self.reactor.add_writer(self.fd, self._flush)
+        elif not out:
+            if self.writing:
+                self.writing = False
+                self.reactor.remove_writer(self.fd)
+            if self.response_ended:
+                self._finish()
+
+    def _finish(self) -> None:
+        """The response is out: close our side; wait (a little) for the client to end its request,
+        so that closing with unread data does not reset the connection under the response."""
+        if self.request_ended:
+            self.close()
+            return
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.close()
+            return
+        self.discarding = True
+        self._read_again()
+        self.linger = self.reactor.call_later(LINGER, self.close)
+
+    # -- ending ---------------------------------------------------------------------------------------
+    def _gone(self) -> None:
+        self.server.counters["client-gone"] += 1
+        self._abort("the client is gone")
+
+    def _abort(self, reason: str) -> None:
+        """Stop the job (if it still runs) and reset the connection."""
+        self._reset()
+        if self.handle is not None:
+            self.handle.cancel(Code.UNAVAILABLE, reason)
+
+    def _reset(self) -> None:
+        if not self.is_closed:
+            try:  # close with a reset (RST), so the client sees that the response is not complete
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except OSError:
+                pass
+            self.close()
+
+    def close(self) -> None:
+        if self.is_closed:
+            return
+        self.is_closed = True
+        self._pause()
+        if self.writing:
+            self.writing = False
+            self.reactor.remove_writer(self.fd)
+        if self.linger is not None:
+            self.linger.cancel()
+        self.sock.close()
+        self.server.closed(self)
