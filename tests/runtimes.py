@@ -83,6 +83,15 @@ def serve_tasks(daemon, app: str, language: str, args: str, tasks, *, extra_task
     return lambda task, *frames: daemon.client(addresses[task]).call(*frames)
 
 
+def serve_files(daemon, folder: Path, language: str, files: dict[str, str], tasks) -> Callable[..., list[bytes]]:
+    """Write ``files`` (name -> source; the first is the app, the others its modules) into ``folder``
+    and serve the app's ``tasks`` (see serve_tasks)."""
+    require_runtime(language)
+    for name, source in files.items():
+        (folder / name).write_text(source)
+    return serve_tasks(daemon, language, language, str(folder / next(iter(files))), tasks)
+
+
 class ScriptedEngine:
     """The engine's side of the worker protocol played by hand against one real worker.
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from runtimes import require_runtime, serve_tasks
+from runtimes import serve_files
 
 APP = r'''
 'use strict';
@@ -33,11 +33,8 @@ TASKS = ["echo", "text", "nothing", "asArray", "generator", "asyncGenerator", "p
 
 @pytest.fixture(scope="module")
 def call(module_daemon, tmp_path_factory):
-    require_runtime("js")
-    folder = tmp_path_factory.mktemp("js-app")
-    (folder / "app.js").write_text(APP)
-    (folder / "helper.js").write_text(HELPER)
-    return serve_tasks(module_daemon, "js", "js", str(folder / "app.js"), TASKS)
+    return serve_files(module_daemon, tmp_path_factory.mktemp("js-app"), "js",
+                       {"app.js": APP, "helper.js": HELPER}, TASKS)
 
 
 @pytest.mark.parametrize("task, request_frames, reply", [

@@ -2,7 +2,7 @@
 
 import pytest
 
-from runtimes import require_runtime, serve_tasks
+from runtimes import serve_files
 
 APP = r'''
 use strict;
@@ -31,11 +31,8 @@ TASKS = ["echo", "text", "nothing", "as_array", "streams", "request", "dies", "d
 
 @pytest.fixture(scope="module")
 def call(module_daemon, tmp_path_factory):
-    require_runtime("perl")
-    folder = tmp_path_factory.mktemp("perl-app")
-    (folder / "app.pl").write_text(APP)
-    (folder / "Helper.pm").write_text(HELPER)
-    return serve_tasks(module_daemon, "pl", "perl", str(folder / "app.pl"), TASKS)
+    return serve_files(module_daemon, tmp_path_factory.mktemp("perl-app"), "perl",
+                       {"app.pl": APP, "Helper.pm": HELPER}, TASKS)
 
 
 @pytest.mark.parametrize("task, request_frames, reply", [

@@ -96,8 +96,12 @@ std::string valid_utf8(std::string_view s) {
     return out;
 }
 
-double now_unix() {
-    return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+// meta.deadline, a Unix time, is in the past (docs/protocol.md).
+bool deadline_passed(const Value& meta) {
+    const Value* deadline = meta.find("deadline");
+    if (!deadline || !deadline->is_number()) return false;
+    double now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+    return now > deadline->as_double();
 }
 
 std::string type_name(const std::type_info& type) {
@@ -250,7 +254,7 @@ private:
             out_.push_back(frame(ERROR, job.id, job.cancel_code, Str{job.cancel_message}));
             return;
         }
-        if (const Value* deadline = job.meta.find("deadline"); deadline && now_unix() > deadline->as_double()) {
+        if (deadline_passed(job.meta)) {
             out_.push_back(frame(ERROR, job.id, timeout_code, Str{"deadline exceeded before the job started"}));
             return;
         }

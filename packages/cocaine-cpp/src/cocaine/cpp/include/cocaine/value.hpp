@@ -39,6 +39,7 @@ public:
 
     Type type() const { return type_; }
     bool is_nil() const { return type_ == Type::nil; }
+    bool is_number() const { return type_ == Type::integer || type_ == Type::float32 || type_ == Type::float64; }
     bool is_negative() const { return type_ == Type::integer && negative_; }
 
     bool as_bool() const { expect(Type::boolean, "a boolean"); return bits_ != 0; }
