@@ -158,9 +158,16 @@ class ScriptedEngine:
                 open_jobs.discard(message[1])
         return by_job
 
-    def quiet_for(self, seconds: float) -> bool:
-        """True if the worker sends nothing at all (not even a heartbeat) for ``seconds``."""
-        return not self.pending and not self.sock.poll(seconds * 1000)
+    def becomes_quiet(self, seconds: float, within: float = 5.0) -> bool:
+        """True once the worker has sent nothing at all (not even a heartbeat) for ``seconds``, within
+        ``within`` seconds; heartbeats sent meanwhile (before a handler started) are dropped."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            self.pending.clear()
+            if not self.sock.poll(seconds * 1000):
+                return True
+            self.sock.recv_multipart()
+        return False
 
     def hello(self) -> bytes:
         return self.frame()

@@ -159,7 +159,8 @@ def test_a_thread_backend_worker_runs_cpp_without_the_gil(zmq_context, tmp_path,
             longest_gap, last = max(longest_gap, now - last), now
             assert now - started < 20, "no reply from the spinning handler"
         assert time.monotonic() - started >= 0.9
-        assert longest_gap < 0.5, f"the Python thread stalled for {longest_gap:.2f} s while C++ ran"
+        # Holding the GIL for the handler would stall this loop for the whole second.
+        assert longest_gap < 0.75, f"the Python thread stalled for {longest_gap:.2f} s while C++ ran"
         assert engine.frames(2) == [protocol.chunk(2, b"1"), protocol.end(2)]
         engine.send(frame("terminate"))
         thread.join(10)
