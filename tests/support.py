@@ -79,12 +79,15 @@ def alive(pid: int) -> bool:
 
 
 class Client:
-    """A REQ client with a receive timeout, so no test can hang on a silent server."""
+    """A REQ client with a receive timeout, so no test can hang on a silent server. ``curve`` is
+    (client public key, client secret key, server public key) for a CURVE server."""
 
-    def __init__(self, context: zmq.Context, address: str, timeout: float = 10.0) -> None:
+    def __init__(self, context: zmq.Context, address: str, timeout: float = 10.0, curve=None) -> None:
         self.sock = context.socket(zmq.REQ)
         self.sock.linger = 0
         self.sock.rcvtimeo = int(timeout * 1000)
+        if curve is not None:
+            self.sock.curve_publickey, self.sock.curve_secretkey, self.sock.curve_serverkey = curve
         self.sock.connect(address)
 
     def call(self, *frames: bytes) -> list[bytes]:
@@ -111,6 +114,7 @@ class Daemon:
         self.management = endpoint()
         self.log_path = tmp / "cocained.log"
         self.extra = extra
+        self.curve = None  # the CURVE keys of management clients, for a daemon with --curve-*
         self.proc: subprocess.Popen | None = None
         self._clients: list[Client] = []
 
@@ -127,16 +131,18 @@ class Daemon:
 
     def _answers(self) -> bool:
         assert self.proc.poll() is None, f"cocained exited with {self.proc.returncode}:\n{self.log()}"
-        probe = Client(self.context, self.management, timeout=0.5)
+        probe = Client(self.context, self.management, timeout=0.5, curve=self.curve)
         try:
-            return "node" in probe.call_json({"version": 2, "action": "info"})
+            reply = probe.call_json({"version": 2, "action": "info"})
+            return "node" in reply or "signature required" in reply.get("error", "")
         except zmq.Again:
             return False
         finally:
             probe.close()
 
     def client(self, address: str | None = None, timeout: float = 10.0) -> Client:
-        client = Client(self.context, address or self.management, timeout)
+        client = Client(self.context, address or self.management, timeout,
+                        curve=self.curve if address is None else None)
         self._clients.append(client)
         return client
 

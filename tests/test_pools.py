@@ -175,14 +175,20 @@ def test_a_long_job_holds_no_queued_job_hostage(daemon, tmp_path, zmq_context, b
 
 
 def test_workers_killed_at_random_while_requests_flow(daemon, tmp_path, zmq_context):
-    addresses, _ = create(daemon, tmp_path, ["echo"], pool_limit=3, concurrency=4)
+    addresses, _ = create(daemon, tmp_path, ["echo"], pool_limit=3, pool_min=3, concurrency=4)
+    # Start from ready workers: on a loaded 2-core machine a worker can take a second to start.
+    wait_for(lambda: (lambda p: p["total"] == 3 and not p["starting"])(daemon.info("app")["pool"]),
+             message="three ready workers")
     kills = 0
     with Load(zmq_context, addresses["echo"], inflight=24, total=6000) as load:
         while kills < 5 and load.received < 5500:
+            before = set(daemon.workers())
             pool = daemon.info("app")["pool"]
             assert pool["total"] <= 3
             # Kill serving workers only: one killed while starting is a failed start, which backs off.
-            workers = daemon.workers()
+            # A worker listed before a snapshot without starting workers was ready; one spawned since
+            # may still be starting.
+            workers = [pid for pid in daemon.workers() if pid in before]
             if workers and not pool["starting"] and load.received > 300 * (kills + 1):
                 os.kill(workers[kills % len(workers)], signal.SIGKILL)
                 kills += 1

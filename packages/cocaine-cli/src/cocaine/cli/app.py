@@ -1,4 +1,5 @@
-"""``cocaine-admin``: the command line of the management protocol (create, delete, reload, info).
+"""``cocaine-admin``: the command line of the management protocol (create, delete, reload, info,
+users), and ``keygen``.
 
 Exit statuses: 0 success; 1 the daemon reported an error (for the request or for any app) or the
 manifest file is unusable; 2 a bad command line; 3 no answer from the daemon within ``--timeout``.
@@ -17,9 +18,10 @@ from typing import Annotated, Any
 
 import typer
 
-from cocaine.cli import __version__
+from cocaine.cli import __version__, security
 from cocaine.cli.client import DEFAULT_ENDPOINT, DEFAULT_TIMEOUT, ManagementClient
 from cocaine.cli.errors import FAILED, CliError, RequestFailed
+from cocaine.cli.keys import CurveClient, Signer
 from cocaine.cli.manifest import load_manifest
 from cocaine.cli.output import PROG, Output, app_errors, request_error
 
@@ -58,11 +60,11 @@ def reported() -> Iterator[None]:
         raise typer.Exit(code=e.exit_code) from None
 
 
-def request(ctx: typer.Context, action: str, apps: Any = None) -> None:
+def request(ctx: typer.Context, action: str, apps: Any = None, **fields: Any) -> None:
     """Send one request, print the reply, and fail if the daemon reported any error."""
     session: Session = ctx.obj
     with reported():
-        reply = session.client.request(action, apps)
+        reply = session.client.request(action, apps, **fields)
         session.output.reply(action, reply)
         error = request_error(reply)
         if error is not None:
@@ -106,9 +108,29 @@ def options(
         "--json", help="Print the daemon's reply as JSON, for scripts.")] = False,
     version: Annotated[bool, typer.Option(
         "--version", callback=_show_version, is_eager=True, help="Print the version and exit.")] = False,
+    user: Annotated[str | None, typer.Option(
+        envvar="COCAINE_USER", metavar="NAME", help="Sign every request as this user (with --key).")] = None,
+    key: Annotated[str | None, typer.Option(
+        envvar="COCAINE_KEY", metavar="FILE", help="The user's private key (see keygen).")] = None,
+    curve_key: Annotated[str | None, typer.Option(
+        envvar="COCAINE_CURVE_KEY", metavar="FILE",
+        help="This client's CURVE secret certificate (.key_secret), for a CURVE daemon.")] = None,
+    curve_server_key: Annotated[str | None, typer.Option(
+        envvar="COCAINE_CURVE_SERVER_KEY", metavar="FILE",
+        help="The daemon's CURVE public certificate (.key).")] = None,
 ) -> None:
     """Manage the apps of a cocained daemon over its management endpoint."""
-    ctx.obj = Session(ManagementClient(endpoint, timeout), Output(json_output))
+    if bool(user) != bool(key):
+        raise typer.BadParameter("--user and --key go together", param_hint="--user/--key")
+    if bool(curve_key) != bool(curve_server_key):
+        raise typer.BadParameter("--curve-key and --curve-server-key go together",
+                                 param_hint="--curve-key/--curve-server-key")
+    signer = curve = None
+    if ctx.invoked_subcommand != "keygen":  # making keys needs none
+        with reported():
+            signer = Signer.load(user, key) if user else None
+            curve = CurveClient.load(curve_key, curve_server_key) if curve_key else None
+    ctx.obj = Session(ManagementClient(endpoint, timeout, signer=signer, curve=curve), Output(json_output))
 
 
 # -- commands -------------------------------------------------------------------------------------
@@ -142,6 +164,9 @@ def info(ctx: typer.Context,
          names: Annotated[list[str] | None, typer.Argument(metavar="NAME")] = None) -> None:
     """Show the node and its apps' state and statistics (every app, or the ones named)."""
     request(ctx, "info", names or None)
+
+
+security.register(app, request, reported)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,6 +20,10 @@ class ManifestFileError(CliError, ValueError):
     """The manifest file cannot be read or is not JSON."""
 
 
+class KeyFileError(CliError, ValueError):
+    """A key file cannot be read, written or used."""
+
+
 class EndpointError(CliError, ValueError):
     """The endpoint is not one ZeroMQ can connect to."""
 
@@ -30,6 +34,10 @@ class Unreachable(CliError, TimeoutError):
     """No answer from the daemon within the timeout."""
 
     exit_code = UNREACHABLE
+
+
+class CurveRefused(CliError, PermissionError):
+    """The daemon's ZAP handler refused this client's CURVE key."""
 
 
 class BadReply(CliError, ValueError):

@@ -25,7 +25,12 @@ class Output:
             return
         if request_error(reply) is not None:
             return
-        lines = format_info(reply) if action == "info" else format_apps(action, reply)
+        if action == "info":
+            lines = format_info(reply)
+        elif action.startswith("user-"):
+            lines = format_users(action, reply)
+        else:
+            lines = format_apps(action, reply)
         if lines:
             print("\n".join(lines))
 
@@ -76,6 +81,9 @@ def format_info(reply: dict[str, Any]) -> list[str]:
     node = reply.get("node")
     if isinstance(node, dict):
         lines.append(format_node(node))
+        security = node.get("security")
+        if isinstance(security, dict) and security_in_use(security):
+            lines.append(format_security(security))
     apps = reply.get("apps")
     if isinstance(apps, dict):
         for name, entry in apps.items():
@@ -95,6 +103,50 @@ def format_node(node: dict[str, Any]) -> str:
     if "apps" in node:
         parts.append(plural(node["apps"], "app"))
     return ", ".join(parts)
+
+
+def security_in_use(security: dict[str, Any]) -> bool:
+    """Whether the security line says anything: not for an open daemon nobody has attacked."""
+    refused = security.get("refused") or {}
+    return (security.get("signatures") == "required" or bool(security.get("users"))
+            or any(refused.values()) or bool((security.get("transport") or {}).get("curve")))
+
+
+def format_security(security: dict[str, Any]) -> str:
+    """One line: signatures, users, refusals by reason, transport."""
+    parts = [f"signatures {security.get('signatures', '?')}"]
+    if isinstance(security.get("users"), int):
+        parts.append(plural(security["users"], "user"))
+    refused = {k: v for k, v in (security.get("refused") or {}).items() if isinstance(v, int) and v}
+    detail = f" ({', '.join(f'{n} {reason}' for reason, n in refused.items())})" if refused else ""
+    parts.append(f"{sum(refused.values())} refused{detail}")
+    transport = security.get("transport") or {}
+    curve = transport.get("curve")
+    if isinstance(curve, dict):
+        parts.append(f"CURVE on ({sum((curve.get('refused') or {}).values())} keys refused)")
+    return "  security: " + ", ".join(parts)
+
+
+def format_users(action: str, reply: dict[str, Any]) -> list[str]:
+    if action == "user-list":
+        users = reply.get("users")
+        if not isinstance(users, dict):
+            return []
+        rows = [(f"{name}", "(unreadable)", str(entry.get("error", "")), "") if "error" in entry else
+                (name, str(entry.get("key-type", "?")), str(entry.get("fingerprint", "?")),
+                 "may call " + ", ".join(entry.get("permissions") or []))
+                for name, entry in sorted(users.items()) if isinstance(entry, dict)]
+        return table(rows)
+    lines = []
+    for name, entry in reply.items():
+        if not isinstance(entry, dict) or "error" in entry:
+            continue  # reported on stderr
+        if entry.get("removed"):
+            lines.append(f"{name}: removed")
+        else:
+            lines.append(f"{name}: added, {entry.get('key-type', '?')} {entry.get('fingerprint', '?')}, "
+                         f"may call {', '.join(entry.get('permissions') or [])}")
+    return lines
 
 
 def format_app(name: str, info: dict[str, Any], done: str | None = None) -> list[str]:

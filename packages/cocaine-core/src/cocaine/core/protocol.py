@@ -48,14 +48,41 @@ pack = _packer.pack
 HEARTBEAT_FRAME = pack([HEARTBEAT])
 
 
+_INT = "int"  # an integer, not a boolean
+#: The fields of each known message after its type; extra trailing elements are allowed (and ignored).
+SHAPES: dict[int, tuple] = {
+    HELLO: (_INT, _INT),
+    HEARTBEAT: (),
+    TERMINATE: (str,),
+    INVOKE: (_INT, str, dict, (bytes, type(None)), bool),
+    CHUNK: (_INT, bytes),
+    END: (_INT,),
+    ERROR: (_INT, _INT, str),
+    LOG: (_INT, str),
+    CREDIT: (_INT, _INT),
+}
+
+
 def unpack(frame) -> list:
-    """Decode one frame into a protocol message, or raise ProtocolError saying what is wrong."""
+    """Decode one frame into a protocol message, or raise ProtocolError saying what is wrong.
+
+    A known message type must carry its fields with the right types (``SHAPES``), so that no
+    receiver acts on a half-valid message. Unknown types pass: receivers ignore them.
+    """
     try:
         message = msgpack.unpackb(frame, raw=False, use_list=True)
     except Exception as e:  # msgpack raises several unrelated types on garbage
         raise ProtocolError(f"frame is not valid msgpack: {e}") from None
-    if not isinstance(message, list) or not message or not isinstance(message[0], int):
+    if not isinstance(message, list) or not message or type(message[0]) is not int:
         raise ProtocolError("frame is not a msgpack array starting with a message type")
+    shape = SHAPES.get(message[0])
+    if shape is not None:
+        if len(message) <= len(shape):
+            raise ProtocolError(f"{NAMES[message[0]]}: expected {len(shape)} fields, got {len(message) - 1}")
+        for i, expected in enumerate(shape, 1):
+            value = message[i]
+            if (type(value) is not int) if expected is _INT else not isinstance(value, expected):
+                raise ProtocolError(f"{NAMES[message[0]]}: field {i} has the wrong type ({type(value).__name__})")
     return message
 
 

@@ -32,10 +32,15 @@ from cocaine.drivers.native import WINDOW, pack
 
 
 class Client:
-    def __init__(self, endpoint: str, *, context: zmq.Context | None = None, timeout: float = 30.0) -> None:
+    def __init__(self, endpoint: str, *, context: zmq.Context | None = None, timeout: float = 30.0,
+                 curve: tuple[bytes, bytes, bytes] | None = None) -> None:
+        """``curve``: (client public key, client secret key, server public key), for a daemon with
+        CURVE (docs/security.md)."""
         self.timeout = timeout
         self.sock = (context or zmq.Context.instance()).socket(zmq.DEALER)
         self.sock.linger = 0
+        if curve is not None:
+            self.sock.curve_publickey, self.sock.curve_secretkey, self.sock.curve_serverkey = curve
         self.sock.connect(endpoint)
         self._ids = itertools.count(1)
         self._calls: dict[object, Call] = {}

@@ -38,6 +38,7 @@ class NativeServer(SocketDriver):
         sock.linger = 0
         sock.router_mandatory = True  # a reply to a vanished or stuck client fails instead of vanishing
         sock.sndhwm = 10_000
+        self.context.secure(sock)  # the daemon's message size limit and CURVE (docs/security.md)
         sock.bind(self.config["endpoint"])
         self.context.reactor.add_reader(sock, self._on_readable)
 

@@ -26,9 +26,7 @@ class ZeroMQServer(Driver):
         return {"type": cls.name, "endpoint": check_endpoint(config.get("endpoint"), f"{where}.endpoint")}
 
     def start(self) -> None:
-        sock = self.sock = self.context.zmq_context.socket(zmq.ROUTER)
-        sock.linger = 0
-        sock.bind(self.config["endpoint"])
+        sock = self.sock = self.context.server_socket(zmq.ROUTER, self.config["endpoint"])
         self.context.reactor.add_reader(sock, self._on_readable)
 
     def _on_readable(self) -> None:

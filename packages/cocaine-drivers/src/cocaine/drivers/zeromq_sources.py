@@ -107,6 +107,7 @@ class ZeroMQSink(MessageSource):
         return normalized
 
     def setup(self, sock: zmq.Socket) -> None:
+        self.context.secure(sock)  # the daemon's message size limit and CURVE (docs/security.md)
         sock.bind(self.config["endpoint"])
 
     def job(self, frames):
@@ -135,6 +136,7 @@ class ZeroMQSubscriber(MessageSource):
         return normalized
 
     def setup(self, sock: zmq.Socket) -> None:
+        self.context.secure(sock, server=False)  # a client: the message size limit only
         for prefix in self.config["subscription"]:
             sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
         for endpoint in self.config["endpoint"]:

@@ -23,7 +23,7 @@ from types import ModuleType
 import zmq
 
 from cocaine.core import protocol
-from cocaine.core.errors import Code
+from cocaine.core.errors import Code, ProtocolError
 from cocaine.core.transport import send_frames
 from cocaine.python.request import ChunkSource, Request, RequestCancelled, StreamedRequest
 
@@ -140,7 +140,12 @@ class Worker:
                     except zmq.Again:
                         break
                     for frame in frames:
-                        if not self.handle(protocol.unpack(frame)):
+                        try:
+                            message = protocol.unpack(frame)
+                        except ProtocolError as e:  # drop it, say so, serve on
+                            self.out.append(protocol.log(logging.WARNING, f"dropped a bad message: {e}"))
+                            continue
+                        if not self.handle(message):
                             self.flush()
                             return
             elif time.monotonic() - self.last_heard > ENGINE_SILENCE_LIMIT * heartbeat:
@@ -165,7 +170,7 @@ class Worker:
         """Apply one engine message; False when the worker must stop."""
         kind = message[0]
         if kind == protocol.INVOKE:
-            job, task, meta, body, closed = message[1:6]
+            job, task, meta, body, closed = message[1:6]  # shape checked by unpack; extra fields ignored
             if closed:
                 self.invoke(job, task, meta, body)
             else:
@@ -210,7 +215,7 @@ class Worker:
     def _handler_for(self, job: int, task: str, meta: dict):
         """The handler to run the job with, or None once the job is answered with an error."""
         deadline = meta.get("deadline")
-        if deadline is not None and time.time() > deadline:
+        if type(deadline) in (int, float) and time.time() > deadline:
             self.out.append(protocol.error(job, Code.TIMEOUT, "deadline exceeded before the job started"))
             return None
         handler = self.handlers.get(task)

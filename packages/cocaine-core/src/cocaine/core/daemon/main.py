@@ -21,13 +21,14 @@ from cocaine.core import __version__
 from cocaine.core.daemon.node import Node
 from cocaine.core.errors import CocaineError
 from cocaine.core.management import protocol
+from cocaine.core.management.auth import DEFAULT_MAX_CLOCK_SKEW, Guard
+from cocaine.core.management.users import Users
 from cocaine.core.plugins import Registry
+from cocaine.core.security import APPS, DEFAULT_MAX_MESSAGE_SIZE, MANAGEMENT, Curve, SocketSecurity
 from cocaine.core.transport import split_envelope
 
 log = logging.getLogger("cocained")
 
-# Requests past MAX_REQUEST_BYTES still get an error reply; past this the peer is disconnected.
-HARD_MESSAGE_LIMIT = 64 << 20
 TERM_TIMEOUT = 5.0
 
 
@@ -49,35 +50,87 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--stop-timeout", type=float, default=10.0,
                         help="seconds workers get to exit when an app stops (default: %(default)s)")
+    security = parser.add_argument_group("security (docs/security.md)")
+    security.add_argument("--require-signatures", action="store_true",
+                          help="serve only signed management requests (version 3)")
+    security.add_argument("--max-clock-skew", type=positive, default=DEFAULT_MAX_CLOCK_SKEW, metavar="SECONDS",
+                          help="how far a signed request's timestamp may be from this clock (default: %(default)s)")
+    security.add_argument("--add-user", nargs=2, action="append", default=[], metavar=("NAME", "PUBKEY.pem"),
+                          help="store NAME's public key (all permissions) before serving; repeatable")
+    security.add_argument("--curve-secret-key", metavar="FILE",
+                          help="enable CURVE on every network-facing socket with this ZeroMQ secret certificate")
+    security.add_argument("--curve-clients", metavar="DIR",
+                          help="folder of the client public certificates (*.key) allowed to connect")
+    security.add_argument("--curve-management-clients", metavar="DIR",
+                          help="folder of those allowed on the management endpoints (default: --curve-clients)")
+    security.add_argument("--max-message-size", type=int, default=DEFAULT_MAX_MESSAGE_SIZE, metavar="BYTES",
+                          help="larger frames disconnect their sender, on every network-facing socket "
+                               "(default: %(default)s)")
     parser.add_argument("--version", action="version", version=f"cocained {__version__}")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if bool(args.curve_secret_key) != bool(args.curve_clients):
+        parser.error("--curve-secret-key and --curve-clients go together")
+    if args.curve_management_clients and not args.curve_secret_key:
+        parser.error("--curve-management-clients needs --curve-secret-key and --curve-clients")
+    if args.max_message_size < 1024:
+        parser.error(f"--max-message-size: expected at least 1024 bytes, got {args.max_message_size}")
+    return args
+
+
+def positive(value: str) -> float:
+    number = float(value)
+    if not (number > 0 and number < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {value}")
+    return number
 
 
 class Daemon:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.context = zmq.Context()
+        self.curve = None
+        if args.curve_secret_key:
+            self.curve = Curve(args.curve_secret_key, {
+                MANAGEMENT: args.curve_management_clients or args.curve_clients, APPS: args.curve_clients})
+            self.curve.start(self.context)  # before any socket binds: without ZAP, CURVE admits anyone
+        self.security = SocketSecurity(max_message_size=args.max_message_size, curve=self.curve)
         self.registry = Registry.load()
         storage_class = self.registry.get("storage", args.storage)
         self.storage = storage_class(args.storage_location, args.instance)
         runtime_dir = args.runtime_dir or default_runtime_dir(args.instance)
         os.makedirs(runtime_dir, mode=0o700, exist_ok=True)
         self.node = Node(registry=self.registry, storage=self.storage, runtime_dir=runtime_dir,
-                         instance=args.instance, zmq_context=self.context, stop_timeout=args.stop_timeout)
+                         instance=args.instance, zmq_context=self.context, stop_timeout=args.stop_timeout,
+                         security=self.security)
+        self.guard = Guard(Users(self.storage), require_signatures=args.require_signatures,
+                           max_clock_skew=args.max_clock_skew)
         self.sockets: list[zmq.Socket] = []
         self._signals: list[int] = []
 
     def bind(self, endpoints: list[str]) -> None:
         for endpoint in endpoints:
-            sock = self.context.socket(zmq.ROUTER)
-            sock.linger = 0
-            sock.maxmsgsize = HARD_MESSAGE_LIMIT
             try:
-                sock.bind(endpoint)
+                sock = self.security.bind(self.context, zmq.ROUTER, endpoint, MANAGEMENT)
             except zmq.ZMQError as e:
-                sock.close()
                 raise CocaineError(f"--management {endpoint}: cannot bind: {e.strerror}") from e
             self.sockets.append(sock)
+
+    def add_users(self, users: list[tuple[str, str]]) -> None:
+        """``--add-user``: whoever starts the daemon installs keys; the first user comes this way."""
+        for name, path in users:
+            try:
+                with open(path, encoding="utf-8") as f:
+                    pem = f.read(1 << 16)
+            except (OSError, UnicodeDecodeError) as e:
+                raise CocaineError(f"--add-user {name} {path}: cannot read the public key: {e}") from None
+            try:
+                user = self.guard.users.add(name, {"public-key": pem, "permissions": ["*"]}, replace=True)
+            except CocaineError as e:
+                raise CocaineError(f"--add-user {name} {path}: {e}") from None
+            log.info("user %s: key %s installed from %s", name, user.summary()["fingerprint"], path)
+        if self.args.require_signatures and not self.guard.users.names():
+            log.warning("signatures are required but storage holds no user key: nobody can manage this daemon "
+                        "(add one with --add-user NAME PUBKEY.pem)")
 
     def serve(self) -> None:
         wake_r, wake_w = os.pipe()
@@ -101,6 +154,8 @@ class Daemon:
                 if signum == signal.SIGHUP:
                     log.info("SIGHUP: reloading every app from storage")
                     self.node.reload_all()
+                    if self.curve is not None:
+                        self._reload_curve_keys()
                 else:
                     log.info("%s: stopping", signal.Signals(signum).name)
                     return
@@ -108,21 +163,30 @@ class Daemon:
     def _answer(self, sock: zmq.Socket) -> None:
         while True:
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
+                received = sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            envelope, request = split_envelope(frames)
-            reply = protocol.handle(self.node, request)
+            envelope, request = split_envelope([frame.bytes for frame in received])
+            reply = protocol.handle(self.node, request, self.guard, _peer(received[-1]))
             body = json.dumps(reply, default=str).encode()
             try:
                 sock.send_multipart([*envelope, body], zmq.NOBLOCK)
             except zmq.ZMQError as e:
                 log.warning("cannot answer a management client: %s", e.strerror)
 
+    def _reload_curve_keys(self) -> None:
+        try:
+            self.curve.reload()
+            log.info("SIGHUP: CURVE client keys re-read")
+        except CocaineError as e:
+            log.error("SIGHUP: CURVE client keys not re-read, the old ones stay: %s", e)
+
     def close(self) -> None:
         self.node.stop_all()
         for sock in self.sockets:
             sock.close(0)
+        if self.curve is not None:
+            self.curve.stop()
         # A hung worker thread (thread backend) never closes its socket, and term() would wait for it
         # forever: wait a bounded time, then exit anyway.
         terminating = threading.Thread(target=self.context.term, name="zmq-term", daemon=True)
@@ -132,6 +196,19 @@ class Daemon:
             log.warning("abandoned worker threads still hold sockets; exiting without them")
 
 
+def _peer(frame: zmq.Frame) -> str | None:
+    """Where a management request came from, for the log: the peer's address and its CURVE key."""
+    try:
+        address = frame.get("Peer-Address")
+    except zmq.ZMQError:
+        address = None
+    try:
+        key = frame.get("User-Id")
+    except zmq.ZMQError:
+        key = None
+    return f"{address} (CURVE key {key})" if key else address
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.management = args.management or ["tcp://*:5000"]
@@ -139,9 +216,15 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         daemon = Daemon(args)
+    except CocaineError as e:
+        log.error("%s", e)
+        return 2
+    try:
+        daemon.add_users(args.add_user)
         daemon.bind(args.management)
     except CocaineError as e:
         log.error("%s", e)
+        daemon.close()
         return 2
     try:
         daemon.node.load_all()

@@ -15,6 +15,7 @@ from cocaine.core.engine.engine import Engine
 from cocaine.core.errors import CocaineError, ConfigError, StorageError
 from cocaine.core.manifest import check_app_name, parse_manifest
 from cocaine.core.plugins import Registry
+from cocaine.core.security import SocketSecurity
 from cocaine.core.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -24,13 +25,15 @@ APPS = "apps"  # the storage namespace of manifests
 
 class Node:
     def __init__(self, *, registry: Registry, storage: Storage, runtime_dir: str, instance: str,
-                 zmq_context: zmq.Context, stop_timeout: float = 10.0) -> None:
+                 zmq_context: zmq.Context, stop_timeout: float = 10.0,
+                 security: SocketSecurity | None = None) -> None:
         self.registry = registry
         self.storage = storage
         self.runtime_dir = runtime_dir
         self.instance = instance
         self.zmq_context = zmq_context
         self.stop_timeout = stop_timeout
+        self.security = security or SocketSecurity()  # how apps' network-facing sockets are made
         self.engines: dict[str, Engine] = {}
         self.failed: dict[str, str] = {}  # apps in storage that could not start, with the reason
         self.started_at = time.time()
@@ -125,7 +128,8 @@ class Node:
             log.error("app %s: not started: %s", name, e)
 
     def _start(self, manifest) -> dict[str, Any]:
-        engine = Engine(manifest, self.registry, zmq_context=self.zmq_context, runtime_dir=self.runtime_dir)
+        engine = Engine(manifest, self.registry, zmq_context=self.zmq_context, runtime_dir=self.runtime_dir,
+                        security=self.security)
         engine.start()
         self.engines[manifest.app] = engine
         self.failed.pop(manifest.app, None)

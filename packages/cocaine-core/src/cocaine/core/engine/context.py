@@ -72,6 +72,17 @@ class TaskContext:
     def zmq_context(self) -> zmq.Context:
         return self.engine.zmq_context
 
+    def server_socket(self, socket_type: int, endpoint: str) -> zmq.Socket:
+        """A socket of ``socket_type`` bound to ``endpoint`` and protected as the daemon says: its
+        maximum message size and, when configured, CURVE with ZAP (docs/security.md). Every driver
+        that binds a socket clients connect to makes it here. The driver closes it in ``stop()``."""
+        return self.engine.security.bind(self.zmq_context, socket_type, endpoint)
+
+    def secure(self, sock: zmq.Socket, *, server: bool = True) -> zmq.Socket:
+        """Protect a socket the driver made itself, as :meth:`server_socket` does; call before ``bind``.
+        A socket the driver connects out (``server=False``) gets the message size limit only."""
+        return self.engine.security.secure(sock, server=server)
+
     def submit(self, body: bytes | None, responder: Responder, meta: dict[str, Any] | None = None, *,
                timeout: float | None = None, urgent: bool = False) -> None:
         """Queue a job for this task. The responder always gets exactly one final answer, possibly

@@ -25,6 +25,7 @@ from cocaine.core.engine.reactor import Reactor
 from cocaine.core.errors import CocaineError, Code
 from cocaine.core.manifest import Manifest
 from cocaine.core.plugins import Registry
+from cocaine.core.security import SocketSecurity
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +35,13 @@ CLOSE_GRACE = 2.0
 
 class Engine:
     def __init__(self, manifest: Manifest, registry: Registry, *, zmq_context: zmq.Context,
-                 runtime_dir: str) -> None:
+                 runtime_dir: str, security: SocketSecurity | None = None) -> None:
         self.manifest = manifest
         self.app = manifest.app
         self.registry = registry
         self.zmq_context = zmq_context
         self.runtime_dir = runtime_dir
+        self.security = security or SocketSecurity()
         self.reactor = Reactor(name=f"engine-{self.app}")
         self.state = "created"
         self.started_at: float | None = None
@@ -130,7 +132,7 @@ class Engine:
 
     def _start(self, started: Future) -> None:
         try:
-            self.publisher = Publisher(self.zmq_context, self.app, self.manifest.pubsub)
+            self.publisher = Publisher(self.zmq_context, self.app, self.manifest.pubsub, self.security)
             self.pool = self._new_pool(self.manifest)
             for name, task in self.manifest.tasks.items():
                 context = self.contexts[name] = TaskContext(self, name)

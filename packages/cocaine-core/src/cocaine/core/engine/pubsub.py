@@ -21,22 +21,27 @@ from typing import Any
 
 import zmq
 
+from cocaine.core.security import SocketSecurity
 from cocaine.core.transport import NOBLOCK, send_frames
 
 log = logging.getLogger(__name__)
 
 
 class Publisher:
-    def __init__(self, zmq_context: zmq.Context, app: str, endpoint: str | None) -> None:
+    def __init__(self, zmq_context: zmq.Context, app: str, endpoint: str | None,
+                 security: SocketSecurity | None = None) -> None:
         self.app = app
         self.node = socket.gethostname()
         self.sock = None
         if endpoint is not None:
-            self.sock = zmq_context.socket(zmq.PUB)
-            self.sock.linger = 0
+            self.sock = (security or SocketSecurity()).socket(zmq_context, zmq.PUB)
             # A slow subscriber loses messages rather than growing the daemon's memory.
             self.sock.sndhwm = 10_000
-            self.sock.bind(endpoint)
+            try:
+                self.sock.bind(endpoint)
+            except zmq.ZMQError:
+                self.close()
+                raise
 
     def publish(self, topic: str, meta: dict[str, Any], payload: list[bytes]) -> None:
         if self.sock is None:

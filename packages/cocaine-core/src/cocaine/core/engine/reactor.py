@@ -161,8 +161,8 @@ class Reactor:
             # Output batched by the callbacks above leaves before the loop blocks again.
             for flush in flushers:
                 self._guard(flush, ())
-            if self._calls:
-                delay = 0
+            if self._calls or not self._running:
+                delay = 0  # never block once stopped: the wake-up that asked for it may be drained already
             timeout = None if delay is None else max(0, int(delay * 1000 + 0.999))
             for source, events in poll(timeout):
                 if events & POLLOUT:

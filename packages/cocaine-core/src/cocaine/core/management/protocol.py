@@ -4,26 +4,33 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from typing import Any
 
 from cocaine.core.daemon.node import Node
+from cocaine.core.errors import CocaineError
+from cocaine.core.management import ACTIONS
+from cocaine.core.management.auth import Busy, Guard, Refused
+from cocaine.core.management.users import Users, check_user_name
 
 log = logging.getLogger(__name__)
 
-VERSION = 2
+VERSIONS = (2, 3)  # 2: unsigned; 3: signed (docs/security.md)
 MAX_REQUEST_BYTES = 1 << 20  # a manifest is small; larger requests get an error reply
-ACTIONS = ("create", "delete", "reload", "info")
+NONCE_CHARS = (8, 128)
+USER_ACTIONS = ("user-add", "user-list", "user-remove")
 
 
 class RequestError(Exception):
     pass
 
 
-def handle(node: Node, frames: list[bytes]) -> dict[str, Any]:
+def handle(node: Node, frames: list[bytes], guard: Guard, peer: str | None = None) -> dict[str, Any]:
     try:
         request = parse(frames)
-        return dispatch(node, request)
-    except RequestError as e:
+        guard.admit(request, frames, peer)
+        return dispatch(node, request, guard)
+    except (RequestError, Refused, Busy) as e:
         return {"error": str(e)}
     except Exception as e:  # noqa: BLE001 - no request may take the daemon down
         log.exception("management request failed")
@@ -38,31 +45,62 @@ def parse(frames: list[bytes]) -> dict[str, Any]:
         raise RequestError(f"request is {size} bytes; the limit is {MAX_REQUEST_BYTES}")
     try:
         request = json.loads(frames[0])
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise RequestError(f"request is not valid JSON: {e}") from None
     if not isinstance(request, dict):
         raise RequestError(f"request must be a JSON object, got {type(request).__name__}")
     version = request.get("version")
-    if version == 3:
-        raise RequestError("version 3 (signed requests) is not enabled on this daemon; use version 2")
-    if version != VERSION:
-        raise RequestError(f"version: expected {VERSION}, got {version!r}")
-    if len(frames) > 1:
+    if type(version) is not int or version not in VERSIONS:
+        raise RequestError(f"version: expected 2 (or 3 for signed requests), got {version!r}")
+    if version == 2 and len(frames) > 1:
         raise RequestError(f"version 2 requests are one frame, got {len(frames)}")
+    if version == 3:
+        parse_signed_fields(request, frames)
     action = request.get("action")
     if action not in ACTIONS:
         raise RequestError(f"action: expected one of {', '.join(ACTIONS)}, got {action!r}")
     apps = request.get("apps")
+    users = request.get("users")
     if action == "create":
         if not isinstance(apps, dict) or not apps:
             raise RequestError('apps: expected a non-empty object {"name": manifest, ...} for create')
-    elif action in ("delete", "reload") or apps is not None:
-        if not isinstance(apps, list) or not apps or not all(isinstance(a, str) for a in apps):
+    elif action == "user-add":
+        if not isinstance(users, dict) or not users:
+            raise RequestError('users: expected a non-empty object {"name": {"public-key": PEM, ...}} for user-add')
+    elif action == "user-remove":
+        if not _names(users):
+            raise RequestError(f"users: expected a non-empty list of user names for user-remove, got {users!r}")
+    elif action in ("delete", "reload") or (action == "info" and apps is not None):
+        if not _names(apps):
             raise RequestError(f"apps: expected a non-empty list of app names for {action}, got {apps!r}")
     return request
 
 
-def dispatch(node: Node, request: dict[str, Any]) -> dict[str, Any]:
+def parse_signed_fields(request: dict[str, Any], frames: list[bytes]) -> None:
+    """The fields a version 3 request adds: ``username``, ``timestamp`` and ``nonce``."""
+    if len(frames) > 2:
+        raise RequestError(f"version 3 requests are two frames (the request and its signature), got {len(frames)}")
+    username = request.get("username")
+    if not isinstance(username, str):
+        raise RequestError(f"username: expected a user name, got {username!r}")
+    try:
+        check_user_name(username)
+    except CocaineError as e:
+        raise RequestError(f"username: {e}") from None
+    timestamp = request.get("timestamp")
+    if type(timestamp) not in (int, float) or not math.isfinite(timestamp):
+        raise RequestError(f"timestamp: expected the Unix time of the request, got {timestamp!r}")
+    nonce = request.get("nonce")
+    low, high = NONCE_CHARS
+    if not isinstance(nonce, str) or not low <= len(nonce) <= high or not nonce.isascii() or not nonce.isprintable():
+        raise RequestError(f"nonce: expected a unique string of {low} to {high} printable ASCII characters")
+
+
+def _names(value) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)
+
+
+def dispatch(node: Node, request: dict[str, Any], guard: Guard) -> dict[str, Any]:
     action = request["action"]
     apps = request.get("apps")
     if action == "create":
@@ -71,4 +109,41 @@ def dispatch(node: Node, request: dict[str, Any]) -> dict[str, Any]:
         return node.delete(apps)
     if action == "reload":
         return node.reload(apps)
-    return node.info(apps)
+    if action in USER_ACTIONS:
+        return dispatch_users(guard, action, request.get("users"))
+    reply = node.info(apps)
+    reply["node"]["security"] = {**guard.info(), "transport": node.security.info()}
+    return reply
+
+
+def dispatch_users(guard: Guard, action: str, users: Any) -> dict[str, Any]:
+    store = guard.users
+    if action == "user-list":
+        listed = {}
+        for name in store.names():
+            try:
+                listed[name] = store.get(name).summary()
+            except CocaineError as e:
+                listed[name] = {"error": str(e)}
+        return {"users": listed}
+    if action == "user-add":
+        return {name: _per_user(_add_user, store, name, document) for name, document in users.items()}
+    return {name: _per_user(_remove_user, store, name) for name in users}
+
+
+def _add_user(store: Users, name: str, document: Any) -> dict[str, Any]:
+    return {"added": True, **store.add(name, document).summary()}
+
+
+def _remove_user(store: Users, name: str) -> dict[str, Any]:
+    store.remove(name)
+    return {"removed": True}
+
+
+def _per_user(action, store: Users, name: str, *args) -> dict[str, Any]:
+    try:
+        result = action(store, name, *args)
+    except CocaineError as e:
+        return {"error": str(e)}
+    log.info("user %s: %s", name, "added" if "added" in result else "removed")
+    return result
