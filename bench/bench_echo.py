@@ -28,8 +28,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_cocaine(duration: float, workers: int, concurrency: int) -> dict:
-    """Start cocained with the echo app, warm its pool up to ``workers``, measure, stop it."""
+def run_cocaine(duration: float, workers: int, concurrency: int, app_type: str = "python",
+                app_args: str = os.path.join(HERE, "echo_app.py"), backend: str = "process",
+                inflight: int = 64) -> dict:
+    """Start cocained with an echo app (by default the Python one), warm its pool up to
+    ``workers``, measure, stop it."""
     with tempfile.TemporaryDirectory(prefix="cocaine-bench-") as tmp:
         management = f"tcp://127.0.0.1:{_free_port()}"
         endpoint = f"tcp://127.0.0.1:{_free_port()}"
@@ -38,8 +41,9 @@ def run_cocaine(duration: float, workers: int, concurrency: int) -> dict:
              "--runtime-dir", f"{tmp}/run", "--management", management, "--log-level", "warning"])
         try:
             manifest = {
-                "type": "python", "args": os.path.join(HERE, "echo_app.py"),
-                "engine": {"pool-limit": workers, "concurrency": concurrency, "queue-limit": 10_000},
+                "type": app_type, "args": app_args,
+                "engine": {"backend": backend, "pool-limit": workers, "concurrency": concurrency,
+                           "queue-limit": 10_000},
                 "tasks": {"echo": {"type": "zeromq-server", "endpoint": endpoint}},
             }
             _manage(management, {"version": 2, "action": "create", "apps": {"echo": manifest}})
@@ -49,7 +53,7 @@ def run_cocaine(duration: float, workers: int, concurrency: int) -> dict:
             pool = _manage(management, {"version": 2, "action": "info"})["apps"]["echo"]["pool"]
             return {
                 "workers": pool["total"],
-                "throughput": measure_broker(endpoint, daemon.pid, inflight=64, duration=duration),
+                "throughput": measure_broker(endpoint, daemon.pid, inflight=inflight, duration=duration),
                 "latency": measure_latency(endpoint),
             }
         finally:

@@ -40,3 +40,37 @@ def make_daemon(tmp_path, zmq_context):
             d.stop()
         finally:
             d.close()
+
+
+@pytest.fixture(scope="session")
+def cpp_conformance_app(tmp_path_factory):
+    """examples/conformance/cpp built once per session with the documented g++ command."""
+    from runtimes import CONFORMANCE, build_cpp_app, require_runtime
+
+    require_runtime("cpp")
+    return build_cpp_app(CONFORMANCE / "cpp" / "app.cpp", tmp_path_factory.mktemp("cpp-conformance"))
+
+
+@pytest.fixture
+def conformance_app(request):
+    """The manifest ``args`` of the conformance app of the test's ``language`` parameter."""
+    from runtimes import APP_FILES, CONFORMANCE, require_runtime
+
+    language = request.getfixturevalue("language")
+    require_runtime(language)
+    if language == "cpp":
+        return str(request.getfixturevalue("cpp_conformance_app"))
+    return str(CONFORMANCE / language / APP_FILES[language])
+
+
+@pytest.fixture(scope="module")
+def module_daemon(tmp_path_factory):
+    """One cocained shared by a module's tests; stopped after them, failing if it left a worker behind."""
+    context = zmq.Context()
+    d = Daemon(tmp_path_factory.mktemp("daemon"), context).start()
+    yield d
+    try:
+        assert d.stop() == 0, d.log()
+    finally:
+        d.close()
+        context.destroy(linger=0)

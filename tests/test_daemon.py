@@ -25,7 +25,7 @@ def test_apps_in_storage_start_with_the_daemon_and_a_corrupt_one_is_skipped(make
     apps = daemon.info()["apps"]
     assert apps["good"]["running"] is True
     assert apps["corrupt"]["state"] == "failed" and "is not valid JSON" in apps["corrupt"]["error"]
-    assert "type: unknown language 'cobol' (known: python)" in apps["invalid"]["error"]
+    assert "type: unknown language 'cobol' (known: cpp, js, perl, python)" in apps["invalid"]["error"]
     assert daemon.client(good["tasks"]["echo"]["endpoint"]).call(b"hi") == [b"ok", b"hi"]
     assert "corrupt" in daemon.log() and "not started" in daemon.log()
 

@@ -48,7 +48,7 @@ def test_the_seed_example_validates(registry, app):
 
 @pytest.mark.parametrize("change, message", [
     (lambda m: m.pop("type"), "manifest.type: expected a non-empty string, it is missing"),
-    (lambda m: m.update(type="cobol"), "type: unknown language 'cobol' (known: python)"),
+    (lambda m: m.update(type="cobol"), "type: unknown language 'cobol' (known: cpp, js, perl, python)"),
     (lambda m: m.update(args="relative.py"), "args: expected an absolute path or local:///absolute/path"),
     (lambda m: m.update(args=None), "args: expected an absolute path or local:///absolute/path to an existing file, it is missing"),
     (lambda m: m.update(args="/no/such/file.py"), "(no such file), got '/no/such/file.py'"),

@@ -1,9 +1,12 @@
 """The packages install from wheels into a fresh environment, and a third-party driver plugs in.
 
 `pip install cocaine-core cocaine-drivers` must give a working daemon; a separately built
-distribution (tests/plugins/cocaine-line-server) adds a driver through its entry point alone.
+distribution (tests/plugins/cocaine-line-server) adds a driver through its entry point alone; the
+language distributions carry their runtimes.
 """
 
+import json
+import os
 import socket
 import subprocess
 import sys
@@ -11,10 +14,12 @@ import venv
 
 import pytest
 
+from runtimes import require_runtime
 from support import ROOT, Daemon, free_port, python_app
 
 PACKAGES = ["packages/cocaine-core", "packages/cocaine-python", "packages/cocaine-drivers",
-            "tests/plugins/cocaine-line-server"]
+            "tests/plugins/cocaine-line-server", "packages/cocaine-cpp", "packages/cocaine-perl",
+            "packages/cocaine-js"]
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +32,8 @@ def fresh_python(tmp_path_factory):
     venv.create(env_dir, with_pip=True)
     python = str(env_dir / "bin" / "python")
     subprocess.run([python, "-m", "pip", "install", "-q", "--find-links", str(wheels),
-                    "cocaine-core", "cocaine-drivers", "cocaine-line-server"], check=True, timeout=600)
+                    "cocaine-core", "cocaine-drivers", "cocaine-line-server", "cocaine-cpp", "cocaine-perl",
+                    "cocaine-js"], check=True, timeout=600)
     return python
 
 
@@ -54,3 +60,41 @@ def test_wheels_give_a_working_daemon_with_a_third_party_driver(fresh_python, tm
         assert daemon.stop() == 0
     finally:
         daemon.close()
+
+
+LANGUAGE_CHECKS = r"""
+import json, os, pathlib, subprocess, sys
+from cocaine.core.errors import ConfigError
+from cocaine.core.plugins import Registry
+from cocaine.cpp import build
+from cocaine.js.language import JsLanguage, RUNTIME as JS_RUNTIME
+from cocaine.perl.language import RUNTIME as PERL_RUNTIME
+
+report = {"languages": Registry.load().names("language"),
+          "sdk": (build.INCLUDE / "cocaine" / "app.hpp").is_file(),
+          "host": build.host().executable.is_file(),  # compiled from the sources in the wheel
+          "perl": subprocess.run(["perl", str(PERL_RUNTIME), "--check"], capture_output=True).returncode,
+          "js_files": sorted(p.name for p in JS_RUNTIME.iterdir())}
+try:
+    JsLanguage.check_runtime()
+except ConfigError as e:
+    report["js_error"] = str(e)
+print(json.dumps(report))
+"""
+
+
+@pytest.mark.timeout(900)
+def test_language_wheels_carry_their_runtimes(fresh_python, tmp_path):
+    # The C++ SDK and host sources, the Perl runtime and the JavaScript runtime (without its npm
+    # packages, which the operator installs with npm ci) are package data of their wheels.
+    require_runtime("cpp")
+    require_runtime("perl")
+    env = dict(os.environ, COCAINE_CPP_CACHE=str(tmp_path / "cpp-cache"))
+    done = subprocess.run([fresh_python, "-c", LANGUAGE_CHECKS], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["languages"] == ["cpp", "js", "perl", "python"]
+    assert report["sdk"] and report["host"] and report["perl"] == 0
+    assert report["js_files"] == ["lib", "package-lock.json", "package.json", "worker.js"]
+    assert "npm ci --omit=dev --ignore-scripts --prefix" in report["js_error"]

@@ -15,12 +15,13 @@ def test_builtins_come_from_entry_points():
     names = {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
     assert names["core"] == "cocaine.core.builtin"
     assert names["drivers"] == "cocaine.drivers.plugin"
-    assert names["python"] == "cocaine.python.language"
+    for language in ("python", "cpp", "perl", "js"):
+        assert names[language] == f"cocaine.{language}.language"
     registry = Registry.load()
     assert registry.names("driver") == ["cron", "drifting-timer", "filesystem-monitor", "manual-scheduler",
                                         "native-server", "raw-socket-server", "recurring-timer", "zeromq-server",
                                         "zeromq-sink", "zeromq-subscriber"]
-    assert registry.names("language") == ["python"]
+    assert registry.names("language") == ["cpp", "js", "perl", "python"]
     assert registry.names("backend") == ["process", "thread"]
     assert registry.names("storage") == ["files"]
 

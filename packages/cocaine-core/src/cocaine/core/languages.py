@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
+
+from cocaine.core.errors import ConfigError
+from cocaine.core.validation import field_error
 
 
 @dataclass
@@ -43,3 +48,82 @@ class Language:
     def worker_spec(self, *, app: str, worker_id: str, endpoint: str, heartbeat_interval: float) -> WorkerSpec:
         """Describe how to start one worker of this app."""
         raise NotImplementedError
+
+
+# -- helpers shared by language plugins ---------------------------------------------------------------
+
+def resolve_local_path(args, where: str, *, suffixes: tuple[str, ...]) -> str:
+    """``local:///abs/path`` or a plain absolute path to an existing file -> the absolute path."""
+    expected = "an absolute path or local:///absolute/path to an existing file"
+    if not isinstance(args, str) or not args:
+        raise field_error(where, expected, args) if args is not None else field_error(where, expected)
+    path = args[len("local://"):] if args.startswith("local://") else args
+    if not os.path.isabs(path):
+        raise field_error(where, expected, args)
+    if not os.path.isfile(path):
+        raise field_error(where, f"{expected} (no such file)", args)
+    if suffixes and not path.endswith(suffixes):
+        raise field_error(where, f"a file ending in {' or '.join(suffixes)}", args)
+    return path
+
+
+def worker_args(*, endpoint: str, worker_id: str, app: str, path: str, heartbeat_interval: float) -> list[str]:
+    """The command-line arguments every bundled runtime takes (docs/protocol.md, "Starting a worker")."""
+    return ["--endpoint", endpoint, "--id", worker_id, "--app", app, "--path", path,
+            "--heartbeat", f"{heartbeat_interval:g}"]
+
+
+_usable: set[tuple[str, ...]] = set()  # runtimes that passed probe_runtime, never probed again
+
+
+def probe_runtime(argv: list[str], *, language: str, needs: str, timeout: float = 30.0) -> None:
+    """Run ``argv`` (a runtime's self-check) and raise ConfigError naming ``type`` unless it exits 0.
+
+    Called by ``validate_args`` so that an app whose runtime is missing (no interpreter, a module not
+    installed) is refused when it is created, with the reason, instead of failing every worker start.
+    Only successes are remembered: installing the missing piece fixes the next ``create``.
+    """
+    key = tuple(argv)
+    if key in _usable:
+        return
+    try:
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise ConfigError(f"type {language!r}: cannot run {argv[0]} ({needs}): {e}") from None
+    if done.returncode != 0:
+        output = (done.stderr or done.stdout).decode(errors="replace").strip()
+        reason = output.splitlines()[0] if output else f"exit status {done.returncode}"
+        raise ConfigError(f"type {language!r}: the runtime is not usable ({needs}): {reason}")
+    _usable.add(key)
+
+
+class RuntimeLanguage(Language):
+    """A language whose workers are a runtime command (an interpreter and its worker script, a
+    compiled host) given the common worker arguments, and which checks at ``create`` that the
+    runtime is installed. Subclasses set ``name``, ``suffixes`` and ``needs`` and implement
+    ``runtime_command``."""
+
+    suffixes: ClassVar[tuple[str, ...]] = ()  # what ``args`` may end in
+    needs: ClassVar[str] = ""  # what to install when the runtime is missing, for the error message
+
+    @classmethod
+    def runtime_command(cls) -> list[str]:
+        """The command that starts a worker, before the worker arguments; ``--check`` appended to
+        it must exit 0 when the runtime is usable."""
+        raise NotImplementedError
+
+    @classmethod
+    def validate_args(cls, args, where: str) -> str:
+        path = resolve_local_path(args, where, suffixes=cls.suffixes)
+        cls.check_runtime()
+        return path
+
+    @classmethod
+    def check_runtime(cls) -> None:
+        """Raise ConfigError naming ``type`` and ``needs`` unless the runtime is usable."""
+        probe_runtime([*cls.runtime_command(), "--check"], language=cls.name, needs=cls.needs)
+
+    def worker_spec(self, *, app: str, worker_id: str, endpoint: str, heartbeat_interval: float) -> WorkerSpec:
+        argv = [*self.runtime_command(), *worker_args(endpoint=endpoint, worker_id=worker_id, app=app,
+                                                       path=self.args, heartbeat_interval=heartbeat_interval)]
+        return WorkerSpec(app=app, worker_id=worker_id, endpoint=endpoint, argv=argv)

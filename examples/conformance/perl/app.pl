@@ -1,0 +1,43 @@
+# The conformance app in Perl: the tasks every language's app has (../README.md).
+use strict;
+use warnings;
+use POSIX ();
+
+sub echo {
+    my ($request) = @_;
+    return $request->body;
+}
+
+sub chunks {
+    my @left = qw(a b c);
+    return sub { shift @left };    # a code ref streams: called until it returns undef
+}
+
+sub fail {
+    my ($request) = @_;
+    die "bad input: " . $request->body . "\n";
+}
+
+sub crash {
+    POSIX::_exit(7);    # the worker process dies in the middle of the job
+}
+
+sub hang {
+    sleep 1 while 1;    # a handler that never returns: the heartbeat timeout ends it
+}
+
+sub tick {
+    my ($request) = @_;
+    return "tick $request->{meta}{tick}";
+}
+
+sub upper {
+    my ($request) = @_;
+    return uc $request->body;
+}
+
+# Each chunk of a streamed request goes back as a response chunk as soon as it arrives.
+sub stream {
+    my ($request) = @_;
+    return sub { $request->read };
+}

@@ -1,0 +1,41 @@
+"""The conformance app in Python: the tasks every language's app has (../README.md)."""
+
+import os
+import time
+
+
+def echo(request):
+    return request.body
+
+
+def chunks(request):
+    yield b"a"
+    yield b"b"
+    yield b"c"
+
+
+def fail(request):
+    raise ValueError("bad input: " + request.text())
+
+
+def crash(request):
+    os._exit(7)  # the worker process dies in the middle of the job
+
+
+def hang(request):
+    while True:  # a handler that never returns: the heartbeat timeout ends it
+        time.sleep(1)
+
+
+def tick(request):
+    return f"tick {request.meta['tick']}"
+
+
+def upper(request):
+    return request.body.upper()
+
+
+def stream(request):
+    """Each chunk of a streamed request goes back as a response chunk as soon as it arrives."""
+    for chunk in request:
+        yield chunk

@@ -1,0 +1,476 @@
+// The C++ worker host: loads an app's shared library and serves the engine's jobs over the worker
+// protocol (docs/protocol.md).
+//
+// All of it sits behind two C entry points in libcocaine-cpp-worker.so. The process backend runs
+// cocaine_serve() through the small executable in main.cpp. The thread backend calls
+// cocaine_serve_in() on a thread of the daemon through ctypes, which releases the Python GIL for the
+// whole call, so C++ handlers run in parallel with the daemon and with each other; it passes the
+// daemon's ZeroMQ context and the functions of the daemon's own libzmq (pyzmq's), since inproc
+// endpoints only exist within one context of one libzmq.
+
+#include <cocaine/app.hpp>
+#include <cocaine/msgpack.hpp>
+
+#include <cxxabi.h>
+#include <dlfcn.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <typeinfo>
+#include <unordered_map>
+#include <vector>
+
+// The libzmq functions the host calls (see cocaine_serve_in).
+struct cocaine_zmq_api {
+    void* (*socket)(void*, int);
+    int (*setsockopt)(void*, int, const void*, size_t);
+    int (*connect)(void*, const char*);
+    int (*close)(void*);
+    int (*send)(void*, const void*, size_t, int);
+    int (*poll)(zmq_pollitem_t*, int, long);
+    int (*msg_init)(zmq_msg_t*);
+    int (*msg_recv)(zmq_msg_t*, void*, int);
+    void* (*msg_data)(zmq_msg_t*);
+    size_t (*msg_size)(const zmq_msg_t*);
+    int (*msg_close)(zmq_msg_t*);
+    const char* (*strerror)(int);
+};
+
+namespace {
+
+// The libzmq this library is linked with, for workers that are processes.
+const cocaine_zmq_api linked_zmq = {zmq_socket, zmq_setsockopt, zmq_connect, zmq_close, zmq_send, zmq_poll,
+                                    zmq_msg_init, zmq_msg_recv, zmq_msg_data, zmq_msg_size, zmq_msg_close,
+                                    zmq_strerror};
+
+using cocaine::Value;
+using Clock = std::chrono::steady_clock;
+namespace msgpack = cocaine::msgpack;
+
+// Message types and constants of protocol version 1 (docs/protocol.md).
+enum Kind : uint64_t { HELLO = 1, HEARTBEAT = 2, TERMINATE = 3, INVOKE = 4, CHUNK = 5, END = 6, ERROR = 7, LOG = 8, CREDIT = 9 };
+constexpr uint64_t protocol_version = 1;
+constexpr uint64_t app_error_code = 502;
+constexpr uint64_t timeout_code = 504;
+constexpr uint64_t unavailable_code = 503;
+constexpr uint64_t log_level_error = 40;
+constexpr int exit_load_failed = 3;
+constexpr int exit_transport_failed = 4;
+constexpr int engine_silence_limit = 3;  // heartbeat intervals without a word from the engine
+constexpr auto batch_delay = std::chrono::milliseconds(1);  // how long replies may wait for a batch
+
+// Messages carry text as msgpack str, which the engine decodes as UTF-8 (and drops the frame if it
+// cannot): an exception's what() may hold anything, so invalid bytes become '?'.
+std::string valid_utf8(std::string_view s) {
+    std::string out;
+    out.reserve(s.size());
+    auto byte = [&](std::size_t i) { return static_cast<unsigned char>(s[i]); };
+    auto continuation = [&](std::size_t i) { return i < s.size() && (byte(i) & 0xc0) == 0x80; };
+    for (std::size_t i = 0; i < s.size();) {
+        unsigned char b = byte(i);
+        std::size_t n = b < 0x80 ? 1 : b >= 0xc2 && b <= 0xdf ? 2 : b >= 0xe0 && b <= 0xef ? 3 : b >= 0xf0 && b <= 0xf4 ? 4 : 0;
+        bool ok = n > 0;
+        for (std::size_t k = 1; ok && k < n; ++k) ok = continuation(i + k);
+        if (ok && n >= 3) {  // no overlong forms, no surrogates, nothing above U+10FFFF
+            unsigned char second = byte(i + 1);
+            ok = !(b == 0xe0 && second < 0xa0) && !(b == 0xed && second > 0x9f) &&
+                 !(b == 0xf0 && second < 0x90) && !(b == 0xf4 && second > 0x8f);
+        }
+        if (ok) {
+            out.append(s.substr(i, n));
+            i += n;
+        } else {
+            out.push_back('?');
+            ++i;
+        }
+    }
+    return out;
+}
+
+// meta.deadline, a Unix time, is in the past (docs/protocol.md).
+bool deadline_passed(const Value& meta) {
+    const Value* deadline = meta.find("deadline");
+    if (!deadline || !deadline->is_number()) return false;
+    double now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+    return now > deadline->as_double();
+}
+
+std::string type_name(const std::type_info& type) {
+    int status = 0;
+    char* name = abi::__cxa_demangle(type.name(), nullptr, nullptr, &status);
+    std::string result = status == 0 && name ? name : type.name();
+    std::free(name);
+    return result;
+}
+
+// -- frames -----------------------------------------------------------------------------------------
+
+// A frame's elements: integers, and text (str) or bytes (bin) wrapped to say which.
+struct Str {
+    std::string_view text;
+};
+struct Bin {
+    std::string_view bytes;
+};
+void put(msgpack::Writer& w, uint64_t u) { w.uinteger(u); }
+void put(msgpack::Writer& w, Str s) { w.str(valid_utf8(s.text)); }
+void put(msgpack::Writer& w, Bin b) { w.bin(b.bytes); }
+
+// One protocol message: frame(CHUNK, job, Bin{data}) is [5, job, data].
+template <typename... Elements>
+std::string frame(Elements... elements) {
+    std::string f;
+    msgpack::Writer w(f);
+    w.array(sizeof...(elements));
+    (put(w, elements), ...);
+    return f;
+}
+
+// -- jobs -------------------------------------------------------------------------------------------
+
+struct Job {
+    uint64_t id = 0;
+    std::string task;
+    Value meta;
+    std::deque<std::string> chunks;  // arrived, not read yet
+    bool streamed = false;           // invoked with closed false: reads send credit, cancels count
+    bool closed = true;              // no more chunks will arrive
+    bool cancelled = false;          // the engine gave up on it: reads fail with the reason below
+    uint64_t cancel_code = 0;
+    std::string cancel_message;
+    uint64_t unsent_chunk_batch = ~0ull;  // the batch holding its last chunk (Worker::batch_)
+};
+
+class Worker;
+
+// What a handler gets: the request and the response of one job.
+class JobIo final : public cocaine::Request, public cocaine::Response {
+public:
+    JobIo(Worker& worker, Job& job) : worker_(worker), job_(job) {}
+
+    uint64_t id() const override { return job_.id; }
+    const std::string& task() const override { return job_.task; }
+    const Value& meta() const override { return job_.meta; }
+    bool read(std::string& chunk) override;
+    const std::string& body() override;
+    void write(const char* data, std::size_t size) override;
+    void flush() override;
+
+private:
+    Worker& worker_;
+    Job& job_;
+    std::string body_;
+    bool body_read_ = false;
+};
+
+class Worker {
+public:
+    Worker(const cocaine_zmq_api& zmq, void* sock, double heartbeat_seconds)
+        : zmq_(zmq),
+          sock_(sock),
+          heartbeat_(std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(heartbeat_seconds))),
+          last_sent_(Clock::now()),
+          last_heard_(last_sent_) {}
+
+    void add_tasks(const cocaine::AppTable& app) {
+        for (std::size_t i = 0; i < app.count; ++i) handlers_[app.tasks[i].name] = app.tasks[i].handler;
+    }
+
+    // Tell the engine why the app cannot run, then give up (the engine fails waiting jobs with 503).
+    void report_load_failure(const std::string& reason) {
+        out_.push_back(frame(LOG, log_level_error, Str{reason}));
+        flush();
+    }
+
+    int serve() {
+        out_.push_back(frame(HELLO, protocol_version, static_cast<uint64_t>(getpid())));
+        flush();
+        while (!stopping_) {
+            if (queue_.empty()) {
+                pump();
+                continue;
+            }
+            std::shared_ptr<Job> job = std::move(queue_.front());
+            queue_.pop_front();
+            run(*job);
+            jobs_.erase(job->id);
+        }
+        flush();
+        return 0;
+    }
+
+    // The next chunk of `job`'s request, pumping the socket while the engine still streams it;
+    // each chunk taken of a streamed request is credited to the engine (flow control).
+    bool next_chunk(Job& job, std::string& chunk) {
+        while (job.chunks.empty() && !job.closed && !stopping_) pump();
+        if (!job.closed && job.chunks.empty()) cancel(job, unavailable_code, "the worker is stopping");
+        if (job.cancelled) throw cocaine::Aborted();
+        if (job.chunks.empty()) return false;
+        chunk = std::move(job.chunks.front());
+        job.chunks.pop_front();
+        if (job.streamed) out_.push_back(frame(CREDIT, job.id, static_cast<uint64_t>(chunk.size())));
+        return true;
+    }
+
+    // A chunk is held back until the job writes the next one, waits for input or flushes, so the
+    // replies to a batch of quick jobs leave together in one message (docs/cpp.md).
+    void write_chunk(Job& job, std::string_view data) {
+        if (job.unsent_chunk_batch == batch_) flush();
+        out_.push_back(frame(CHUNK, job.id, Bin{data}));
+        job.unsent_chunk_batch = batch_;
+    }
+
+    void flush() {
+        if (out_.empty()) return;
+        for (std::size_t i = 0; i < out_.size(); ++i) {
+            int flags = i + 1 < out_.size() ? ZMQ_SNDMORE : 0;
+            while (zmq_.send(sock_, out_[i].data(), out_[i].size(), flags) < 0) {
+                if (errno == EINTR) continue;
+                std::fprintf(stderr, "cocaine-cpp-worker: cannot send: %s\n", zmq_.strerror(errno));
+                stopping_ = true;
+                out_.clear();
+                return;
+            }
+        }
+        out_.clear();
+        ++batch_;
+        last_sent_ = batch_started_ = Clock::now();
+    }
+
+private:
+    // Every job gets exactly one end or error, even a cancelled one: the engine frees the job's
+    // credit on it.
+    void run(Job& job) {
+        if (job.cancelled) {  // a streamed request given up before it started
+            out_.push_back(frame(ERROR, job.id, job.cancel_code, Str{job.cancel_message}));
+            return;
+        }
+        if (deadline_passed(job.meta)) {
+            out_.push_back(frame(ERROR, job.id, timeout_code, Str{"deadline exceeded before the job started"}));
+            return;
+        }
+        auto found = handlers_.find(job.task);
+        if (found == handlers_.end()) {
+            out_.push_back(frame(ERROR, job.id, app_error_code, Str{"the app has no callable '" + job.task + "'"}));
+            flush();
+            return;
+        }
+        // Replies wait for the rest of the batch only while it is quick: after a slow handler they
+        // leave before the next one starts.
+        if (Clock::now() - batch_started_ > batch_delay) flush();
+        JobIo io(*this, job);
+        try {
+            found->second(io, io);
+            out_.push_back(frame(END, job.id));
+        } catch (const cocaine::Aborted& e) {
+            if (job.cancelled) out_.push_back(frame(ERROR, job.id, job.cancel_code, Str{job.cancel_message}));
+            else fail(job, std::string("cocaine::Aborted: ") + e.what());
+        } catch (const std::exception& e) {
+            fail(job, type_name(typeid(e)) + ": " + e.what());
+        } catch (...) {
+            fail(job, "unknown exception");
+        }
+    }
+
+    void fail(Job& job, const std::string& message) {
+        std::fprintf(stderr, "app error in task '%s' (job %llu): %s\n", job.task.c_str(),
+                     static_cast<unsigned long long>(job.id), message.c_str());
+        out_.push_back(frame(ERROR, job.id, app_error_code, Str{message}));
+    }
+
+    // Send what is pending, then read what the engine sent, waiting until a message arrives or the
+    // next heartbeat is due. Called when no job is runnable: the queue is empty, or a handler
+    // waits for request chunks.
+    void pump() {
+        flush();
+        auto due = last_sent_ + heartbeat_ - Clock::now();
+        long timeout_ms = std::max<long>(0, std::chrono::duration_cast<std::chrono::milliseconds>(due).count() + 1);
+        zmq_pollitem_t item{sock_, 0, ZMQ_POLLIN, 0};
+        int ready = zmq_.poll(&item, 1, timeout_ms);
+        if (ready < 0 && errno != EINTR) {
+            std::fprintf(stderr, "cocaine-cpp-worker: poll failed: %s\n", zmq_.strerror(errno));
+            stopping_ = true;
+            return;
+        }
+        if (ready > 0) drain();
+        auto now = batch_started_ = Clock::now();
+        if (now - last_heard_ > engine_silence_limit * heartbeat_) {
+            stopping_ = true;  // the engine is gone
+        } else if (now - last_sent_ >= heartbeat_) {
+            out_.push_back(frame(HEARTBEAT));
+            flush();
+        }
+    }
+
+    void drain() {
+        zmq_msg_t part;
+        zmq_.msg_init(&part);
+        while (zmq_.msg_recv(&part, sock_, ZMQ_DONTWAIT) >= 0) {
+            last_heard_ = Clock::now();
+            apply(std::string_view(static_cast<const char*>(zmq_.msg_data(&part)), zmq_.msg_size(&part)));
+        }
+        zmq_.msg_close(&part);
+    }
+
+    // Apply one protocol message. Malformed ones are reported and dropped; unknown types and
+    // extra trailing elements are ignored, as the protocol asks, so that it can grow.
+    void apply(std::string_view frame) {
+        Value message;
+        try {
+            message = msgpack::decode(frame);
+            const auto& fields = message.as_array();
+            uint64_t kind = fields.at(0).as_uint();
+            switch (kind) {
+            case INVOKE: return on_invoke(fields);
+            case CHUNK: return on_chunk(fields.at(1).as_uint(), fields.at(2).as_string());
+            case END: return on_end(fields.at(1).as_uint());
+            case ERROR: return on_cancel(fields.at(1).as_uint(), fields.at(2).as_uint(), fields.at(3).as_string());
+            case TERMINATE: stopping_ = true; return;
+            default: return;  // heartbeat, or a type from a later version
+            }
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "cocaine-cpp-worker: dropped a bad message from the engine: %s\n", e.what());
+        }
+    }
+
+    void on_invoke(const Value::Array& fields) {
+        auto job = std::make_shared<Job>();
+        job->id = fields.at(1).as_uint();
+        job->task = fields.at(2).as_string();
+        job->meta = fields.at(3).is_nil() ? Value::map({}) : fields.at(3);
+        const Value& body = fields.at(4);
+        if (!body.is_nil() && !body.as_string().empty()) job->chunks.push_back(body.as_string());
+        job->closed = fields.at(5).as_bool();
+        job->streamed = !job->closed;
+        jobs_[job->id] = job;
+        queue_.push_back(std::move(job));
+    }
+
+    void on_chunk(uint64_t id, const std::string& data) {
+        auto found = jobs_.find(id);
+        if (found != jobs_.end() && !found->second->closed) found->second->chunks.push_back(data);
+    }
+
+    void on_end(uint64_t id) {
+        auto found = jobs_.find(id);
+        if (found != jobs_.end()) found->second->closed = true;
+    }
+
+    // A cancel only concerns streamed requests: a whole one runs and is answered as usual.
+    void on_cancel(uint64_t id, uint64_t code, const std::string& message) {
+        auto found = jobs_.find(id);
+        if (found != jobs_.end() && found->second->streamed) cancel(*found->second, code, message);
+    }
+
+    static void cancel(Job& job, uint64_t code, std::string message) {
+        job.closed = job.cancelled = true;
+        job.cancel_code = code;
+        job.cancel_message = std::move(message);
+        job.chunks.clear();
+    }
+
+    const cocaine_zmq_api& zmq_;
+    void* sock_;
+    Clock::duration heartbeat_;
+    Clock::time_point last_sent_;
+    Clock::time_point last_heard_;
+    Clock::time_point batch_started_;  // when the jobs whose replies are pending began to run
+    bool stopping_ = false;
+    uint64_t batch_ = 0;  // counts flushes: which frames are still unsent
+    std::unordered_map<std::string, cocaine::Handler> handlers_;
+    std::unordered_map<uint64_t, std::shared_ptr<Job>> jobs_;  // queued or running
+    std::deque<std::shared_ptr<Job>> queue_;                    // not started yet, in arrival order
+    std::vector<std::string> out_;                              // frames of the next message
+};
+
+bool JobIo::read(std::string& chunk) { return worker_.next_chunk(job_, chunk); }
+
+const std::string& JobIo::body() {
+    if (!body_read_) {
+        std::string chunk;
+        while (read(chunk)) body_ += chunk;
+        body_read_ = true;
+    }
+    return body_;
+}
+
+void JobIo::write(const char* data, std::size_t size) { worker_.write_chunk(job_, std::string_view(data, size)); }
+
+void JobIo::flush() { worker_.flush(); }
+
+// dlopen the app and find its task table; nullptr and `reason` when it is not a usable app.
+const cocaine::AppTable* load_app(const char* path, std::string& reason) {
+    void* library = dlopen(path, RTLD_NOW | RTLD_LOCAL);  // never closed: handlers live as long as the worker
+    if (!library) {
+        reason = dlerror();
+        return nullptr;
+    }
+    using Entry = const cocaine::AppTable* (*)();
+    auto entry = reinterpret_cast<Entry>(dlsym(library, "cocaine_app_v1"));
+    if (!entry) {
+        reason = "no cocaine_app_v1 entry point (declare the tasks with COCAINE_APP)";
+        return nullptr;
+    }
+    const cocaine::AppTable* app = entry();
+    if (!app || app->abi != cocaine::abi_version) {
+        reason = "built against another version of the cocaine C++ SDK (abi " +
+                 std::to_string(app ? app->abi : -1) + ", this host speaks " + std::to_string(cocaine::abi_version) + ")";
+        return nullptr;
+    }
+    return app;
+}
+
+}  // namespace
+
+// Serve one worker on a socket of `context`, made and used through `zmq`, until the engine says
+// terminate or goes silent. Returns the exit status a worker process would have: 0 when told to
+// stop, 3 when the app cannot load, 4 when ZeroMQ fails.
+extern "C" __attribute__((visibility("default"))) int cocaine_serve_in(void* context, const cocaine_zmq_api* zmq,
+                                                                        const char* endpoint, const char* worker_id,
+                                                                        const char* app_path, double heartbeat_seconds) {
+    void* sock = zmq->socket(context, ZMQ_DEALER);
+    if (!sock) {
+        std::fprintf(stderr, "cocaine-cpp-worker: cannot make a socket: %s\n", zmq->strerror(errno));
+        return exit_transport_failed;
+    }
+    int linger_ms = 1000;  // time for the last replies (or the load failure) to reach the engine
+    zmq->setsockopt(sock, ZMQ_LINGER, &linger_ms, sizeof linger_ms);
+    zmq->setsockopt(sock, ZMQ_ROUTING_ID, worker_id, std::strlen(worker_id));
+    int status;
+    if (zmq->connect(sock, endpoint) != 0) {
+        std::fprintf(stderr, "cocaine-cpp-worker: cannot connect to %s: %s\n", endpoint, zmq->strerror(errno));
+        status = exit_transport_failed;
+    } else {
+        Worker worker(*zmq, sock, heartbeat_seconds);
+        std::string reason;
+        const cocaine::AppTable* app = load_app(app_path, reason);
+        if (app) {
+            worker.add_tasks(*app);
+            status = worker.serve();
+        } else {
+            std::fprintf(stderr, "cocaine-cpp-worker: cannot load %s: %s\n", app_path, reason.c_str());
+            worker.report_load_failure(std::string("cannot load ") + app_path + ": " + reason);
+            status = exit_load_failed;
+        }
+    }
+    zmq->close(sock);
+    return status;
+}
+
+// The same in a context of its own, with the libzmq this library is linked with (a worker process).
+extern "C" __attribute__((visibility("default"))) int cocaine_serve(const char* endpoint, const char* worker_id,
+                                                                     const char* app_path, double heartbeat_seconds) {
+    void* context = zmq_ctx_new();
+    int status = cocaine_serve_in(context, &linked_zmq, endpoint, worker_id, app_path, heartbeat_seconds);
+    zmq_ctx_term(context);
+    return status;
+}

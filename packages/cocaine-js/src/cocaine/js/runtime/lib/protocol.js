@@ -1,0 +1,48 @@
+// The engine <-> worker protocol, version 1 (docs/protocol.md): message types, and the frames a
+// worker sends. @msgpack/msgpack already encodes like msgpack-python (the smallest integer format,
+// Buffers as bin, strings as str), so these frames match tests/vectors/protocol.json byte for byte.
+'use strict';
+
+const { Decoder, Encoder } = require('@msgpack/msgpack');
+
+const VERSION = 1;
+const HELLO = 1;
+const HEARTBEAT = 2;
+const TERMINATE = 3;
+const INVOKE = 4;
+const CHUNK = 5;
+const END = 6;
+const ERROR = 7;
+const LOG = 8;
+const CREDIT = 9;
+
+const encoder = new Encoder();
+const decoder = new Decoder();
+const encode = (message) => encoder.encode(message);
+
+// A Uint8Array from the decoder, as a Buffer over the same memory.
+const asBuffer = (bytes) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+
+// One frame -> an array whose first element is the message type, or null if it is not one.
+function decode(frame) {
+  let message;
+  try {
+    message = decoder.decode(frame);
+  } catch {
+    return null;
+  }
+  return Array.isArray(message) && Number.isInteger(message[0]) ? message : null;
+}
+
+module.exports = {
+  VERSION, HELLO, HEARTBEAT, TERMINATE, INVOKE, CHUNK, END, ERROR, LOG, CREDIT,
+  asBuffer,
+  decode,
+  hello: (pid) => encode([HELLO, VERSION, pid]),
+  heartbeat: () => encode([HEARTBEAT]),
+  chunk: (job, data) => encode([CHUNK, job, data]),
+  end: (job) => encode([END, job]),
+  error: (job, code, message) => encode([ERROR, job, code, message]),
+  log: (level, message) => encode([LOG, level, message]),
+  credit: (job, bytes) => encode([CREDIT, job, bytes]),
+};

@@ -1,0 +1,254 @@
+#!/usr/bin/env node
+// The process the engine starts for each worker of a JavaScript app: loads the app module, then
+// serves the engine's jobs over the worker protocol (docs/protocol.md) until told to stop.
+//
+//   node worker.js --endpoint ipc:///... --id W --app A --path /srv/app.js --heartbeat 5
+//   node worker.js --check      exits 0 when zeromq and @msgpack/msgpack load
+//
+// Jobs run concurrently: each invoke calls its handler at once, so async handlers overlap, and a
+// handler that blocks the event loop blocks heartbeats too (the engine then ends it, as it should).
+'use strict';
+
+const { parseArgs } = require('node:util');
+const { pathToFileURL } = require('node:url');
+
+let zmq;
+let protocol;
+try {
+  zmq = require('zeromq');
+  protocol = require('./lib/protocol'); // needs @msgpack/msgpack
+} catch (err) {
+  // One line the daemon can show when the app is created (npm's packages are not installed).
+  process.stderr.write(`${err.message.split('\n')[0]} (run npm ci --omit=dev --ignore-scripts in ${__dirname})\n`);
+  process.exit(2);
+}
+const { Inbox, Request } = require('./lib/request');
+
+const APP_ERROR = 502;
+const TIMEOUT = 504;
+const UNAVAILABLE = 503;
+const LOG_ERROR = 40;
+const EXIT_LOAD_FAILED = 3;
+const ENGINE_SILENCE_LIMIT = 3; // heartbeat intervals without a word from the engine
+const BATCH_DELAY_MS = 1; // how long replies may wait for the rest of a burst
+
+class Worker {
+  constructor(sock, app, heartbeatMs) {
+    this.sock = sock;
+    this.app = app;
+    this.heartbeatMs = heartbeatMs;
+    this.jobs = new Map(); // running jobs by id: their inboxes
+    this.out = []; // frames of the next message
+    this.sending = false;
+    this.flushScheduled = false;
+    this.batchStarted = 0; // when the jobs whose replies are pending began to run
+    this.stopping = false;
+    this.lastSent = this.lastHeard = Date.now();
+  }
+
+  async serve() {
+    this.queue(protocol.hello(process.pid));
+    const timer = setInterval(() => this.tick(), Math.max(10, this.heartbeatMs / 4));
+    try {
+      for await (const frames of this.sock) {
+        this.lastHeard = Date.now();
+        this.batchStarted = performance.now();
+        for (const frame of frames) this.apply(frame);
+        if (this.stopping) break;
+      }
+    } finally {
+      clearInterval(timer);
+    }
+    for (const inbox of this.jobs.values()) inbox.cancel(UNAVAILABLE, 'the worker is stopping');
+    await Promise.allSettled([...this.jobs.values()].map((inbox) => inbox.done));
+    await this.flush();
+  }
+
+  // Heartbeats go out from the event loop that runs handlers, so a blocked loop makes the worker silent.
+  tick() {
+    const now = Date.now();
+    const parent = process.env.COCAINE_PARENT_PID;
+    if (now - this.lastHeard > ENGINE_SILENCE_LIMIT * this.heartbeatMs || (parent && String(process.ppid) !== parent)) {
+      process.exit(0); // the engine (or the daemon) is gone: nobody is waiting for our answers
+    }
+    if (now - this.lastSent >= this.heartbeatMs && !this.out.length) this.queue(protocol.heartbeat());
+  }
+
+  // Apply one message from the engine. Unknown types and extra elements are ignored, as the
+  // protocol asks, so that it can grow.
+  apply(frame) {
+    const message = protocol.decode(frame);
+    if (!message) {
+      process.stderr.write('cocaine-js worker: dropped a bad message from the engine\n');
+      return;
+    }
+    const [kind, id] = message;
+    if (kind === protocol.INVOKE) {
+      this.invoke(id, message[2], message[3], message[4], message[5]);
+    } else if (kind === protocol.CHUNK) {
+      const inbox = this.jobs.get(id);
+      if (inbox) inbox.push(protocol.asBuffer(message[2]));
+    } else if (kind === protocol.END) {
+      const inbox = this.jobs.get(id);
+      if (inbox) inbox.end();
+    } else if (kind === protocol.ERROR) {
+      const inbox = this.jobs.get(id);
+      if (inbox) inbox.cancel(message[2], message[3]);
+    } else if (kind === protocol.TERMINATE) {
+      this.stopping = true;
+    }
+  }
+
+  invoke(id, task, meta, body, closed) {
+    const first = body == null ? Buffer.alloc(0) : protocol.asBuffer(body);
+    const inbox = new Inbox(first, closed !== false, (bytes) => this.queue(protocol.credit(id, bytes)));
+    const request = new Request(id, task, meta || {}, inbox.closed ? first : null, inbox);
+    this.jobs.set(id, inbox);
+    inbox.done = this.run(request, inbox).finally(() => this.jobs.delete(id));
+  }
+
+  // A handler that returns at once is answered at once (no await), so the replies to a batch of
+  // such jobs leave together, in order.
+  async run(request, inbox) {
+    const { id, task } = request;
+    const { deadline } = request.meta;
+    if (typeof deadline === 'number' && Date.now() / 1000 > deadline) {
+      this.queue(protocol.error(id, TIMEOUT, 'deadline exceeded before the job started'));
+      return;
+    }
+    const handler = Object.prototype.hasOwnProperty.call(this.app, task) ? this.app[task] : undefined;
+    if (typeof handler !== 'function') {
+      this.queue(protocol.error(id, APP_ERROR, `the app has no callable '${task}'`));
+      return;
+    }
+    // Replies to a burst of quick jobs leave together; after a slow (synchronous) handler they
+    // leave before the next one starts.
+    if (this.out.length && performance.now() - this.batchStarted > BATCH_DELAY_MS) {
+      this.flush();
+      this.batchStarted = performance.now();
+    }
+    try {
+      let result = handler(request);
+      if (result && typeof result.then === 'function') result = await result;
+      const streaming = this.respond(request, inbox, result);
+      if (streaming) await streaming;
+      this.queue(protocol.end(id));
+    } catch (err) {
+      // Every job gets exactly one end or error, even a cancelled one: the engine frees its credit.
+      if (err === inbox.cancelled) {
+        this.queue(protocol.error(id, err.code, err.message));
+        return;
+      }
+      const message = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+      process.stderr.write(`app error in task '${task}' (job ${id}): ${(err && err.stack) || message}\n`);
+      this.queue(protocol.error(id, APP_ERROR, message));
+    }
+  }
+
+  // A handler returns a Buffer or string (one chunk), null/undefined (none), an iterable of chunks
+  // or an async iterable (an async generator streams, each chunk sent as it comes). Returns a
+  // promise only for an async iterable.
+  respond(request, inbox, result) {
+    if (result == null) return undefined;
+    const send = (item) => this.queue(protocol.chunk(request.id, toBytes(item)));
+    if (typeof result === 'string' || result instanceof Uint8Array) {
+      send(result);
+    } else if (typeof result[Symbol.asyncIterator] === 'function') {
+      return (async () => { for await (const item of result) send(item); })();
+    } else if (typeof result[Symbol.iterator] === 'function') {
+      for (const item of result) send(item);
+    } else {
+      throw new TypeError(`handler returned ${typeName(result)}; expected a Buffer, a string, null or an iterable of them`);
+    }
+    return undefined;
+  }
+
+  // Everything queued in one turn of the event loop leaves as one message.
+  queue(frame) {
+    this.out.push(frame);
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => this.flush());
+    }
+  }
+
+  async flush() {
+    this.flushScheduled = false;
+    if (this.sending) return; // the running loop below picks the new frames up
+    this.sending = true;
+    try {
+      while (this.out.length) {
+        const frames = this.out;
+        this.out = [];
+        await this.sock.send(frames);
+        this.lastSent = Date.now();
+      }
+    } finally {
+      this.sending = false;
+    }
+  }
+}
+
+function toBytes(item) {
+  if (typeof item === 'string') return Buffer.from(item, 'utf8');
+  if (item instanceof Uint8Array) return item;
+  throw new TypeError(`handler produced ${typeName(item)}; expected a Buffer or a string`);
+}
+
+function typeName(value) {
+  if (value === null) return 'null';
+  if (typeof value === 'object') return value.constructor ? value.constructor.name : 'object';
+  return typeof value;
+}
+
+async function loadApp(path) {
+  if (path.endsWith('.mjs')) return import(pathToFileURL(path).href);
+  return require(path);
+}
+
+async function main() {
+  const { values } = parseArgs({
+    options: {
+      check: { type: 'boolean' },
+      endpoint: { type: 'string' },
+      id: { type: 'string' },
+      app: { type: 'string' },
+      path: { type: 'string' },
+      heartbeat: { type: 'string', default: '5' },
+    },
+  });
+  if (values.check) {
+    process.stdout.write('ok\n');
+    return 0;
+  }
+  for (const required of ['endpoint', 'id', 'app', 'path']) {
+    if (values[required] === undefined) throw new Error(`--${required} is required`);
+  }
+  const parent = process.env.COCAINE_PARENT_PID;
+  if (parent && String(process.ppid) !== parent) return 1; // the daemon died before we started
+  process.on('SIGINT', () => {}); // the daemon decides when its workers stop
+
+  const sock = new zmq.Dealer({ routingId: values.id, linger: 1000 });
+  sock.connect(values.endpoint);
+  let app;
+  try {
+    app = await loadApp(values.path);
+  } catch (err) {
+    const reason = `cannot load ${values.path}: ${err instanceof Error ? `${err.name}: ${err.message}` : err}`;
+    process.stderr.write(`app ${values.app}: ${(err && err.stack) || reason}\n`);
+    await sock.send(protocol.log(LOG_ERROR, reason));
+    sock.close();
+    return EXIT_LOAD_FAILED;
+  }
+  await new Worker(sock, app, Number(values.heartbeat) * 1000).serve();
+  sock.close();
+  return 0;
+}
+
+main().then(
+  (status) => { process.exitCode = status; },
+  (err) => {
+    process.stderr.write(`cocaine-js worker: ${(err && err.stack) || err}\n`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,92 @@
+package Cocaine::Protocol;
+# The engine <-> worker protocol, version 1 (docs/protocol.md): message types, decoding what the
+# engine sends, and encoding what a worker sends.
+#
+# The frames a worker sends are encoded by hand. Data::MessagePack packs every Perl string alike
+# (all bin, or with ->utf8 all str) while the protocol wants chunks as bin and text as str, and it
+# packs integers above 2**31 as floats unless asked otherwise. Six frames are a few lines, and they
+# match tests/vectors/protocol.json byte for byte.
+use strict;
+use warnings;
+use Data::MessagePack;
+use Encode ();
+use Exporter 'import';
+
+use constant {
+    PROTOCOL_VERSION => 1,
+    MSG_HELLO     => 1,
+    MSG_HEARTBEAT => 2,
+    MSG_TERMINATE => 3,
+    MSG_INVOKE    => 4,
+    MSG_CHUNK     => 5,
+    MSG_END       => 6,
+    MSG_ERROR     => 7,
+    MSG_LOG       => 8,
+    MSG_CREDIT    => 9,
+};
+
+our @EXPORT_OK = qw(PROTOCOL_VERSION MSG_HELLO MSG_HEARTBEAT MSG_TERMINATE MSG_INVOKE MSG_CHUNK MSG_END MSG_ERROR MSG_LOG
+    MSG_CREDIT decode hello_frame heartbeat_frame chunk_frame end_frame error_frame log_frame credit_frame bytes_of);
+
+my $unpacker = Data::MessagePack->new;
+
+# One frame -> an array ref whose first element is the message type; undef if it is not one.
+sub decode {
+    my ($frame) = @_;
+    my $message = eval { $unpacker->unpack($frame) };
+    return undef unless ref $message eq 'ARRAY' && @$message && defined $message->[0] && $message->[0] =~ /^\d+\z/;
+    return $message;
+}
+
+# The bytes to send for a chunk: character strings go out as UTF-8.
+sub bytes_of {
+    my ($data) = @_;
+    return $data unless utf8::is_utf8($data);
+    return Encode::encode('UTF-8', $data);
+}
+
+# Valid UTF-8 for a msgpack str: the engine drops a frame whose text is not (a die message may
+# carry any bytes of the request, say).
+sub _text {
+    my ($text) = @_;
+    return Encode::encode('UTF-8', $text) if utf8::is_utf8($text);
+    my $copy = $text;
+    return Encode::encode('UTF-8', Encode::decode('UTF-8', $copy, Encode::FB_DEFAULT));
+}
+
+sub _uint {
+    my ($n) = @_;
+    return chr($n) if $n < 0x80;
+    return pack('CC', 0xcc, $n) if $n <= 0xff;
+    return pack('Cn', 0xcd, $n) if $n <= 0xffff;
+    return pack('CN', 0xce, $n) if $n <= 0xffffffff;
+    return pack('CQ>', 0xcf, $n);
+}
+
+sub _bin {
+    my ($bytes) = @_;
+    my $n = length $bytes;
+    return pack('CC', 0xc4, $n) . $bytes if $n <= 0xff;
+    return pack('Cn', 0xc5, $n) . $bytes if $n <= 0xffff;
+    return pack('CN', 0xc6, $n) . $bytes;
+}
+
+sub _str {
+    my $bytes = _text($_[0]);
+    my $n = length $bytes;
+    return chr(0xa0 | $n) . $bytes if $n < 32;
+    return pack('CC', 0xd9, $n) . $bytes if $n <= 0xff;
+    return pack('Cn', 0xda, $n) . $bytes if $n <= 0xffff;
+    return pack('CN', 0xdb, $n) . $bytes;
+}
+
+# fixarray headers: 0x90 | number of elements
+sub hello_frame     { "\x93" . _uint(MSG_HELLO) . _uint(PROTOCOL_VERSION) . _uint($$) }
+sub heartbeat_frame { "\x91" . _uint(MSG_HEARTBEAT) }
+sub chunk_frame     { "\x93" . _uint(MSG_CHUNK) . _uint($_[0]) . _bin(bytes_of($_[1])) }
+sub end_frame       { "\x92" . _uint(MSG_END) . _uint($_[0]) }
+sub error_frame     { "\x94" . _uint(MSG_ERROR) . _uint($_[0]) . _uint($_[1]) . _str($_[2]) }
+sub log_frame       { "\x93" . _uint(MSG_LOG) . _uint($_[0]) . _str($_[1]) }
+sub credit_frame    { "\x93" . _uint(MSG_CREDIT) . _uint($_[0]) . _uint($_[1]) }
+
+1;

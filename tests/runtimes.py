@@ -1,0 +1,185 @@
+"""Helpers for testing every language's runtime: the conformance apps, building C++ apps, and a
+scripted engine that talks to one real worker process frame by frame."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import zmq
+
+from cocaine.core import protocol
+from cocaine.core.errors import ConfigError
+from cocaine.core.plugins import Registry
+from support import EXAMPLES, endpoint
+
+LANGUAGES = ["python", "cpp", "perl", "js"]
+CONFORMANCE = EXAMPLES / "conformance"
+APP_FILES = {"python": "app.py", "cpp": "app.cpp", "perl": "app.pl", "js": "app.js"}
+# An app in each language that fails while loading.
+BROKEN_APPS = {
+    "python": ("broken.py", "raise RuntimeError('broken on purpose')\n"),
+    "cpp": ("broken.cpp", "int not_an_app = 1;\n"),
+    "perl": ("broken.pl", "die \"broken on purpose\\n\";\n"),
+    "js": ("broken.js", "throw new Error('broken on purpose');\n"),
+}
+
+# The one command docs/cpp.md gives to build a C++ app (run by bash, `python` being the venv's).
+CPP_BUILD_COMMAND = 'g++ -std=c++17 -O2 -fPIC -shared -I "$(python -m cocaine.cpp include)" app.cpp -o app.so'
+
+
+def language_class(name: str):
+    return Registry.load().get("language", name)
+
+
+def require_runtime(name: str) -> None:
+    """Skip a test whose language runtime is not installed here; in CI (CI=true) fail instead, since
+    .ci/run installs every runtime."""
+    check = getattr(language_class(name), "check_runtime", None)
+    if check is None:
+        return  # python: the runtime is this interpreter
+    try:
+        check()
+    except ConfigError as e:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"{name} runtime not installed: {e}")
+
+
+def build_cpp_app(source: Path, folder: Path) -> Path:
+    """Build ``source`` into ``folder/app.so`` with the documented command."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(source, folder / "app.cpp")
+    command = CPP_BUILD_COMMAND.replace("python -m", f"{shlex.quote(sys.executable)} -m")
+    done = subprocess.run(["bash", "-c", command], cwd=folder, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"{command}\n{done.stderr}"
+    return folder / "app.so"
+
+
+def app_source(language: str, folder: Path, source: str, name: str) -> str:
+    """Write an app's code (a C++ source is built into a .so); return what the manifest's args gets."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(source)
+    if language == "cpp":
+        return str(build_cpp_app(path, folder / "build"))
+    return str(path)
+
+
+def serve_tasks(daemon, app: str, language: str, args: str, tasks, *, extra_tasks=None,
+                **sections) -> Callable[..., list[bytes]]:
+    """Create ``app`` with one zeromq-server task per name in ``tasks`` (plus ``extra_tasks``, and
+    other manifest ``sections`` such as engine); return call(task, *frames)."""
+    addresses = {task: endpoint() for task in tasks}
+    servers = {t: {"type": "zeromq-server", "endpoint": a} for t, a in addresses.items()}
+    daemon.create(app, {"type": language, "args": args, "tasks": {**servers, **(extra_tasks or {})}, **sections})
+    return lambda task, *frames: daemon.client(addresses[task]).call(*frames)
+
+
+def serve_files(daemon, folder: Path, language: str, files: dict[str, str], tasks) -> Callable[..., list[bytes]]:
+    """Write ``files`` (name -> source; the first is the app, the others its modules) into ``folder``
+    and serve the app's ``tasks`` (see serve_tasks)."""
+    require_runtime(language)
+    for name, source in files.items():
+        (folder / name).write_text(source)
+    return serve_tasks(daemon, language, language, str(folder / next(iter(files))), tasks)
+
+
+class ScriptedEngine:
+    """The engine's side of the worker protocol played by hand against one real worker.
+
+    ``start_worker`` starts the worker process exactly as the engine would (the language's
+    WorkerSpec, the same environment); a worker may also run in this process (cocaine_serve from a
+    thread). Replies are read frame by frame: how a worker groups frames into ZeroMQ messages is its
+    own business.
+    """
+
+    def __init__(self, context: zmq.Context, tmp: Path, endpoint: str | None = None) -> None:
+        self.tmp = tmp
+        self.sock = context.socket(zmq.ROUTER)
+        self.sock.linger = 0
+        self.endpoint = endpoint or f"ipc://{tmp}/engine.sock"
+        self.sock.bind(self.endpoint)
+        self.identity = b"w1"
+        self.proc: subprocess.Popen | None = None
+        self.log_path = tmp / "worker.log"
+        self.pending: list[bytes] = []
+
+    def start_worker(self, language: str, args: str, heartbeat: float = 5.0) -> ScriptedEngine:
+        cls = language_class(language)
+        spec = cls(cls.validate_args(args, "args")).worker_spec(
+            app="conformance", worker_id=self.identity.decode(), endpoint=self.endpoint,
+            heartbeat_interval=heartbeat)
+        env = dict(os.environ, **spec.env, COCAINE_PARENT_PID=str(os.getpid()))
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(spec.argv, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT)
+        return self
+
+    def send(self, *frames: bytes) -> None:
+        """One ZeroMQ message carrying ``frames`` to the worker."""
+        self.sock.send_multipart([self.identity, *frames])
+
+    def frame(self, timeout: float = 10.0, skip_heartbeats: bool = True) -> bytes:
+        """The worker's next protocol frame."""
+        deadline = time.monotonic() + timeout
+        while True:
+            while self.pending:
+                frame = self.pending.pop(0)
+                if not (skip_heartbeats and frame == protocol.HEARTBEAT_FRAME):
+                    return frame
+            left = deadline - time.monotonic()
+            if left <= 0 or not self.sock.poll(left * 1000):
+                raise AssertionError(f"no frame from the worker within {timeout} s; its log:\n{self.log()}")
+            identity, *frames = self.sock.recv_multipart()
+            assert identity == self.identity
+            self.pending.extend(frames)
+
+    def frames(self, count: int, **kwargs) -> list[bytes]:
+        return [self.frame(**kwargs) for _ in range(count)]
+
+    def replies(self, jobs) -> dict[int, list[bytes]]:
+        """Frames until each of ``jobs`` has ended (or failed), by job. A worker may interleave the
+        replies of different jobs; each job's own frames keep their order."""
+        by_job: dict[int, list[bytes]] = {}
+        open_jobs = set(jobs)
+        while open_jobs:
+            frame = self.frame()
+            message = protocol.unpack(frame)
+            by_job.setdefault(message[1], []).append(frame)
+            if message[0] in (protocol.END, protocol.ERROR):
+                open_jobs.discard(message[1])
+        return by_job
+
+    def becomes_quiet(self, seconds: float, within: float = 5.0) -> bool:
+        """True once the worker has sent nothing at all (not even a heartbeat) for ``seconds``, within
+        ``within`` seconds; heartbeats sent meanwhile (before a handler started) are dropped."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            self.pending.clear()
+            if not self.sock.poll(seconds * 1000):
+                return True
+            self.sock.recv_multipart()
+        return False
+
+    def hello(self) -> bytes:
+        return self.frame()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else "(no log)"
+
+    def close(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait(10)
+        self.sock.close(0)
+
+
