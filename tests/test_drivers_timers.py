@@ -73,6 +73,8 @@ def test_recurring_timer_overlap_policies(daemon, tmp_path):
         # "skip": one job while the first still runs; "allow": every tick made a job meanwhile.
         assert task_info(daemon, "waits")["stats"]["accepted"] == 1
         assert task_info(daemon, "probe")["stats"]["accepted"] >= 3
+        # The subscription is live (a probe result arrived) before the waiting job may finish.
+        sub.until(lambda topic, meta, payload: topic == "probe result")
         (tmp_path / "go").touch()
         topic, meta, payload = sub.until(lambda topic, meta, payload: topic == "waits result")
         assert payload == [b"tick 1"] and meta["tick"] == 1
