@@ -16,7 +16,6 @@ import json, os, time
 GO = os.path.join(os.path.dirname(__file__), "go")
 
 def waits(request):
-    open(GO + ".started", "w").close()  # the test lets it finish only once it runs
     wait_for_file(GO)
     return "tick %d" % request.meta["tick"]
 
@@ -68,8 +67,6 @@ def test_recurring_timer_overlap_policies(daemon, tmp_path):
     }, pool_limit=2)
     try:
         wait_for(lambda: task_info(daemon, "waits")["counters"]["skipped"] >= 3, message="ticks to be skipped")
-        wait_for((tmp_path / "go.started").exists, message="the first job to run")
-        sub.until(lambda topic, meta, payload: topic == "probe result")  # subscribed: the next result is not lost
         # "skip": one job while the first still runs; "allow": every tick made a job meanwhile.
         assert task_info(daemon, "waits")["stats"]["accepted"] == 1
         assert task_info(daemon, "probe")["stats"]["accepted"] >= 3
