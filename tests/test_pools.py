@@ -180,8 +180,11 @@ def test_workers_killed_at_random_while_requests_flow(daemon, tmp_path, zmq_cont
     wait_for(lambda: (lambda p: p["total"] == 3 and not p["starting"])(daemon.info("app")["pool"]),
              message="three ready workers")
     kills = 0
-    with Load(zmq_context, addresses["echo"], inflight=24, total=6000) as load:
-        while kills < 5 and load.received < 5500:
+    deadline = time.monotonic() + 60
+    # Requests flow until three serving workers were killed, each after some more answers.
+    with Load(zmq_context, addresses["echo"], inflight=24) as load:
+        while kills < 3:
+            assert time.monotonic() < deadline, f"only {kills} kills in 60 s"
             before = set(daemon.workers())
             pool = daemon.info("app")["pool"]
             assert pool["total"] <= 3
@@ -192,12 +195,12 @@ def test_workers_killed_at_random_while_requests_flow(daemon, tmp_path, zmq_cont
             if workers and not pool["starting"] and load.received > 300 * (kills + 1):
                 os.kill(workers[kills % len(workers)], signal.SIGKILL)
                 kills += 1
-        load.wait_received(6000, timeout=60)
-    assert kills >= 1
-    assert load.received == load.sent == 6000
+        load.wait_received(load.received + 300)  # the app keeps serving after the last kill
+    # Leaving the block stops sending and waits for every answer: none may be missing.
+    assert load.received == load.sent
     ok = load.replies.get((b"ok", b"x"), 0)
     crashed = load.replies.get((b"error", b"500"), 0)
-    assert ok + crashed == 6000, load.replies
+    assert ok + crashed == load.sent, load.replies
     assert crashed <= kills * 4  # at most one worker's credit per kill
 
 
