@@ -60,6 +60,14 @@ class Finished:
 
 
 OVERLAP_POLICIES = ("allow", "skip")
+#: Where a scheduled task fires in a cluster: on one node per tick (``cluster``) or on every node.
+SCOPES = ("cluster", "node")
+
+
+def in_cluster(driver: Driver) -> bool:
+    """Whether ``driver``'s ticks are decided cluster-wide (docs/cluster.md): it runs on a cluster
+    node and its task did not ask for ``"scope": "node"``."""
+    return driver.config.get("scope", "cluster") == "cluster" and driver.context.clustered
 
 
 class Overlap:

@@ -10,7 +10,7 @@ from croniter import croniter
 
 from cocaine.core.drivers import Driver
 from cocaine.core.validation import field_error, get_str, only_keys
-from cocaine.drivers.common import OVERLAP_POLICIES, Overlap
+from cocaine.drivers.common import OVERLAP_POLICIES, SCOPES, Overlap, in_cluster
 
 CATCH_UP_POLICIES = ("once", "skip")
 MAX_CATCH_UP_STEPS = 10_000  # missed ticks counted one by one before the schedule restarts from now
@@ -37,6 +37,9 @@ class Cron(Driver):
     daemon was busy, or the clock jumped): with ``catch-up: once`` (the default) one job runs at
     once for the latest due tick and its meta says how many were ``missed``; with ``skip`` none
     runs and the schedule goes on. Ticks that fall while the app is not running are not replayed.
+
+    In a cluster each tick fires on the one node that claims it; ticks that no node fired (every
+    node was down, or etcd was unreachable) count as missed, and the same ``catch-up`` rule applies.
     """
 
     name = "cron"
@@ -44,7 +47,7 @@ class Cron(Driver):
 
     @classmethod
     def validate(cls, config, where):
-        only_keys(config, ("type", "schedule", "timezone", "overlap", "catch-up"), where)
+        only_keys(config, ("type", "schedule", "timezone", "overlap", "catch-up", "scope"), where)
         schedule = get_str(config, "schedule", where)
         expected = ('a crontab schedule: 5 fields "minute hour day month weekday", 6 with seconds '
                     'first, or an alias such as @hourly')
@@ -65,12 +68,14 @@ class Cron(Driver):
             "timezone": timezone,
             "overlap": get_str(config, "overlap", where, default="allow", choices=OVERLAP_POLICIES),
             "catch-up": get_str(config, "catch-up", where, default="once", choices=CATCH_UP_POLICIES),
+            "scope": get_str(config, "scope", where, default="cluster", choices=SCOPES),
         }
 
     def start(self) -> None:
         self.overlap = Overlap(self.config["overlap"])
         self.ticks = 0
         self.missed = 0
+        self.lost = 0
         self._timer = None
         self._restart(time.time())
         self._arm()
@@ -92,13 +97,36 @@ class Cron(Driver):
         scheduled, missed, self._next = due(self._schedule, self._next, now)
         if self._next is None:  # too far behind to count: start the schedule again from now
             self._restart(now)
+        if in_cluster(self):
+            self.context.claim(scheduled, lambda previous: self._won(scheduled, previous), self._lost)
+        else:
+            self._run(scheduled, missed)
+        self._arm()
+
+    def _won(self, scheduled: float, previous: float | None) -> None:
+        """This node fires ``scheduled``: the ticks between the last one fired anywhere and this one
+        were missed by the whole cluster."""
+        self._run(scheduled, 0 if previous is None else self._between(previous, scheduled))
+
+    def _between(self, previous: float, scheduled: float) -> int:
+        schedule = self.config["schedule"]
+        start = datetime.fromtimestamp(previous, ZoneInfo(self.config["timezone"]))
+        ticks = croniter(schedule, start, second_at_beginning=len(schedule.split()) == 6)
+        count = 0
+        while ticks.get_next(float) < scheduled - 1e-3 and count < MAX_CATCH_UP_STEPS:
+            count += 1
+        return count
+
+    def _lost(self) -> None:
+        self.lost += 1
+
+    def _run(self, scheduled: float, missed: int) -> None:
         self.missed += missed
         if missed and self.config["catch-up"] == "skip":
             self.missed += 1  # the latest due tick is skipped too
         else:
             self.ticks += 1
             self.overlap.submit(self.context, {"tick": self.ticks, "scheduled": scheduled, "missed": missed})
-        self._arm()
 
     def stop(self) -> None:
         if getattr(self, "_timer", None) is not None:
@@ -106,4 +134,5 @@ class Cron(Driver):
 
     def info(self):
         return {**super().info(), "counters": {"ticks": self.ticks, "missed": self.missed,
-                                               "skipped": self.overlap.skipped, "next": self._next}}
+                                               "skipped": self.overlap.skipped, "next": self._next,
+                                               "elsewhere": self.lost}}

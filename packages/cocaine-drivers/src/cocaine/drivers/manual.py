@@ -8,11 +8,13 @@ import time
 
 from cocaine.core.drivers import Driver
 from cocaine.core.errors import Code
-from cocaine.core.validation import get_number, only_keys
+from cocaine.core.validation import get_number, get_str, only_keys
+from cocaine.drivers.common import SCOPES, in_cluster
 
 log = logging.getLogger(__name__)
 
 MAX_DELAY = 366 * 86400.0  # an answer further ahead than this is a broken answer
+STANDBY_RETRY = 1.0  # seconds between a cluster node's attempts to take the task over
 
 
 class ManualScheduler(Driver):
@@ -20,22 +22,28 @@ class ManualScheduler(Driver):
     answer says (docs/drivers.md has the contract): a number of seconds to wait, ``{"delay":
     seconds}`` or ``{"at": unix-time}``. Runs never overlap. A run that fails, or whose answer is
     not one of those, is reported on the app's pubsub endpoint as an error, and the next run comes
-    ``retry`` milliseconds later."""
+    ``retry`` milliseconds later.
+
+    In a cluster only the node that owns the task runs it; the others try to take it over every
+    second (or ``retry``, if shorter), which succeeds once the owner's lease is gone. The new owner
+    runs the task at once: the next-run time the old owner was given died with it."""
 
     name = "manual-scheduler"
     publishes = True
 
     @classmethod
     def validate(cls, config, where):
-        only_keys(config, ("type", "first", "retry"), where)
+        only_keys(config, ("type", "first", "retry", "scope"), where)
         return {"type": cls.name,
                 "first": get_number(config, "first", where, default=0, exclusive=False),
-                "retry": get_number(config, "retry", where, default=60_000)}
+                "retry": get_number(config, "retry", where, default=60_000),
+                "scope": get_str(config, "scope", where, default="cluster", choices=SCOPES)}
 
     def start(self) -> None:
         self.runs = 0
         self.broken = 0
         self.failed = 0
+        self.lost = 0
         self.running = False
         self._stopped = False
         self._timer = None
@@ -46,11 +54,23 @@ class ManualScheduler(Driver):
         self._timer = self.context.reactor.call_later(delay, self._run)
 
     def _run(self) -> None:
+        scheduled = time.time()
+        self.next_at = None
+        if in_cluster(self):
+            self.context.claim(scheduled, lambda _previous: self._fire(scheduled), self._lost, owner=True)
+        else:
+            self._fire(scheduled)
+
+    def _fire(self, scheduled: float) -> None:
         self.runs += 1
         self.running = True
-        self.next_at = None
-        meta = {"run": self.runs, "scheduled": time.time()}
+        meta = {"run": self.runs, "scheduled": scheduled}
         self.context.submit(None, Answer(self, self.context.publisher(meta)), meta)
+
+    def _lost(self) -> None:
+        self.lost += 1
+        if not self._stopped:
+            self._schedule(min(STANDBY_RETRY, self.config["retry"] / 1000.0))
 
     def answered(self, delay: float | None, problem: str | None, failed: bool) -> None:
         self.running = False
@@ -72,7 +92,7 @@ class ManualScheduler(Driver):
     def info(self):
         return {**super().info(), "counters": {"runs": self.runs, "failed": self.failed,
                                                "broken-answers": self.broken, "running": self.running,
-                                               "next": self.next_at}}
+                                               "next": self.next_at, "elsewhere": self.lost}}
 
 
 def parse_answer(body: bytes, now: float) -> float:

@@ -25,6 +25,7 @@ from cocaine.core.management.auth import DEFAULT_MAX_CLOCK_SKEW, Guard
 from cocaine.core.management.users import Users
 from cocaine.core.plugins import Registry
 from cocaine.core.security import APPS, DEFAULT_MAX_MESSAGE_SIZE, MANAGEMENT, Curve, SocketSecurity
+from cocaine.core.storage.files import check_key
 from cocaine.core.transport import split_envelope
 
 log = logging.getLogger("cocained")
@@ -41,9 +42,20 @@ def default_runtime_dir(instance: str) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="cocained", description="The cocaine application server.")
     parser.add_argument("--instance", default="default", help="instance name (default: %(default)s)")
-    parser.add_argument("--storage", default="files", help="storage plugin (default: %(default)s)")
+    parser.add_argument("--storage", help="storage plugin (default: files, or etcd with --cluster)")
     parser.add_argument("--storage-location", default="/var/lib/cocaine",
                         help="where the storage keeps its data (default: %(default)s)")
+    cluster = parser.add_argument_group("cluster (docs/cluster.md; needs cocaine-cluster)")
+    cluster.add_argument("--cluster", metavar="etcd://HOST:PORT[,HOST:PORT...]",
+                         help="join the cluster named by --instance on these etcd members: manifests, "
+                              "membership and timers are shared (default: a node alone, files storage)")
+    cluster.add_argument("--node-name", help="this node's name in the cluster (default: the host name)")
+    cluster.add_argument("--advertise-address", metavar="ADDR",
+                         help="the address other nodes and clients reach this node's endpoints at "
+                              "(default: the host's address on the default route)")
+    cluster.add_argument("--cluster-ttl", type=int, default=3, metavar="SECONDS",
+                         help="the TTL of this node's lease: a node that stops answering leaves the "
+                              "cluster after it (default: %(default)s)")
     parser.add_argument("--management", action="append", metavar="ENDPOINT",
                         help="management endpoint, repeatable (default: tcp://*:5000)")
     parser.add_argument("--runtime-dir", help="folder for ipc sockets (default: under $XDG_RUNTIME_DIR or /tmp)")
@@ -76,6 +88,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--curve-secret-key and --curve-clients go together")
     if args.curve_management_clients and not args.curve_secret_key:
         parser.error("--curve-management-clients needs --curve-secret-key and --curve-clients")
+    if args.cluster:
+        if args.storage not in (None, "etcd"):
+            parser.error(f"--cluster keeps the apps in etcd: it cannot go with --storage {args.storage}")
+        args.storage, args.storage_location = "etcd", args.cluster
+    elif args.node_name or args.advertise_address:
+        parser.error("--node-name and --advertise-address need --cluster")
+    args.storage = args.storage or "files"
+    if args.cluster_ttl < 2:
+        parser.error(f"--cluster-ttl: etcd grants leases of at least 2 s, got {args.cluster_ttl}")
+    if args.node_name is not None:
+        try:
+            check_key(args.node_name)
+        except CocaineError as e:
+            parser.error(f"--node-name: {e}")
     if args.max_message_size < 1024:
         parser.error(f"--max-message-size: expected at least 1024 bytes, got {args.max_message_size}")
     return args
@@ -99,6 +125,8 @@ class Daemon:
             self.curve.start(self.context)  # before any socket binds: without ZAP, CURVE admits anyone
         self.security = SocketSecurity(max_message_size=args.max_message_size, curve=self.curve)
         self.registry = Registry.load()
+        if args.cluster and "etcd" not in self.registry.names("storage"):
+            raise CocaineError("--cluster needs the cocaine-cluster package (pip install cocaine-cluster)")
         storage_class = self.registry.get("storage", args.storage)
         self.storage = storage_class(args.storage_location, args.instance)
         runtime_dir = args.runtime_dir or default_runtime_dir(args.instance)
@@ -119,6 +147,12 @@ class Daemon:
             except zmq.ZMQError as e:
                 raise CocaineError(f"--management {endpoint}: cannot bind: {e.strerror}") from e
             self.sockets.append(sock)
+
+    def join_cluster(self) -> None:
+        """A shared storage joins this node to its cluster before the apps load."""
+        args = self.args
+        self.storage.attach(self.node, {"node-name": args.node_name, "advertise-address": args.advertise_address,
+                                        "ttl": args.cluster_ttl, "management": args.management})
 
     def serve_metrics(self, address: str) -> None:
         from cocaine.core.daemon.metrics import MetricsServer  # prometheus_client only when asked for
@@ -195,6 +229,7 @@ class Daemon:
     def close(self) -> None:
         if self.metrics is not None:
             self.metrics.close()
+        self.storage.close()  # a cluster node leaves first, so that nobody sends to apps that stop
         self.node.stop_all()
         for sock in self.sockets:
             sock.close(0)
@@ -241,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         daemon.close()
         return 2
     try:
+        daemon.join_cluster()
         daemon.node.load_all()
         daemon.serve()
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 from typing import Any
 
@@ -37,18 +38,33 @@ class Node:
         self.engines: dict[str, Engine] = {}
         self.failed: dict[str, str] = {}  # apps in storage that could not start, with the reason
         self.started_at = time.time()
+        # Management requests and a shared storage's changes (another thread) take turns.
+        self.lock = threading.RLock()
+        #: Decides which node fires a scheduled tick (set by a shared storage; None: this node always).
+        self.tick_claims = None
 
     # -- the management actions; each returns {app: info or {"error": ...}} ----------------------
     def create(self, apps: dict[str, Any]) -> dict[str, Any]:
-        return {name: self._per_app(self._create, name, manifest) for name, manifest in apps.items()}
+        with self.lock:
+            return {name: self._per_app(self._create, name, manifest) for name, manifest in apps.items()}
 
     def delete(self, names: list[str]) -> dict[str, Any]:
-        return {name: self._per_app(self._delete, name) for name in names}
+        with self.lock:
+            return {name: self._per_app(self._delete, name) for name in names}
 
     def reload(self, names: list[str]) -> dict[str, Any]:
-        return {name: self._per_app(self._reload, name) for name in names}
+        with self.lock:
+            return {name: self._per_app(self._reload, name, True) for name in names}
 
     def info(self, names: list[str] | None = None) -> dict[str, Any]:
+        with self.lock:
+            reply = self._info(names)
+        cluster = self.storage.cluster()
+        if cluster is not None:
+            reply["cluster"] = cluster
+        return reply
+
+    def _info(self, names: list[str] | None) -> dict[str, Any]:
         known = sorted(set(self.engines) | set(self.failed))
         apps = {}
         for name in known if names is None else names:
@@ -74,17 +90,35 @@ class Node:
     # -- lifecycle --------------------------------------------------------------------------------
     def load_all(self) -> None:
         """Start every app in storage; one that fails is reported and skipped."""
-        for name in self._stored_apps():
-            if name not in self.engines:
-                self._load(name)
+        with self.lock:
+            for name in self._stored_apps():
+                if name not in self.engines:
+                    self._load(name)
 
     def reload_all(self) -> None:
         """SIGHUP: start, restart or stop apps so that the node matches storage."""
-        stored = set(self._stored_apps())
-        for name in sorted(set(self.engines) - stored):
-            self._stop(name)
-        for name in sorted(stored):
-            if name in self.engines:
+        with self.lock:
+            stored = set(self._stored_apps())
+            for name in sorted(set(self.engines) - stored):
+                self._stop(name)
+            for name in sorted(stored):
+                if name in self.engines:
+                    result = self._per_app(self._reload, name)
+                    if "error" in result:
+                        log.error("app %s: not reloaded: %s", name, result["error"])
+                else:
+                    self._load(name)
+
+    def apply_stored(self, name: str) -> None:
+        """Make one app match storage, after another node of a shared storage changed it: start it,
+        reload it, or stop it."""
+        with self.lock:
+            if name not in self._stored_apps():
+                if name in self.engines or name in self.failed:
+                    self._stop(name)
+                    self.failed.pop(name, None)
+                    log.info("app %s: deleted on another node", name)
+            elif name in self.engines:
                 result = self._per_app(self._reload, name)
                 if "error" in result:
                     log.error("app %s: not reloaded: %s", name, result["error"])
@@ -93,7 +127,8 @@ class Node:
 
     def stop_all(self) -> None:
         """Stop every app at once, so that shutting down takes one stop-timeout, not one per app."""
-        engines, self.engines = self.engines, {}
+        with self.lock:
+            engines, self.engines = self.engines, {}
         stopping = [(engine, engine.begin_stop(self.stop_timeout)) for engine in engines.values()]
         for engine, stopped in stopping:
             try:
@@ -129,7 +164,7 @@ class Node:
 
     def _start(self, manifest) -> dict[str, Any]:
         engine = Engine(manifest, self.registry, zmq_context=self.zmq_context, runtime_dir=self.runtime_dir,
-                        security=self.security)
+                        security=self.security, tick_claims=self.tick_claims)
         engine.start()
         self.engines[manifest.app] = engine
         self.failed.pop(manifest.app, None)
@@ -147,7 +182,7 @@ class Node:
         manifest = parse_manifest(name, raw, self.registry)
         info = self._start(manifest)
         try:
-            self.storage.put(APPS, name, raw)
+            self.storage.create(APPS, name, raw)
         except StorageError:
             self._stop(name)  # never run an app that would be lost on restart
             raise
@@ -158,13 +193,13 @@ class Node:
         check_app_name(name)
         if name not in self.engines and name not in self.failed and name not in self._stored_apps():
             raise ConfigError(f"no app named {name!r}")
+        self.storage.remove(APPS, name)  # first: if storage refuses, the app keeps running
         self._stop(name)
-        self.storage.remove(APPS, name)
         self.failed.pop(name, None)
         log.info("app %s: deleted", name)
         return {"deleted": True}
 
-    def _reload(self, name: str) -> dict[str, Any]:
+    def _reload(self, name: str, announce: bool = False) -> dict[str, Any]:
         check_app_name(name)
         if name not in self.engines and name not in self._stored_apps():
             raise ConfigError(f"no app named {name!r}")
@@ -174,6 +209,8 @@ class Node:
             raise ConfigError(f"app {name!r} cannot be reloaded: {e}") from None
         # A manifest that fails validation leaves the running engine untouched.
         manifest = parse_manifest(name, raw, self.registry)
+        if announce:
+            self.storage.announce(APPS, name)  # the other nodes reload too; unreachable: nobody does
         engine = self.engines.get(name)
         if engine is not None and engine.can_reload_in_place(manifest):
             info = engine.reload(manifest)

@@ -120,6 +120,26 @@ class TaskContext:
         engine.admit(self, job, urgent)
         return handle
 
+    @property
+    def clustered(self) -> bool:
+        """True when this node is one of a cluster that decides which node fires a scheduled tick."""
+        return self.engine.tick_claims is not None
+
+    def claim(self, scheduled: float, on_won: Callable[[float | None], None],
+              on_lost: Callable[[], None] | None = None, *, owner: bool = False) -> None:
+        """Ask whether this node fires the tick of this task scheduled at ``scheduled`` (Unix time).
+        ``on_won(previous)`` runs on the reactor if it does, with the scheduled time of the last tick
+        fired anywhere (None if unknown); ``on_lost()`` if another node fires it or the cluster cannot
+        decide (a tick is never fired twice, so it may be fired nowhere). Outside a cluster this
+        node always fires, at once. ``owner``: the schedule is not the same on every node
+        (drifting-timer, manual-scheduler), so only the node that owns the task fires, and another
+        takes the task over once the owner is gone."""
+        claims = self.engine.tick_claims
+        if claims is None:
+            on_won(None)
+        else:
+            claims.claim(self, scheduled, on_won, on_lost, owner=owner)
+
     def publisher(self, meta: dict[str, Any] | None = None) -> Responder:
         """A responder that publishes the job's result on the app's pubsub endpoint."""
         return self.engine.publisher.responder(self.task, meta or {})

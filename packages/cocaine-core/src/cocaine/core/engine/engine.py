@@ -36,13 +36,14 @@ CLOSE_GRACE = 2.0
 
 class Engine:
     def __init__(self, manifest: Manifest, registry: Registry, *, zmq_context: zmq.Context,
-                 runtime_dir: str, security: SocketSecurity | None = None) -> None:
+                 runtime_dir: str, security: SocketSecurity | None = None, tick_claims=None) -> None:
         self.manifest = manifest
         self.app = manifest.app
         self.registry = registry
         self.zmq_context = zmq_context
         self.runtime_dir = runtime_dir
         self.security = security or SocketSecurity()
+        self.tick_claims = tick_claims  # see TaskContext.claim
         self.reactor = Reactor(name=f"engine-{self.app}")
         self.state = "created"
         self.started_at: float | None = None

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from cocaine.core.daemon.node import Node
 
 
 class Storage:
-    """Base class of every storage. Subclasses set ``name`` (the daemon's ``--storage`` option)."""
+    """Base class of every storage. Subclasses set ``name`` (the daemon's ``--storage`` option).
+
+    A *shared* storage (``shared = True``, such as cocaine-cluster's ``etcd``) is seen by every node
+    of a cluster: it tells the node about changes other nodes made (:meth:`attach`), creates
+    atomically (:meth:`create`) and passes a reload on (:meth:`announce`).
+    """
 
     name: ClassVar[str] = ""
+    shared: ClassVar[bool] = False
 
     def __init__(self, location: str, instance: str) -> None:
         self.location = location
@@ -29,3 +38,24 @@ class Storage:
     def remove(self, namespace: str, key: str) -> None:
         """Remove the document; a missing one is not an error."""
         raise NotImplementedError
+
+    def create(self, namespace: str, key: str, value: Any) -> None:
+        """Store a new document. A shared storage refuses (StorageError) when the key already exists,
+        so that two nodes creating the same app at once cannot both win; a local one overwrites."""
+        self.put(namespace, key, value)
+
+    def announce(self, namespace: str, key: str) -> None:
+        """Tell the other nodes sharing this storage to re-read the document (a reload); a local
+        storage has nobody to tell. :raises StorageError: the other nodes could not be told."""
+
+    def attach(self, node: Node, options: dict[str, Any]) -> None:
+        """Called once the node exists, before it loads its apps: a shared storage starts following
+        other nodes' changes here. ``options`` carries the daemon's cluster options."""
+
+    def cluster(self) -> dict[str, Any] | None:
+        """What ``info`` shows under ``cluster``: the nodes a shared storage knows, their load and
+        apps, and whether this node's view is stale; None for a local storage."""
+        return None
+
+    def close(self) -> None:
+        """Release connections and threads; the daemon is stopping."""
