@@ -15,6 +15,7 @@ import signal
 import subprocess
 from pathlib import Path
 
+import pytest
 import zmq
 
 from support import Client, Daemon, alive, wait_for
@@ -22,6 +23,7 @@ from support import Client, Daemon, alive, wait_for
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 PREFIX = "cc"  # of every namespace and bridge these tests make: c(luster) c(ocaine)
 _serial = itertools.count(1)
+TTL = 3  # the nodes' lease TTL in these tests (the default)
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -261,3 +263,38 @@ def call(context: zmq.Context, address: str, body: bytes, timeout: float = 10.0)
     finally:
         client.close()
 
+
+
+# -- fixtures a test module imports: one network and one etcd per module, three fresh nodes per test --
+@pytest.fixture(scope="module")
+def network():
+    reason = namespaces_unavailable() or etcd_unavailable()
+    if reason:
+        pytest.skip(reason)
+    net = Network(hosts=4)
+    yield net
+    net.close()
+
+
+@pytest.fixture(scope="module")
+def etcd(network, tmp_path_factory):
+    server = Etcd(tmp_path_factory.mktemp("etcd"), network.gateway).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def context():
+    ctx = zmq.Context()
+    yield ctx
+    ctx.destroy(linger=0)
+
+
+@pytest.fixture
+def cluster(request, tmp_path, context, network, etcd):
+    """Three nodes in an instance of their own (a fresh key space in the module's etcd)."""
+    name = "".join(ch if ch.isalnum() or ch in "_-" else "-" for ch in request.node.name)
+    instance = f"{name[:48]}-{next(_serial)}"
+    nodes = start_nodes(tmp_path, context, network, etcd, 3, instance=instance, ttl=TTL)
+    yield nodes
+    stop_nodes(nodes)

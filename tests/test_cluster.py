@@ -15,12 +15,8 @@ import time
 import pytest
 import zmq
 
-from cluster_support import (ClusterNode, Etcd, Network, call, etcd_unavailable, namespaces_unavailable,
-                             start_nodes, stop_nodes)
+from cluster_support import TTL, ClusterNode, call, cluster, context, etcd, network, stop_nodes  # noqa: F401
 from support import CLI, RUN_TIMEOUT, manifest, python_app, wait_for
-
-pytestmark = pytest.mark.skipif(bool(namespaces_unavailable() or etcd_unavailable()),
-                                reason=str(namespaces_unavailable() or etcd_unavailable()))
 
 APP = '''
 import time
@@ -33,37 +29,6 @@ def slow(request):
     return b"done"
 '''
 PORT = 9100
-TTL = 3
-
-
-@pytest.fixture(scope="module")
-def network():
-    net = Network(hosts=4)
-    yield net
-    net.close()
-
-
-@pytest.fixture(scope="module")
-def etcd(network, tmp_path_factory):
-    server = Etcd(tmp_path_factory.mktemp("etcd"), network.gateway).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def context():
-    ctx = zmq.Context()
-    yield ctx
-    ctx.destroy(linger=0)
-
-
-@pytest.fixture
-def cluster(request, tmp_path, context, network, etcd):
-    """Three nodes in their own instance (a fresh key space in the module's etcd)."""
-    instance = request.node.name.replace("[", "-").replace("]", "")[:60]
-    nodes = start_nodes(tmp_path, context, network, etcd, 3, instance=instance, ttl=TTL)
-    yield nodes
-    stop_nodes(nodes)
 
 
 def app_manifest(tmp_path, port: int = PORT, **engine) -> dict:
@@ -155,3 +120,113 @@ def test_a_late_node_and_a_node_restarted_with_emptied_state_converge(cluster, t
         assert call(context, c.endpoint(PORT + 10), b"back") == [b"ok", b"back"]
     finally:
         stop_nodes([late])
+
+
+# -- membership and load ----------------------------------------------------------------------------
+def test_info_and_nodes_show_every_node_its_apps_and_their_load(cluster, tmp_path, context):
+    a, b, c = cluster
+    wait_for(lambda: up_nodes(a) == {"node-0", "node-1", "node-2"}, timeout=10, message="three nodes up")
+    a.create("echo", app_manifest(tmp_path, pool_limit=3))
+    for _ in range(20):
+        call(context, b.endpoint(PORT), b"x")
+
+    def everywhere():
+        view = c.cluster()
+        return view if set(view["apps"].get("echo", {})) == {"node-0", "node-1", "node-2"} else None
+
+    view = wait_for(everywhere, timeout=10, message="echo running on every node in node-2's view")
+    assert view["stale"] is False and view["node"] == "node-2"
+    assert all(state == "running" for state in view["apps"]["echo"].values())
+    for node in cluster:
+        entry = view["nodes"][node.name]
+        assert entry["up"] is True and entry["address"] == node.address
+        assert entry["management"] == [node.management]
+        load = entry["apps"]["echo"]["load"]
+        assert load["pool-limit"] == 3 and load["queue-limit"] == 100 and load["workers"] >= 0
+    # The load figures are the engine's: node-1 served the requests, so it has a worker and a rate.
+    wait_for(lambda: c.cluster()["nodes"]["node-1"]["apps"]["echo"]["load"]["workers"] >= 1, timeout=5,
+             message="node-1's worker in the record")
+    record = json.loads(a.etcd.ctl("get", "--print-value-only", f"/cocaine/{a.instance}/nodes/node-1"))
+    assert record["apps"]["echo"]["tasks"]["echo"] == {"type": "zeromq-server", "endpoint": f"tcp://{b.address}:{PORT}"}
+
+    human = admin(a, "nodes")
+    assert human.returncode == 0, human.stderr
+    lines = human.stdout.splitlines()
+    assert lines[0].startswith("cluster etcd://") and "seen from node-0" in lines[0] and "STALE" not in lines[0]
+    for node in cluster:
+        row = next(line for line in lines if line.startswith(node.name))
+        assert node.address in row and " yes " in row and "echo running" in row
+    as_json = admin(a, "--json", "nodes")
+    assert as_json.returncode == 0, as_json.stderr
+    assert set(json.loads(as_json.stdout)["nodes"]) == {"node-0", "node-1", "node-2"}
+
+
+def test_nodes_on_a_node_alone_says_it_is_not_in_a_cluster(daemon):
+    result = subprocess.run([*CLI, "--endpoint", daemon.management, "nodes"], capture_output=True, text=True,
+                            timeout=RUN_TIMEOUT)
+    assert result.returncode != 0
+    assert "is not in a cluster (start cocained with --cluster)" in result.stderr
+    assert "cluster" not in daemon.info()
+
+
+class Load:
+    """A client per node sending requests in a loop; counts answers and failures per node."""
+
+    def __init__(self, context, nodes) -> None:
+        self.answered = {node.name: 0 for node in nodes}
+        self.failed = {node.name: 0 for node in nodes}
+        self.stopped = {node.name: threading.Event() for node in nodes}
+        self.threads = [threading.Thread(target=self._run, args=(context, node), daemon=True) for node in nodes]
+        for thread in self.threads:
+            thread.start()
+
+    def _run(self, context, node) -> None:
+        while not self.stopped[node.name].is_set():
+            try:
+                reply = call(context, node.endpoint(PORT), b"load", timeout=2)
+                assert reply == [b"ok", b"load"], reply
+                self.answered[node.name] += 1
+            except zmq.Again:
+                self.failed[node.name] += 1
+
+    def stop(self, name: str | None = None) -> None:
+        for key, event in self.stopped.items():
+            if name is None or key == name:
+                event.set()
+        if name is None:
+            for thread in self.threads:
+                thread.join(5)
+
+
+@pytest.mark.parametrize("fault", ["SIGKILL", "SIGSTOP"])
+def test_a_killed_or_frozen_node_leaves_every_view_within_ttl_plus_one_second(cluster, tmp_path, context, fault):
+    a, b, c = cluster
+    a.create("echo", app_manifest(tmp_path))
+    wait_for(lambda: running_everywhere(cluster, "echo"), timeout=10, message="echo on every node")
+    wait_for(lambda: all(up_nodes(node) == {"node-0", "node-1", "node-2"} for node in cluster), timeout=10,
+             message="every node seeing three")
+    load = Load(context, cluster)
+    try:
+        wait_for(lambda: all(load.answered[node.name] > 5 for node in cluster), timeout=10, message="load on every node")
+        load.stop(c.name)
+        faulted = time.monotonic()
+        if fault == "SIGKILL":
+            c.kill()
+        else:
+            c.signal(signal.SIGSTOP)
+        wait_for(lambda: all("node-2" not in up_nodes(node) for node in (a, b)), timeout=TTL + 1,
+                 message=f"node-2 gone from the others' views after {fault}")
+        gone_after = time.monotonic() - faulted
+        before = dict(load.answered)
+        wait_for(lambda: all(load.answered[n.name] > before[n.name] + 5 for n in (a, b)), timeout=10,
+                 message="the other nodes still answering")
+        assert load.failed[a.name] == 0 and load.failed[b.name] == 0, load.failed
+        assert f"/cocaine/{a.instance}/nodes/node-2" not in a.etcd.ctl("get", "--prefix", "--keys-only",
+                                                                        f"/cocaine/{a.instance}/nodes/")
+        print(f"{fault}: node-2 left both views {gone_after:.2f} s after the fault (TTL {TTL} s)")
+        if fault == "SIGSTOP":  # woken up, it joins again under a new lease
+            c.signal(signal.SIGCONT)
+            wait_for(lambda: "node-2" in up_nodes(a), timeout=10, message="node-2 back after SIGCONT")
+            assert call(context, c.endpoint(PORT), b"again") == [b"ok", b"again"]
+    finally:
+        load.stop()

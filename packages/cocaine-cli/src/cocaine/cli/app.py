@@ -8,6 +8,7 @@ manifest file is unusable; 2 a bad command line; 3 no answer from the daemon wit
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -25,7 +26,8 @@ from cocaine.cli.endpoints import connectable
 from cocaine.cli.errors import FAILED, CliError, RequestFailed
 from cocaine.cli.keys import CurveClient, Signer
 from cocaine.cli.manifest import load_manifest
-from cocaine.cli.output import PROG, Output, app_errors, event_json, format_event, request_error, write_chunk
+from cocaine.cli.output import (PROG, Output, app_errors, event_json, format_event, format_nodes, request_error,
+                                write_chunk)
 
 DEBUG_VARIABLE = "COCAINE_DEBUG"
 
@@ -166,6 +168,25 @@ def info(ctx: typer.Context,
          names: Annotated[list[str] | None, typer.Argument(metavar="NAME")] = None) -> None:
     """Show the node and its apps' state and statistics (every app, or the ones named)."""
     request(ctx, "info", names or None)
+
+
+@app.command()
+def nodes(ctx: typer.Context) -> None:
+    """Show the cluster as this node sees it: every node, its address, whether it is up, and its
+    apps with their load (docs/cluster.md). With --json, the cluster part of info as is."""
+    session: Session = ctx.obj
+    with reported():
+        reply = session.client.request("info", None)
+        error = request_error(reply)
+        if error is not None:
+            raise RequestFailed(f"{session.client.endpoint} refused the request: {error}")
+        cluster = reply.get("cluster")
+        if not isinstance(cluster, dict):
+            raise CliError(f"{session.client.endpoint} is not in a cluster (start cocained with --cluster)")
+        if session.output.json_mode:
+            print(json.dumps(cluster, indent=2))
+        else:
+            print("\n".join(format_nodes(cluster)))
 
 
 def app_info(session: Session, name: str) -> dict[str, Any]:

@@ -107,6 +107,22 @@ def format_node(node: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def format_nodes(cluster: dict[str, Any]) -> list[str]:
+    """``nodes``: one row per node of the cluster, with its apps and their load, as this node sees it."""
+    lines = [f"cluster {cluster.get('store', '?')}, seen from {cluster.get('node', '?')}"
+             + (f" (STALE: {cluster.get('problem', 'etcd unreachable')})" if cluster.get("stale") else "")]
+    rows = [("NODE", "ADDRESS", "UP", "APPS (state, queue, busy/workers, req/s)")]
+    for name, node in sorted((cluster.get("nodes") or {}).items()):
+        apps = node.get("apps") or {}
+        shown = ", ".join(
+            f"{app} {entry.get('state', '?')} q{int(entry.get('load', {}).get('queue', 0))} "
+            f"{int(entry.get('load', {}).get('busy', 0))}/{int(entry.get('load', {}).get('workers', 0))} "
+            f"{rate(entry.get('load', {}).get('rps'))}"
+            for app, entry in sorted(apps.items())) or "-"
+        rows.append((name, str(node.get("address", "?")), "yes" if node.get("up") else "no", shown))
+    return lines + table(rows)
+
+
 def security_in_use(security: dict[str, Any]) -> bool:
     """Whether the security line says anything: not for an open daemon nobody has attacked."""
     refused = security.get("refused") or {}
