@@ -14,7 +14,7 @@ from cocaine.drivers.common import SCOPES, in_cluster
 log = logging.getLogger(__name__)
 
 MAX_DELAY = 366 * 86400.0  # an answer further ahead than this is a broken answer
-STANDBY_RETRY = 1.0  # seconds between a cluster node's attempts to take the task over
+STANDBY_RETRY = 0.5  # seconds between a cluster node's attempts to take the task over
 
 
 class ManualScheduler(Driver):
@@ -25,7 +25,7 @@ class ManualScheduler(Driver):
     ``retry`` milliseconds later.
 
     In a cluster only the node that owns the task runs it; the others try to take it over every
-    second (or ``retry``, if shorter), which succeeds once the owner's lease is gone. The new owner
+    half second (or ``retry``, if shorter), which succeeds once the owner's lease is gone. The new owner
     runs the task at once: the next-run time the old owner was given died with it."""
 
     name = "manual-scheduler"
