@@ -16,7 +16,7 @@ import pytest
 import zmq
 
 from cluster_support import TTL, ClusterNode, call, cluster, context, etcd, network, stop_nodes  # noqa: F401
-from support import CLI, RUN_TIMEOUT, manifest, python_app, wait_for
+from support import CLI, RUN_TIMEOUT, free_port, manifest, python_app, wait_for
 
 APP = '''
 import time
@@ -230,3 +230,46 @@ def test_a_killed_or_frozen_node_leaves_every_view_within_ttl_plus_one_second(cl
             assert call(context, c.endpoint(PORT), b"again") == [b"ok", b"again"]
     finally:
         load.stop()
+
+
+# -- options and a node whose etcd is away ------------------------------------------------------------
+@pytest.mark.parametrize("args, error", [
+    (["--cluster", "http://127.0.0.1:2379"], "expected etcd://HOST:PORT[,HOST:PORT...]"),
+    (["--cluster", "etcd://127.0.0.1:notaport"], "bad port"),
+    (["--node-name", "a"], "--node-name and --advertise-address need --cluster"),
+    (["--cluster", "etcd://127.0.0.1:1", "--storage", "files"], "cannot go with --storage files"),
+    (["--cluster", "etcd://127.0.0.1:1", "--node-name", "../x"], "--node-name: invalid name"),
+    (["--cluster", "etcd://127.0.0.1:1", "--cluster-ttl", "1"], "--cluster-ttl: etcd grants leases of at least 2 s"),
+])
+def test_bad_cluster_options_are_refused_naming_the_option(tmp_path, args, error):
+    result = subprocess.run([sys.executable, "-m", "cocaine.core.daemon.main", "--storage-location", str(tmp_path),
+                             "--runtime-dir", str(tmp_path / "run"), "--management", "tcp://127.0.0.1:0", *args],
+                            capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert result.returncode == 2, result.stderr
+    assert error in result.stderr
+
+
+def test_a_node_whose_etcd_is_away_starts_serves_reads_and_refuses_writes(make_daemon, tmp_path):
+    port = free_port()  # nothing listens there
+    node = make_daemon("--cluster", f"etcd://127.0.0.1:{port}", "--node-name", "alone").start()
+    view = node.info()["cluster"]
+    assert view["stale"] is True and view["problem"].startswith("cluster storage unavailable: ")
+    assert view["nodes"] == {} and view["store"] == f"etcd://127.0.0.1:{port}"
+    reply = node.request({"version": 2, "action": "create", "apps": {"echo": app_manifest(tmp_path)}})
+    assert reply["echo"]["error"].startswith("cluster storage unavailable: "), reply
+    assert node.info()["apps"] == {}  # the app it started for the create was stopped again
+
+
+@pytest.mark.parametrize("bound, published", [
+    ("tcp://*:9100", "tcp://10.0.0.5:9100"),
+    ("tcp://0.0.0.0:9100", "tcp://10.0.0.5:9100"),
+    ("tcp://lo:9100", "tcp://10.0.0.5:9100"),
+    ("tcp://eth0:9100", "tcp://10.0.0.5:9100"),
+    ("tcp://192.168.1.7:9100", "tcp://192.168.1.7:9100"),
+    ("tcp://node-a.example.org:9100", "tcp://node-a.example.org:9100"),
+    ("ipc:///run/x.sock", "ipc:///run/x.sock"),
+])
+def test_records_publish_endpoints_that_other_hosts_can_reach(bound, published):
+    from cocaine.cluster.membership import reachable
+
+    assert reachable(bound, "10.0.0.5") == published

@@ -77,10 +77,11 @@ def first_node(cluster, name):
     return next(node for node in cluster if node.name == name)
 
 
-@pytest.mark.parametrize("fault", ["SIGKILL", "SIGSTOP"])
-def test_recurring_timer_fires_each_tick_once_when_the_firing_node_dies(cluster, tmp_path, context, fault):
+@pytest.mark.parametrize("fault", ["SIGKILL", "SIGSTOP", "partition"])
+def test_recurring_timer_fires_each_tick_once_when_the_firing_node_dies(cluster, tmp_path, context, fault,
+                                                                        network):
     """SIGSTOP: the frozen node wakes up after its lease expired, with overdue ticks of its own; its
-    claims are fenced, so none of those fires a second time."""
+    claims are fenced, so none of those fires a second time. partition: its link is cut, then back."""
     interval = 0.2
     ticks = Ticks(context, cluster, "tick")
     try:
@@ -90,15 +91,20 @@ def test_recurring_timer_fires_each_tick_once_when_the_firing_node_dies(cluster,
         killed_at = time.monotonic()
         if fault == "SIGKILL":
             victim.kill()
-        else:
+        elif fault == "SIGSTOP":
             victim.signal(signal.SIGSTOP)
+        else:
+            network.partition(victim.index)
         wait_for(lambda: sum(1 for _, _, at in ticks.fired if at > killed_at) >= 10, timeout=10,
                  message="10 ticks after the fault")
-        if fault == "SIGSTOP":
+        if fault != "SIGKILL":
             wait_for(lambda: victim.name not in up_names(cluster[0] if victim is not cluster[0] else cluster[1]),
-                     timeout=TTL + 1, message="the frozen node's lease gone")
+                     timeout=TTL + 1, message="the node's lease gone")
             woken_at = time.monotonic()
-            victim.signal(signal.SIGCONT)
+            if fault == "SIGSTOP":
+                victim.signal(signal.SIGCONT)
+            else:
+                network.partition(victim.index, cut=False)
             wait_for(lambda: sum(1 for _, _, at in ticks.fired if at > woken_at) >= 15, timeout=10,
                      message="15 ticks after it woke up")
     finally:
@@ -112,6 +118,8 @@ def test_recurring_timer_fires_each_tick_once_when_the_firing_node_dies(cluster,
     assert all(abs(g / interval - round(g / interval)) < 0.01 for g in gaps)  # ticks on the shared schedule
     if fault == "SIGKILL":
         assert not [s for name, s, at in ticks.fired if name == victim.name and at > killed_at + 0.5]
+    else:  # back in the cluster, it fires again
+        assert [s for name, s, at in ticks.fired if name == victim.name and at > woken_at]
     print(f"{len(scheduled)} ticks, none twice; largest gap {max(gaps):.3f} s; by node "
           f"{dict(Counter(name for name, _, _ in ticks.fired))}")
 

@@ -161,7 +161,7 @@ def test_manual_scheduler_follows_the_answers_and_reports_broken_ones(daemon, tm
     ({"type": "cron", "schedule": "@hourly", "catch-up": "all"},
      "tasks.t.catch-up: expected one of 'once', 'skip', got 'all'"),
     ({"type": "manual-scheduler", "retry": -1}, "tasks.t.retry: expected a number > 0, got -1"),
-    ({"type": "manual-scheduler", "every": 5}, "tasks.t.every: unknown key (known: type, first, retry)"),
+    ({"type": "manual-scheduler", "every": 5}, "tasks.t.every: unknown key (known: type, first, retry, scope)"),
 ])
 def test_bad_configuration_is_rejected_naming_the_field(daemon, tmp_path, task, error):
     m = dict(manifest(python_app(tmp_path, APP), {"t": task}), pubsub={"endpoint": endpoint()})

@@ -15,6 +15,7 @@ def test_builtins_come_from_entry_points():
     names = {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
     assert names["core"] == "cocaine.core.builtin"
     assert names["drivers"] == "cocaine.drivers.plugin"
+    assert names["cluster"] == "cocaine.cluster.plugin"
     for language in ("python", "cpp", "perl", "js"):
         assert names[language] == f"cocaine.{language}.language"
     registry = Registry.load()
@@ -23,7 +24,7 @@ def test_builtins_come_from_entry_points():
                                         "zeromq-sink", "zeromq-subscriber"]
     assert registry.names("language") == ["cpp", "js", "perl", "python"]
     assert registry.names("backend") == ["process", "thread"]
-    assert registry.names("storage") == ["files"]
+    assert registry.names("storage") == ["etcd", "files"]
 
 
 def test_autoload_can_be_disabled(monkeypatch):

@@ -103,7 +103,11 @@ class Membership:
 
     def build(self) -> bytes:
         apps = {}
-        for name, engine in list(self.node.engines.items()):
+        engines = list(self.node.engines.items())
+        for name in set(self._rates) - {name for name, _ in engines}:  # deleted apps
+            self._rates.pop(name, None)
+            self._last.pop(name, None)
+        for name, engine in engines:
             apps[name] = self._app(name, engine)
         for name in list(self.node.failed):
             apps.setdefault(name, records.AppLoad(state="failed", tasks={}, load={}))

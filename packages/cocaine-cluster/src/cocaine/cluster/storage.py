@@ -32,7 +32,7 @@ from cocaine.core.storage.files import check_key
 log = logging.getLogger(__name__)
 
 RETRY = 0.5  # seconds between attempts to reach etcd again
-FIRST_SYNC = 5.0  # seconds a starting node waits for its first view before starting without one
+FIRST_SYNC = 5.0  # seconds at most a starting node waits for its first view before starting without one
 
 
 def encode(value: Any) -> bytes:
@@ -67,13 +67,13 @@ class EtcdStorage(Storage):
         self.problem: str | None = "not connected yet"
         self.since = time.time()  # of the last change of ``connected``
         self.listeners: list[Callable[[str, bool], None]] = []  # (key, full resync?) on every change
-        self._synced = threading.Event()
+        self._first_attempt = threading.Event()  # the first read of etcd succeeded or failed
         self._watching: asyncio.Task | None = None
         self.cluster_node = None  # the membership, once attached
         self.sync = None
         self.etcd.start()
         self._watching = self.etcd.spawn(self._follow())
-        if not self._synced.wait(FIRST_SYNC):
+        if not self._first_attempt.wait(FIRST_SYNC) or not self.connected:
             log.warning("cluster storage unavailable: starting with no apps until etcd answers (%s)", self.problem)
 
     # -- the Storage interface --------------------------------------------------------------------
@@ -180,11 +180,14 @@ class EtcdStorage(Storage):
                 log.info("cluster storage: revision %d compacted; reading everything again", self.revision)
                 self._disconnected(describe(e))
                 resync = True
-            except (Unavailable, ClientError, Exception) as e:  # noqa: BLE001 - any failure: reconnect
+            except Exception as e:  # noqa: BLE001 - any failure: reconnect and go on
                 self._disconnected(describe(e))
-                await self.etcd.reset()
+                if not isinstance(e, Unavailable):  # that one has reset the connection already
+                    await self.etcd.reset()
                 resync = self.revision == 0
                 await asyncio.sleep(RETRY)
+            finally:
+                self._first_attempt.set()
 
     async def _read_all(self) -> None:
         result = await self.etcd.run(lambda client: client.get_prefix(self.prefix.encode()))
@@ -220,7 +223,7 @@ class EtcdStorage(Storage):
     def _connected(self) -> None:
         if not self.connected:
             self.connected, self.problem, self.since = True, None, time.time()
-            self._synced.set()
+            self._first_attempt.set()
             log.info("cluster storage: following etcd at %s from revision %d", self.etcd.endpoint, self.revision)
 
     def _disconnected(self, problem: str) -> None:
