@@ -273,3 +273,87 @@ def test_records_publish_endpoints_that_other_hosts_can_reach(bound, published):
     from cocaine.cluster.membership import reachable
 
     assert reachable(bound, "10.0.0.5") == published
+
+
+# -- server-side forwarding ---------------------------------------------------------------------------
+def burst(context, address: str, count: int, body: bytes, timeout: float = 20.0) -> list[list[bytes]]:
+    """``count`` requests at once on one DEALER; the replies, in arrival order."""
+    sock = context.socket(zmq.DEALER)
+    sock.linger = 0
+    sock.connect(address)
+    try:
+        for _ in range(count):
+            sock.send_multipart([b"", body])
+        replies = []
+        while len(replies) < count:
+            assert sock.poll(timeout * 1000), f"{len(replies)} of {count} replies"
+            replies.append(sock.recv_multipart()[1:])
+        return replies
+    finally:
+        sock.close(0)
+
+
+def test_overflow_forward_sends_what_a_full_node_cannot_take_to_its_least_loaded_peers_one_hop_only(
+        cluster, tmp_path, context):
+    a, b, c = cluster
+    # One worker taking one job at a time and a queue of one: each node takes two requests at once.
+    a.create("full", app_manifest(tmp_path, pool_limit=1, pool_min=1, concurrency=1, queue_limit=1,
+                                  overflow="forward"))
+    wait_for(lambda: all(node.running("full") and node.info("full")["pool"]["idle"] == 1 for node in cluster),
+             timeout=15, message="a ready worker on every node")
+    wait_for(lambda: all(set(node.cluster()["apps"].get("full", {})) == {"node-0", "node-1", "node-2"}
+                         for node in cluster), timeout=10, message="every record showing the app")
+    replies = burst(context, a.endpoint(PORT + 1), 6, b"1.0")
+    assert replies == [[b"ok", b"done"]] * 6, replies  # 2 here, 2 on each peer
+    info = a.info("full")
+    assert info["jobs"]["forwarded"] == 4 and info["jobs"]["rejected"] == 0
+    for node in (b, c):
+        assert node.info("full")["jobs"]["accepted"] == 2
+
+    # Ten at once: the peers are full too, and a forwarded request is never forwarded again.
+    replies = burst(context, a.endpoint(PORT + 1), 10, b"1.0")
+    done = [r for r in replies if r == [b"ok", b"done"]]
+    refused = [r for r in replies if r[0] == b"error"]
+    assert len(done) == 6 and len(refused) == 4, replies
+    assert all(r[1] == b"503" and b"queue is full" in r[2] for r in refused), refused
+    for node in (b, c):
+        assert node.info("full")["jobs"]["forwarded"] == 0
+
+
+def test_overflow_refuse_is_the_default_even_in_a_cluster(cluster, tmp_path, context):
+    a, b, c = cluster
+    a.create("full", app_manifest(tmp_path, pool_limit=1, pool_min=1, concurrency=1, queue_limit=1))
+    wait_for(lambda: a.info("full")["pool"]["idle"] == 1, timeout=15, message="a ready worker")
+    replies = burst(context, a.endpoint(PORT + 1), 4, b"0.5")
+    assert sum(r[0] == b"error" and r[1] == b"503" for r in replies) == 2, replies
+    assert a.info("full")["jobs"]["forwarded"] == 0
+
+
+def test_overflow_forward_sends_what_reaches_a_stopping_app_to_a_peer(cluster, tmp_path, context):
+    a, b, c = cluster
+    a.create("full", app_manifest(tmp_path, pool_limit=1, pool_min=1, concurrency=1, overflow="forward"))
+    wait_for(lambda: all(node.running("full") and node.info("full")["pool"]["idle"] == 1 for node in cluster),
+             timeout=15, message="a ready worker on every node")
+    wait_for(lambda: set(a.cluster()["apps"].get("full", {})) == {"node-0", "node-1", "node-2"}, timeout=10,
+             message="node-0 seeing the app on every node")
+    sock = context.socket(zmq.DEALER)
+    sock.linger = 0
+    sock.connect(a.endpoint(PORT + 1))
+    try:
+        sock.send_multipart([b"", b"3.0"])  # keeps node-0's app stopping for 3 s once it is told to stop
+        wait_for(lambda: a.info("full")["pool"]["busy"] == 1, timeout=10, message="the long job running")
+        a.signal(signal.SIGTERM)
+        # Its management has stopped answering; its record says the app is stopping.
+        wait_for(lambda: b.cluster()["nodes"]["node-0"]["apps"]["full"]["state"] == "stopping", timeout=10,
+                 message="node-0's app stopping in node-1's view")
+        for _ in range(3):
+            sock.send_multipart([b"", b"0.01"])
+        replies = []
+        while len(replies) < 4:
+            assert sock.poll(20_000), replies
+            replies.append(sock.recv_multipart()[1:])
+    finally:
+        sock.close(0)
+    assert replies.count([b"ok", b"done"]) == 4, replies  # the long one here, the three others on peers
+    assert sum(node.info("full")["jobs"]["accepted"] for node in (b, c)) == 3
+    assert a.proc.wait(20) == 0

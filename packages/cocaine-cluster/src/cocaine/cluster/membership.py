@@ -69,6 +69,7 @@ class Membership:
         #: (killed, frozen, cut off) cannot claim anything even if it wakes up believing it can.
         self.create_revision: int | None = None
         self.record: bytes | None = None
+        self.forward: str | None = None  # this node's forwarding endpoint, if it forwards
         self._rates: dict[str, tuple[float, int]] = {}  # app → (when, finished jobs) for rps
         self._last: dict[str, dict[str, float]] = {}
         self._stop = threading.Event()
@@ -103,7 +104,7 @@ class Membership:
 
     def build(self) -> bytes:
         apps = {}
-        engines = list(self.node.engines.items())
+        engines = list({**self.node.stopping, **self.node.engines}.items())
         for name in set(self._rates) - {name for name, _ in engines}:  # deleted apps
             self._rates.pop(name, None)
             self._last.pop(name, None)
@@ -112,7 +113,7 @@ class Membership:
         for name in list(self.node.failed):
             apps.setdefault(name, records.AppLoad(state="failed", tasks={}, load={}))
         return records.NodeRecord(name=self.name, address=self.address, management=self.management,
-                                  updated=time.time(), apps=apps).to_json()
+                                  updated=time.time(), apps=apps, forward=self.forward).to_json()
 
     def _app(self, name: str, engine) -> records.AppLoad:
         tasks = {}

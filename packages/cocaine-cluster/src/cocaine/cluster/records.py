@@ -62,16 +62,21 @@ class NodeRecord:
     management: list[str]
     updated: float
     apps: dict[str, AppLoad] = field(default_factory=dict)
+    #: Where peers send the requests this node runs for them (engine.overflow "forward"), if it does.
+    forward: str | None = None
 
     def to_json(self) -> bytes:
-        return json.dumps({
+        record = {
             "name": self.name,
             "address": self.address,
             "management": self.management,
             "updated": self.updated,
             "apps": {name: {"state": app.state, "tasks": app.tasks, "load": app.load}
                      for name, app in self.apps.items()},
-        }, sort_keys=True).encode()
+        }
+        if self.forward is not None:
+            record["forward"] = self.forward
+        return json.dumps(record, sort_keys=True).encode()
 
     def endpoint(self, app: str, task: str) -> str | None:
         """Where a client reaches ``app``'s ``task`` on this node, if the app runs here."""
@@ -119,7 +124,11 @@ def parse(data: bytes | str, where: str = "record") -> NodeRecord:
                 raise RecordError(f"{at}.load.{figure}: expected a non-negative number, got {value}")
         apps[app] = AppLoad(state=state, tasks=tasks,
                             load={figure: float(load.get(figure, 0)) for figure in LOAD_FIGURES})
-    return NodeRecord(name=name, address=address, management=list(management), updated=updated, apps=apps)
+    forward = raw.get("forward")
+    if forward is not None:
+        _expect(forward, str, f"{where}.forward")
+    return NodeRecord(name=name, address=address, management=list(management), updated=updated, apps=apps,
+                      forward=forward)
 
 
 def serving(records: dict[str, NodeRecord], app: str, task: str) -> dict[str, str]:

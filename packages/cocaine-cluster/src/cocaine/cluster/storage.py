@@ -71,6 +71,7 @@ class EtcdStorage(Storage):
         self._watching: asyncio.Task | None = None
         self.cluster_node = None  # the membership, once attached
         self.sync = None
+        self.forwarder = None
         self.etcd.start()
         self._watching = self.etcd.spawn(self._follow())
         if not self._first_attempt.wait(FIRST_SYNC) or not self.connected:
@@ -255,6 +256,7 @@ class EtcdStorage(Storage):
 
     # -- the node -----------------------------------------------------------------------------------
     def attach(self, node, options: dict[str, Any]) -> None:
+        from cocaine.cluster.forward import Forwarder
         from cocaine.cluster.membership import Membership
         from cocaine.cluster.sync import Sync
         from cocaine.cluster.ticks import TickClaims
@@ -262,6 +264,12 @@ class EtcdStorage(Storage):
         self.cluster_node = Membership(self, node, options)
         self.sync = Sync(self, node)
         node.tick_claims = TickClaims(self, self.cluster_node)
+        if node.security.curve is None:
+            self.forwarder = node.forwarder = Forwarder(self, self.cluster_node, node)
+            self.cluster_node.forward = self.forwarder.endpoint
+            self.forwarder.start()
+        else:  # a peer's DEALER has no client key to offer a CURVE endpoint (docs/cluster.md, limits)
+            log.warning("cluster: CURVE is on: engine.overflow \"forward\" answers 503 instead of forwarding")
         self.cluster_node.start()
         self.sync.start()
 
@@ -275,4 +283,6 @@ class EtcdStorage(Storage):
             self.sync.stop()
         if self.cluster_node is not None:
             self.cluster_node.stop()
+        if self.forwarder is not None:
+            self.forwarder.stop()
         self.etcd.stop()

@@ -21,6 +21,11 @@ MIN_STATS_INTERVAL = 0.1
 _TASK_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
 
 
+#: What a node does with a request it cannot take (queue full, app stopping or broken): answer 503,
+#: or, in a cluster, hand it to the least loaded peer running the app (docs/cluster.md).
+OVERFLOW_POLICIES = ("refuse", "forward")
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     """The ``engine`` section. Defaults are documented in docs/manifest.md."""
@@ -35,6 +40,7 @@ class EngineConfig:
     startup_timeout: float = 20.0  # seconds a new worker has to say hello
     idle_timeout: float = 60.0  # seconds an idle worker above pool-min lives on
     request_timeout: float | None = None  # default deadline of a job, from its acceptance
+    overflow: str = "refuse"  # or "forward": in a cluster, what this node cannot take goes to a peer
 
     KEYS = {
         "backend": "backend",
@@ -47,6 +53,7 @@ class EngineConfig:
         "startup-timeout": "startup_timeout",
         "idle-timeout": "idle_timeout",
         "request-timeout": "request_timeout",
+        "overflow": "overflow",
     }
 
     def to_json(self) -> dict:
@@ -182,5 +189,6 @@ def _parse_engine(raw: Any, registry: Registry) -> EngineConfig:
         startup_timeout=get_number(raw, "startup-timeout", where, default=defaults.startup_timeout),
         idle_timeout=get_number(raw, "idle-timeout", where, default=defaults.idle_timeout),
         request_timeout=None if request_timeout is None else get_number(raw, "request-timeout", where),
+        overflow=get_str(raw, "overflow", where, default=defaults.overflow, choices=OVERFLOW_POLICIES),
     )
 

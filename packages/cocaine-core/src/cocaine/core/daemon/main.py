@@ -229,8 +229,10 @@ class Daemon:
     def close(self) -> None:
         if self.metrics is not None:
             self.metrics.close()
-        self.storage.close()  # a cluster node leaves first, so that nobody sends to apps that stop
+        # Apps stop while this node is still a cluster member: what reaches a stopping app can still be
+        # forwarded to a peer (engine.overflow "forward"), and records show the apps stopping.
         self.node.stop_all()
+        self.storage.close()
         for sock in self.sockets:
             sock.close(0)
         if self.curve is not None:

@@ -42,6 +42,10 @@ class Node:
         self.lock = threading.RLock()
         #: Decides which node fires a scheduled tick (set by a shared storage; None: this node always).
         self.tick_claims = None
+        #: Takes the requests an app with engine.overflow "forward" cannot (set by a shared storage).
+        self.forwarder = None
+        self.closing = False  # stop_all has begun: a shared storage's changes start nothing any more
+        self.stopping: dict[str, Engine] = {}  # the engines stop_all is stopping (a cluster shows them)
 
     # -- the management actions; each returns {app: info or {"error": ...}} ----------------------
     def create(self, apps: dict[str, Any]) -> dict[str, Any]:
@@ -99,36 +103,35 @@ class Node:
         """SIGHUP: start, restart or stop apps so that the node matches storage."""
         with self.lock:
             stored = set(self._stored_apps())
-            for name in sorted(set(self.engines) - stored):
-                self._stop(name)
-            for name in sorted(stored):
-                if name in self.engines:
-                    result = self._per_app(self._reload, name)
-                    if "error" in result:
-                        log.error("app %s: not reloaded: %s", name, result["error"])
-                else:
-                    self._load(name)
+            for name in [*sorted(set(self.engines) - stored), *sorted(stored)]:  # stops free ports first
+                self._match_storage(name, name in stored)
 
     def apply_stored(self, name: str) -> None:
-        """Make one app match storage, after another node of a shared storage changed it: start it,
-        reload it, or stop it."""
+        """Make one app match storage after another node of a shared storage changed it."""
         with self.lock:
-            if name not in self._stored_apps():
-                if name in self.engines or name in self.failed:
-                    self._stop(name)
-                    self.failed.pop(name, None)
-                    log.info("app %s: deleted on another node", name)
-            elif name in self.engines:
-                result = self._per_app(self._reload, name)
-                if "error" in result:
-                    log.error("app %s: not reloaded: %s", name, result["error"])
-            else:
-                self._load(name)
+            if not self.closing:
+                self._match_storage(name, name in self._stored_apps())
+
+    def _match_storage(self, name: str, stored: bool) -> None:
+        """Start, reload or stop one app so that it matches storage."""
+        if not stored:
+            if name in self.engines or name in self.failed:
+                self._stop(name)
+                self.failed.pop(name, None)
+                log.info("app %s: stopped: no longer in storage", name)
+        elif name in self.engines:
+            result = self._per_app(self._reload, name)
+            if "error" in result:
+                log.error("app %s: not reloaded: %s", name, result["error"])
+        else:
+            self._load(name)
 
     def stop_all(self) -> None:
         """Stop every app at once, so that shutting down takes one stop-timeout, not one per app."""
         with self.lock:
+            self.closing = True
             engines, self.engines = self.engines, {}
+            self.stopping = engines
         stopping = [(engine, engine.begin_stop(self.stop_timeout)) for engine in engines.values()]
         for engine, stopped in stopping:
             try:
@@ -164,7 +167,7 @@ class Node:
 
     def _start(self, manifest) -> dict[str, Any]:
         engine = Engine(manifest, self.registry, zmq_context=self.zmq_context, runtime_dir=self.runtime_dir,
-                        security=self.security, tick_claims=self.tick_claims)
+                        security=self.security, tick_claims=self.tick_claims, forwarder=self.forwarder)
         engine.start()
         self.engines[manifest.app] = engine
         self.failed.pop(manifest.app, None)

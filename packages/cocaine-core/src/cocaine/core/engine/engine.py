@@ -36,7 +36,8 @@ CLOSE_GRACE = 2.0
 
 class Engine:
     def __init__(self, manifest: Manifest, registry: Registry, *, zmq_context: zmq.Context,
-                 runtime_dir: str, security: SocketSecurity | None = None, tick_claims=None) -> None:
+                 runtime_dir: str, security: SocketSecurity | None = None, tick_claims=None,
+                 forwarder=None) -> None:
         self.manifest = manifest
         self.app = manifest.app
         self.registry = registry
@@ -44,6 +45,9 @@ class Engine:
         self.runtime_dir = runtime_dir
         self.security = security or SocketSecurity()
         self.tick_claims = tick_claims  # see TaskContext.claim
+        self.forwarder = forwarder  # a cluster's: where engine.overflow "forward" sends what it cannot take
+        self.forwarded = 0
+        self.forwarding: set[Job] = set()  # forwarded jobs whose peer has not answered yet
         self.reactor = Reactor(name=f"engine-{self.app}")
         self.state = "created"
         self.started_at: float | None = None
@@ -192,8 +196,8 @@ class Engine:
         self._maybe_finish_stop()
 
     def _maybe_finish_stop(self) -> None:
-        if self.state == "stopping" and not self.queue and not self.pool.running_jobs() and not any(
-                p.running_jobs() for p in self.old_pools):
+        if self.state == "stopping" and not self.queue and not self.forwarding and not self.pool.running_jobs() \
+                and not any(p.running_jobs() for p in self.old_pools):
             self._finish_stop()
 
     def _finish_stop(self) -> None:
@@ -203,6 +207,9 @@ class Engine:
         # Answer first, while the drivers' sockets can still carry the answers.
         while self.queue:
             self.queue.popleft().fail(Code.UNAVAILABLE, f"app {self.app!r} stopped before the job ran")
+        forwarding, self.forwarding = self.forwarding, set()
+        for job in forwarding:
+            job.fail(Code.UNAVAILABLE, f"app {self.app!r} stopped before the peer answered the forwarded job")
         pools = [self.pool, *self.old_pools]
         for pool in pools:
             for worker in [*pool.workers.values(), *pool.exiting.values()]:
@@ -291,12 +298,38 @@ class Engine:
         self.dispatch()
         return True
 
-    @staticmethod
-    def _refuse(stats, job: Job, message: str) -> bool:
+    def _refuse(self, stats, job: Job, message: str) -> bool:
+        if self.manifest.engine.overflow == "forward" and self._forwardable(job) and self.forwarder.forward(
+                self, job, message):
+            self.forwarded += 1
+            self.forwarding.add(job)
+            stats.accepted += 1
+            if job.deadline is not None:
+                self._watch_deadline(job)  # a peer that never answers still answers by the deadline
+            return True
         stats.rejected += 1
         job.done = True  # never ran: a driver's handle drops what it pushes from now on
         job.responder.error(Code.UNAVAILABLE, message)
         return False
+
+    def _forwardable(self, job: Job) -> bool:
+        """A peer can run this job for us: we are in a cluster, the job came from a client (not from a
+        peer: one hop at most, so never back), has a requester (not a timer's), and its whole
+        request is here (a streamed request's chunks arrive here)."""
+        driver = self.drivers.get(job.task)
+        return (self.forwarder is not None and "forwarded-by" not in job.meta and driver is not None
+                and not driver.publishes and (job.handle is None or job.handle.closed))
+
+    def forward_finished(self, job: Job, code: int | None = None, message: str = "") -> None:
+        """The peer's final answer to a forwarded job (on the reactor; the forwarder relays chunks to
+        ``job.chunk`` before it)."""
+        self.forwarding.discard(job)
+        if code is None:
+            job.end()
+        else:
+            job.fail(code, message)
+        if self.state == "stopping":
+            self._maybe_finish_stop()
 
     def dispatch(self) -> None:
         """Hand queued jobs to workers with free credit; start workers for what remains."""
@@ -417,6 +450,7 @@ class Engine:
             "queue": {"depth": len(self.queue), "peak": self.queue_peak, "limit": self.manifest.engine.queue_limit},
             "jobs": {
                 "running": self.running_jobs(),
+                "forwarded": self.forwarded,
                 "accepted": sum(c.stats.accepted for c in contexts),
                 "succeeded": sum(c.stats.succeeded for c in contexts),
                 "failed": sum(sum(c.stats.failed.values()) for c in contexts),
