@@ -105,8 +105,12 @@ def test_recurring_timer_fires_each_tick_once_when_the_firing_node_dies(cluster,
                 victim.signal(signal.SIGCONT)
             else:
                 network.partition(victim.index, cut=False)
+            # Back in the cluster under a new lease (a cut connection may first have to time out),
+            # it fires its share of the ticks again.
+            wait_for(lambda: any(name == victim.name and at > woken_at for name, _, at in ticks.fired), timeout=20,
+                     message="the node firing again")
             wait_for(lambda: sum(1 for _, _, at in ticks.fired if at > woken_at) >= 15, timeout=10,
-                     message="15 ticks after it woke up")
+                     message="15 ticks after it came back")
     finally:
         ticks.close()
     scheduled = [s for _, s, _ in ticks.fired]
@@ -118,8 +122,6 @@ def test_recurring_timer_fires_each_tick_once_when_the_firing_node_dies(cluster,
     assert all(abs(g / interval - round(g / interval)) < 0.01 for g in gaps)  # ticks on the shared schedule
     if fault == "SIGKILL":
         assert not [s for name, s, at in ticks.fired if name == victim.name and at > killed_at + 0.5]
-    else:  # back in the cluster, it fires again
-        assert [s for name, s, at in ticks.fired if name == victim.name and at > woken_at]
     print(f"{len(scheduled)} ticks, none twice; largest gap {max(gaps):.3f} s; by node "
           f"{dict(Counter(name for name, _, _ in ticks.fired))}")
 

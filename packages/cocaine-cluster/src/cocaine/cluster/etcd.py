@@ -57,6 +57,7 @@ class EtcdThread:
         self.client: aetcd.Client | None = None
         self.thread = threading.Thread(target=self._run, name="cluster-etcd", daemon=True)
         self._ready = threading.Event()
+        self._closing: set[asyncio.Future] = set()
 
     def start(self) -> None:
         self.thread.start()
@@ -86,10 +87,16 @@ class EtcdThread:
         client, self.client = self.client, None
         self._current = (self._current + 1) % len(self.endpoints)
         if client is not None:
-            try:
-                await asyncio.wait_for(client.close(), 1.0)
-            except Exception:  # noqa: BLE001 - a broken channel may fail to close; it is dropped anyway
-                pass
+            # Closed in the background, never awaited: aetcd's watcher swallows the cancellation of
+            # its stream, so waiting for a close over a cut connection (even with a timeout) can hang.
+            closing = asyncio.ensure_future(client.close())
+            self._closing.add(closing)
+            closing.add_done_callback(self._closed)
+
+    def _closed(self, closing: asyncio.Future) -> None:
+        self._closing.discard(closing)
+        if not closing.cancelled() and closing.exception() is not None:
+            log.debug("closing a broken etcd connection: %s", describe(closing.exception()))
 
     async def run(self, operation: Callable[[aetcd.Client], Awaitable[Any]]) -> Any:
         """``operation(client)`` on the loop; a connection failure becomes :class:`Unavailable`."""
