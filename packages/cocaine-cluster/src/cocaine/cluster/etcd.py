@@ -107,6 +107,11 @@ class EtcdThread:
                 aetcd.exceptions.InternalError, asyncio.TimeoutError) as e:
             await self.reset()
             raise Unavailable(f"etcd at {self.endpoint} did not answer: {describe(e)}") from None
+        except asyncio.CancelledError:
+            if cancelled():
+                raise
+            # gRPC cancels the calls of a channel that another failure closed: this call failed too.
+            raise Unavailable(f"etcd at {self.endpoint}: the connection was reset") from None
 
     def call(self, operation: Callable[[aetcd.Client], Awaitable[Any]], timeout: float | None = None) -> Any:
         """Run ``operation`` from another thread and wait for its result."""
@@ -138,6 +143,13 @@ class EtcdThread:
                 pass
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(3.0)
+
+
+def cancelled() -> bool:
+    """Whether the running task itself is being cancelled: gRPC also raises CancelledError in a call
+    whose channel was closed, which is a failure to retry, not a reason to stop."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def describe(error: BaseException) -> str:

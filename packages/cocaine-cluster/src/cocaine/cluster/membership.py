@@ -19,7 +19,7 @@ from typing import Any
 from aetcd.exceptions import ClientError
 
 from cocaine.cluster import records
-from cocaine.cluster.etcd import Unavailable, describe
+from cocaine.cluster.etcd import Unavailable, cancelled, describe
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,9 @@ class Membership:
                     if found is not None and found.lease == lease_id:
                         self.create_revision = found.create_revision
             except asyncio.CancelledError:
-                raise
+                if cancelled():
+                    raise
+                # A call cut short by a connection another failure closed: try again.
             except (Unavailable, ClientError) as e:
                 if self.storage.connected:
                     self.storage.lost(describe(e))

@@ -24,7 +24,7 @@ from typing import Any
 from aetcd.exceptions import ClientError, RevisionCompactedError
 
 from cocaine.cluster import records
-from cocaine.cluster.etcd import EtcdThread, Unavailable, describe, parse_url
+from cocaine.cluster.etcd import EtcdThread, Unavailable, cancelled, describe, parse_url
 from cocaine.core.errors import StorageError
 from cocaine.core.storage import Storage
 from cocaine.core.storage.files import check_key
@@ -176,7 +176,11 @@ class EtcdStorage(Storage):
                     resync = False
                 await self._watch()
             except asyncio.CancelledError:
-                raise
+                if cancelled():
+                    raise
+                self._disconnected("the connection was reset")  # by another call's failure
+                resync = self.revision == 0
+                await asyncio.sleep(RETRY)
             except RevisionCompactedError as e:
                 log.info("cluster storage: revision %d compacted; reading everything again", self.revision)
                 self._disconnected(describe(e))

@@ -14,12 +14,13 @@ comparison of times). A node fires a tick only if its transaction succeeds, and 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aetcd.exceptions import ClientError
 
 from cocaine.cluster import records
-from cocaine.cluster.etcd import Unavailable, describe
+from cocaine.cluster.etcd import Unavailable, cancelled, describe
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,10 @@ class TickClaims:
         async def decide() -> None:
             try:
                 won, previous = await self._claim(context.app, context.task, scheduled, owner)
+            except asyncio.CancelledError:
+                if cancelled():
+                    raise
+                won, previous = False, None
             except (Unavailable, ClientError) as e:
                 log.warning("app %s: task %s: tick at %.3f not fired: cluster storage unavailable: %s",
                             context.app, context.task, scheduled, describe(e))
