@@ -4,6 +4,9 @@ A POSIX record lock (``fcntl``), not ``flock``: the kernel releases it when the 
 however it dies (a SIGKILLed daemon never blocks its restart), and a child process never inherits it.
 The holder writes its pid into the file for operators; a refused process asks the kernel who holds
 the lock (``F_GETLK``), so the pid it names is right even before the holder has written it.
+
+Record locks belong to the process: a second lock taken in the same process succeeds, and closing
+any descriptor of the file drops the lock, so nothing but this class opens it.
 """
 
 from __future__ import annotations
