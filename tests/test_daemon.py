@@ -15,6 +15,14 @@ def store(daemon, name, document):
     (apps / name).write_text(document if isinstance(document, str) else json.dumps(document))
 
 
+def serve_echo(daemon, tmp_path) -> str:
+    """Create the app echo, answer one request through it (so a worker runs); return its endpoint."""
+    address = endpoint()
+    daemon.create("echo", manifest(python_app(tmp_path, ECHO), {"echo": {"type": "zeromq-server", "endpoint": address}}))
+    assert daemon.client(address).call(b"x") == [b"ok", b"x"]
+    return address
+
+
 def test_apps_in_storage_start_with_the_daemon_and_a_corrupt_one_is_skipped(make_daemon, tmp_path):
     daemon = make_daemon()
     good = manifest(python_app(tmp_path, ECHO), {"echo": {"type": "zeromq-server", "endpoint": endpoint()}})
@@ -32,9 +40,7 @@ def test_apps_in_storage_start_with_the_daemon_and_a_corrupt_one_is_skipped(make
 
 def test_sigterm_stops_every_worker_and_exits_zero(make_daemon, tmp_path):
     daemon = make_daemon().start()
-    m = manifest(python_app(tmp_path, ECHO), {"echo": {"type": "zeromq-server", "endpoint": endpoint()}})
-    daemon.create("echo", m)
-    assert daemon.client(m["tasks"]["echo"]["endpoint"]).call(b"x") == [b"ok", b"x"]
+    serve_echo(daemon, tmp_path)
     workers = daemon.workers()
     assert len(workers) == 1
     assert daemon.stop() == 0  # also waits for every worker to be gone
@@ -48,9 +54,7 @@ def test_sigint_stops_cleanly_too(make_daemon):
 
 def test_workers_exit_when_the_daemon_is_killed(make_daemon, tmp_path):
     daemon = make_daemon().start()
-    m = manifest(python_app(tmp_path, ECHO), {"echo": {"type": "zeromq-server", "endpoint": endpoint()}})
-    daemon.create("echo", m)
-    daemon.client(m["tasks"]["echo"]["endpoint"]).call(b"x")
+    serve_echo(daemon, tmp_path)
     workers = daemon.workers()
     assert workers
     daemon.proc.kill()
@@ -129,8 +133,7 @@ def test_a_second_daemon_on_the_same_instance_refuses_to_start_naming_the_first(
     import sys
 
     first = make_daemon().start()
-    m = manifest(python_app(tmp_path, ECHO), {"echo": {"type": "zeromq-server", "endpoint": endpoint()}})
-    first.create("echo", m)
+    echo = serve_echo(first, tmp_path)
     second = subprocess.run(
         [sys.executable, "-m", "cocaine.core.daemon.main", "--storage-location", str(first.storage),
          "--runtime-dir", str(tmp_path / "second-run"), "--management", endpoint()],
@@ -143,16 +146,14 @@ def test_a_second_daemon_on_the_same_instance_refuses_to_start_naming_the_first(
         f"{lock}): stop that daemon first, or give this one another --instance or --storage-location"), lines
     assert lock.read_text() == f"{first.proc.pid}\n"
     # The first daemon keeps serving, its app untouched; another instance of the same location may start.
-    assert first.client(m["tasks"]["echo"]["endpoint"]).call(b"x") == [b"ok", b"x"]
+    assert first.client(echo).call(b"x") == [b"ok", b"x"]
     other = make_daemon("--instance", "other", storage=first.storage).start()
     assert other.info()["node"]["instance"] == "other"
 
 
 def test_a_sigkilled_daemon_never_blocks_its_restart(make_daemon, tmp_path):
     daemon = make_daemon().start()
-    m = manifest(python_app(tmp_path, ECHO), {"echo": {"type": "zeromq-server", "endpoint": endpoint()}})
-    daemon.create("echo", m)
-    assert daemon.client(m["tasks"]["echo"]["endpoint"]).call(b"x") == [b"ok", b"x"]
+    echo = serve_echo(daemon, tmp_path)
     workers = daemon.workers()
     killed = daemon.proc.pid
     daemon.proc.kill()
@@ -161,6 +162,6 @@ def test_a_sigkilled_daemon_never_blocks_its_restart(make_daemon, tmp_path):
     daemon.start()
     assert daemon.proc.pid != killed
     assert (daemon.storage / "default" / "cocained.lock").read_text() == f"{daemon.proc.pid}\n"
-    assert daemon.client(m["tasks"]["echo"]["endpoint"]).call(b"y") == [b"ok", b"y"]
+    assert daemon.client(echo).call(b"y") == [b"ok", b"y"]
     for pid in workers:
         wait_for(lambda: not alive(pid), timeout=10, message=f"orphan worker {pid} to exit")
