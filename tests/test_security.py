@@ -183,17 +183,24 @@ def test_nonces_leave_storage_once_their_window_has_passed(make_daemon, tmp_path
     assert exchange(daemon, at(early))["error"].startswith("stale timestamp: ")
 
 
-def test_the_nonces_in_the_window_are_bounded(tmp_path, monkeypatch):
-    from cocaine.core.management import auth
-    from cocaine.core.management.auth import Busy, Guard
+@pytest.fixture
+def alice_in_storage(tmp_path, alice):
+    """Files storage (in this process) that knows alice."""
     from cocaine.core.management.users import Users
     from cocaine.core.storage.files import FilesStorage
 
-    monkeypatch.setattr(auth, "MAX_NONCES", 3)
-    private, public = make_key(tmp_path, "alice")
     storage = FilesStorage(str(tmp_path / "storage"), "default")
-    Users(storage).add("alice", {"public-key": open(public).read()})
-    alice = Signer.load("alice", private)
+    Users(storage).add("alice", {"public-key": open(tmp_path / "alice.pub").read()})
+    return storage
+
+
+def test_the_nonces_in_the_window_are_bounded(alice_in_storage, alice, monkeypatch):
+    from cocaine.core.management import auth
+    from cocaine.core.management.auth import Busy, Guard
+    from cocaine.core.management.users import Users
+
+    monkeypatch.setattr(auth, "MAX_NONCES", 3)
+    storage = alice_in_storage
     guard = Guard(Users(storage), require_signatures=True)
     for _ in range(3):
         frames = alice.frames({"action": "info"})
@@ -204,6 +211,18 @@ def test_the_nonces_in_the_window_are_bounded(tmp_path, monkeypatch):
     # A restarted daemon counts the stored ones too.
     with pytest.raises(Busy):
         Guard(Users(storage), require_signatures=True).admit(json.loads(frames[0]), frames)
+
+
+def test_a_nonce_that_cannot_be_stored_fails_its_request(alice_in_storage, alice, tmp_path):
+    from cocaine.core.management.auth import Busy, Guard
+    from cocaine.core.management.users import Users
+
+    guard = Guard(Users(alice_in_storage), require_signatures=True)
+    (tmp_path / "storage" / "default" / "nonces").write_text("")  # a file where the folder goes
+    frames = alice.frames({"action": "info"})
+    with pytest.raises(Busy, match=r"^cannot record the request's nonce, try again later: cannot write .*/nonces/"):
+        guard.admit(json.loads(frames[0]), frames)
+    assert guard.accepted_signed == 0
 
 
 def test_without_require_signatures_both_versions_are_served(daemon, tmp_path):

@@ -3,8 +3,8 @@
 A version 3 request is admitted when, in this order: its user has a key in storage ("unknown user"),
 the second frame is that key's signature of the first ("bad signature"), its ``timestamp`` is within
 ``max_clock_skew`` seconds of the daemon's clock ("stale timestamp"), its ``nonce`` was not used by
-the same user within that window, also before a restart ("replayed nonce"), and the user may call the action ("permission
-denied"). With ``require_signatures``, version 2 requests are refused ("signature required").
+the same user within that window, before a restart too ("replayed nonce"), and the user may call the
+action ("permission denied"). With ``require_signatures``, version 2 requests are refused ("signature required").
 Every refusal is counted by reason and logged (at most :data:`LOG_BURST` lines a second).
 """
 
