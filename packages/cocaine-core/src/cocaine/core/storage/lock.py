@@ -47,8 +47,10 @@ class FolderLock:
             self._take(fd)
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        except BaseException:
+        except BaseException as e:
             os.close(fd)
+            if isinstance(e, OSError) and not isinstance(e, StorageError):
+                raise StorageError(f"cannot lock {self.path}: {e.strerror}") from e
             raise
         self._fd = fd
 
@@ -65,7 +67,7 @@ class FolderLock:
                 return
             except OSError as e:
                 if e.errno not in (errno.EACCES, errno.EAGAIN):
-                    raise StorageError(f"cannot lock {self.path}: {e.strerror}") from e
+                    raise
             pid = _holder(fd)
             if pid != 0:
                 raise InstanceLocked(f"{self.path} is locked by {f'pid {pid}' if pid else 'another process'}", pid)
