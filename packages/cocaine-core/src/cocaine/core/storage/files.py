@@ -94,7 +94,9 @@ class FilesStorage(Storage):
         path = os.path.join(directory, check_key(key))
         data = json.dumps(value, indent=2, sort_keys=True).encode() + b"\n"
         try:
-            os.makedirs(directory, exist_ok=True)
+            if not os.path.isdir(directory):
+                os.makedirs(directory, exist_ok=True)
+                _sync_folder(os.path.dirname(directory))  # the new namespace's own entry
             fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{key}.", suffix=".tmp")
             try:
                 with os.fdopen(fd, "wb") as f:
