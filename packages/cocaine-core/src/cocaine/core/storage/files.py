@@ -55,13 +55,15 @@ class FilesStorage(Storage):
     def _sweep_temporary_files(self) -> None:
         root = os.path.join(self.location, self.instance)
         try:
-            for namespace in os.scandir(root):
-                if not namespace.is_dir():
-                    continue
-                for entry in os.scandir(namespace.path):
-                    if entry.name.startswith(".") and entry.name.endswith(".tmp"):
-                        log.warning("storage: removing %s, left by a write that never finished", entry.path)
-                        os.unlink(entry.path)
+            with os.scandir(root) as namespaces:
+                folders = [entry.path for entry in namespaces if entry.is_dir()]
+            for folder in folders:
+                with os.scandir(folder) as entries:
+                    leftovers = [entry.path for entry in entries
+                                 if entry.name.startswith(".") and entry.name.endswith(".tmp")]
+                for path in leftovers:
+                    log.warning("storage: removing %s, left by a write that never finished", path)
+                    os.unlink(path)
         except OSError as e:
             raise StorageError(f"cannot sweep {root}: {e.strerror}") from e
 
