@@ -363,7 +363,7 @@ def test_the_daemon_survives_fuzzing_serves_others_and_stays_bounded(target, zmq
         rng = random.Random(6)
 
         def burst(n: int) -> None:
-            for i in range(n):
+            for _ in range(n):
                 garbage = [rng.randbytes(rng.randrange(0, 200)) for _ in range(rng.randrange(1, 4))]
                 management.send_multipart(garbage)
                 management.recv_multipart()

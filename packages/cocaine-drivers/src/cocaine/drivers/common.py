@@ -23,7 +23,9 @@ def get_str_list(config: dict, key: str, where: str, *, default: list[str] | Non
     value = config.get(key, default)
     expected = "a string or a non-empty list of strings"
     if value is None:
-        raise field_error(f"{where}.{key}", expected) if key not in config else field_error(f"{where}.{key}", expected, None)
+        if key not in config:
+            raise field_error(f"{where}.{key}", expected)
+        raise field_error(f"{where}.{key}", expected, None)
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list) or not items:
         raise field_error(f"{where}.{key}", expected, value)

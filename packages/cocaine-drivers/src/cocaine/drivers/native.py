@@ -36,7 +36,7 @@ def unpack_header(frame: bytes) -> list:
     """Decode a header frame into ``[type, id, ...]`` or raise ProtocolError saying what is wrong."""
     try:
         header = msgpack.unpackb(frame, raw=False, use_list=True)
-    except Exception as e:  # msgpack raises several unrelated types on garbage
+    except Exception as e:  # noqa: BLE001 - msgpack raises several unrelated types on garbage
         raise ProtocolError(f"header is not valid msgpack: {e}") from None
     if not isinstance(header, list) or len(header) < 2 or not isinstance(header[0], int):
         raise ProtocolError("header is not a msgpack array [type, id, ...]")
