@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from cocaine.core import protocol
+from cocaine.core import worker_protocol
 
 if TYPE_CHECKING:
     from cocaine.core.engine.engine import Engine
@@ -57,7 +57,7 @@ class JobHandle:
         if self.pool is None:
             self.pending.append(data)
         else:
-            self.pool.send_to(job.worker, protocol.chunk(job.id, data))
+            self.pool.send_to(job.worker, worker_protocol.chunk(job.id, data))
 
     def close(self) -> None:
         """The streamed request is complete."""
@@ -66,7 +66,7 @@ class JobHandle:
         self.closed = True
         job = self.job
         if self.pool is not None and not job.done:
-            self.pool.send_to(job.worker, protocol.end(job.id))
+            self.pool.send_to(job.worker, worker_protocol.end(job.id))
 
     def cancel(self, code: int, message: str) -> None:
         """Give up on the job: it is answered with ``(code, message)`` at once (the responder's
@@ -84,7 +84,7 @@ class JobHandle:
                 pass
         else:
             # The job keeps its place in the worker's credit until the worker answers it.
-            self.pool.send_to(job.worker, protocol.error(job.id, code, message))
+            self.pool.send_to(job.worker, worker_protocol.error(job.id, code, message))
         job.fail(code, message)
 
     # -- called by the pool -------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import zmq
 
-from cocaine.core import protocol
+from cocaine.core import worker_protocol
 from cocaine.core.backends import Backend, WorkerHandle
 from cocaine.core.engine import monitor
 from cocaine.core.engine.output import READER, OutputWatch
@@ -199,7 +199,7 @@ class WorkerPool:
         worker.jobs[job.id] = job
         handle = job.handle
         closed = True if handle is None else handle.dispatching(self)
-        self._send(worker, protocol.invoke(job.id, job.task, job.worker_meta(), job.body, closed))
+        self._send(worker, worker_protocol.invoke(job.id, job.task, job.worker_meta(), job.body, closed))
 
     def send_to(self, worker: Worker, frame: bytes) -> None:
         """Queue one protocol message for ``worker``; it leaves with this reactor round's batch."""
@@ -243,7 +243,7 @@ class WorkerPool:
             worker.last_seen = now
             for frame in frames[1:]:
                 try:
-                    freed |= self._handle(worker, protocol.unpack(frame))
+                    freed |= self._handle(worker, worker_protocol.unpack(frame))
                 except (ProtocolError, IndexError, TypeError, ValueError) as e:
                     log.warning("app %s: worker %s sent a bad message: %s", self.app, worker.id, e)
             if not worker.jobs:
@@ -254,29 +254,29 @@ class WorkerPool:
     def _handle(self, worker: Worker, message: list) -> bool:
         """Apply one message; True if it freed credit or a worker (so queued jobs may go)."""
         kind = message[0]
-        if kind == protocol.CHUNK:
+        if kind == worker_protocol.CHUNK:
             job = worker.jobs.get(message[1])
             if job is not None:
                 job.chunk(message[2])
             return False
-        if kind == protocol.END:
+        if kind == worker_protocol.END:
             job = worker.jobs.pop(message[1], None)
             if job is not None:
                 job.end()
             return True
-        if kind == protocol.ERROR:
+        if kind == worker_protocol.ERROR:
             job = worker.jobs.pop(message[1], None)
             if job is not None:
                 job.fail(message[2], message[3])
             return True
-        if kind == protocol.CREDIT:
+        if kind == worker_protocol.CREDIT:
             job = worker.jobs.get(message[1])
             if job is not None and job.handle is not None:
                 job.handle.credited(message[2])
             return False
-        if kind == protocol.HELLO:
-            if message[1] != protocol.VERSION:
-                self.retire(worker, Code.SERVER, f"speaks protocol version {message[1]}, not {protocol.VERSION}",
+        if kind == worker_protocol.HELLO:
+            if message[1] != worker_protocol.VERSION:
+                self.retire(worker, Code.SERVER, f"speaks protocol version {message[1]}, not {worker_protocol.VERSION}",
                             cause=monitor.PROTOCOL_ERROR)
                 return False
             worker.ready = True
@@ -285,9 +285,9 @@ class WorkerPool:
             self.broken_reason = None
             self.engine.on_worker_ready(self)
             return True
-        if kind == protocol.HEARTBEAT:
+        if kind == worker_protocol.HEARTBEAT:
             return False
-        if kind == protocol.LOG:
+        if kind == worker_protocol.LOG:
             level, text = message[1], message[2]
             if level >= logging.ERROR:
                 worker.last_error = text.partition("\n")[0]  # a traceback's summary comes first
@@ -321,7 +321,7 @@ class WorkerPool:
                 idle_spare -= 1
                 self.ask_to_exit(worker, "idle")
             elif send_heartbeats:
-                self._send(worker, protocol.HEARTBEAT_FRAME)
+                self._send(worker, worker_protocol.HEARTBEAT_FRAME)
         for worker in list(self.exiting.values()):
             if worker.handle.exit_fd() is None and worker.handle.returncode() is not None:
                 self._on_exit(worker)
@@ -344,7 +344,7 @@ class WorkerPool:
         worker.retiring = reason
         worker.exit_reason = worker.exit_reason or EXIT_REASONS.get(reason, reason)
         self.exiting[worker.identity] = worker
-        self._send(worker, protocol.terminate(reason))
+        self._send(worker, worker_protocol.terminate(reason))
         log.info("app %s: worker %s asked to exit (%s)", self.app, worker.id, reason)
 
     def retire(self, worker: Worker, code: int, reason: str, cause: str = monitor.CRASH) -> None:
@@ -357,7 +357,7 @@ class WorkerPool:
             worker.exit_reason = cause if worker.ready else monitor.STARTUP_FAILURE
         self.outbox.pop(worker, None)
         if worker.handle.returncode() is None:
-            self._send(worker, protocol.terminate(reason))  # a thread backend's worker can only be told
+            self._send(worker, worker_protocol.terminate(reason))  # a thread backend's worker can only be told
         worker.handle.kill()
         self.exiting[worker.identity] = worker
         if worker.retiring is None:
