@@ -130,7 +130,7 @@ def test_manifests_are_accepted_or_refused_with_a_config_error(raw):
 
 @pytest.fixture
 def python_worker(tmp_path):
-    from cocaine.python.worker import Handlers, Worker, load_module
+    from cocaine.python.worker import Handlers, PythonWorker, load_module
 
     module = load_module(python_app(tmp_path, "def echo(request):\n    return request.body\n"
                                               "def stream(request):\n    yield b'a'\n    yield 'b'\n"
@@ -139,7 +139,7 @@ def python_worker(tmp_path):
     engine, worker = context.socket(zmq.PAIR), context.socket(zmq.PAIR)
     engine.bind("inproc://fuzz-worker")
     worker.connect("inproc://fuzz-worker")
-    yield Worker(worker, Handlers(module), heartbeat=5.0), engine
+    yield PythonWorker(worker, Handlers(module), heartbeat=5.0), engine
     engine.close(0)
     worker.close(0)
     context.term()

@@ -81,7 +81,7 @@ def _adapt(target):
     return target if takes_request else (lambda _request: target())
 
 
-class Worker:
+class PythonWorker:
     """The main loop: receives the engine's messages, runs whole requests inline, and sends output.
 
     A request that streams in (``invoke`` with ``closed`` false) runs its handler on a thread of its
@@ -279,7 +279,7 @@ class Worker:
 class StreamedJob:
     """A handler running on its own thread, reading its request as the chunks arrive."""
 
-    def __init__(self, worker: Worker, job: int, task: str, meta: dict, handler) -> None:
+    def __init__(self, worker: PythonWorker, job: int, task: str, meta: dict, handler) -> None:
         self.worker = worker
         self.job = job
         self.task = task
@@ -372,7 +372,7 @@ def serve(context: zmq.Context, *, endpoint: str, worker_id: str, path: str, hea
         except BaseException as e:  # noqa: BLE001 - SystemExit at import is a failed load too
             send_frames(sock, [*forwarder.collect(), logs.load_failure(path, e)])
             return EXIT_LOAD_FAILED
-        worker = Worker(sock, Handlers(module), heartbeat)
+        worker = PythonWorker(sock, Handlers(module), heartbeat)
         worker.logs = forwarder
         worker.run()
         return 0

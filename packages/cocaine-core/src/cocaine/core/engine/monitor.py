@@ -20,7 +20,7 @@ from cocaine.core.engine.context import percentiles
 
 if TYPE_CHECKING:
     from cocaine.core.engine.engine import Engine
-    from cocaine.core.engine.pool import Worker, WorkerPool
+    from cocaine.core.engine.pool import PooledWorker, WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -172,18 +172,18 @@ class Monitor:
         }
 
     # -- workers ----------------------------------------------------------------------------------
-    def worker_spawned(self, pool: WorkerPool, worker: Worker) -> None:
+    def worker_spawned(self, pool: WorkerPool, worker: PooledWorker) -> None:
         self.spawned += 1
         self.engine.publisher.publish("@worker spawned", {
             "worker": worker.id, "pid": worker.handle.pid, "generation": pool.generation,
             "backend": pool.backend.name}, [])
 
-    def worker_ready(self, pool: WorkerPool, worker: Worker) -> None:
+    def worker_ready(self, pool: WorkerPool, worker: PooledWorker) -> None:
         self.engine.publisher.publish("@worker ready", {
             "worker": worker.id, "pid": worker.handle.pid, "generation": pool.generation,
             "startup-ms": round((time.monotonic() - worker.spawned_at) * 1000, 3)}, [])
 
-    def worker_exited(self, pool: WorkerPool, worker: Worker, description: str) -> None:
+    def worker_exited(self, pool: WorkerPool, worker: PooledWorker, description: str) -> None:
         reason = worker.exit_reason or CRASH
         self.exits[reason] += 1
         returncode = worker.handle.returncode()

@@ -40,7 +40,9 @@ BACKOFF_MAX = 30.0
 _pool_numbers = itertools.count(1)
 
 
-class Worker:
+class PooledWorker:
+    """The engine's record of one worker of a pool (the worker itself runs elsewhere)."""
+
     __slots__ = ("id", "identity", "handle", "jobs", "ready", "last_seen", "spawned_at", "idle_since",
                  "last_error", "retiring", "exit_reason", "output")
 
@@ -78,9 +80,9 @@ class WorkerPool:
         self.backend = backend
         self.generation = generation
         self.reactor = engine.reactor
-        self.workers: dict[bytes, Worker] = {}
-        self.outbox: dict[Worker, list] = {}
-        self.exiting: dict[bytes, Worker] = {}  # told to exit or killed, not yet gone
+        self.workers: dict[bytes, PooledWorker] = {}
+        self.outbox: dict[PooledWorker, list] = {}
+        self.exiting: dict[bytes, PooledWorker] = {}  # told to exit or killed, not yet gone
         self.spawned = 0
         self.spawn_failures = 0
         self.failed_in_a_row = 0
@@ -128,7 +130,7 @@ class WorkerPool:
     def running_jobs(self) -> int:
         return sum(len(w.jobs) for w in self.workers.values()) + sum(len(w.jobs) for w in self.exiting.values())
 
-    def least_loaded(self) -> Worker | None:
+    def least_loaded(self) -> PooledWorker | None:
         """The ready worker with the most free credit, idle ones first. A worker stuck on a long job
         gets nothing more, so no queued job waits behind it while the engine could wait for another."""
         best = None
@@ -169,7 +171,7 @@ class WorkerPool:
         except Exception as e:  # noqa: BLE001 - a failed spawn must never take the daemon down
             self._start_failed(f"cannot start a worker: {e}")
             return False
-        worker = Worker(worker_id, handle)
+        worker = PooledWorker(worker_id, handle)
         self.workers[worker.identity] = worker
         self.spawned += 1
         fd = handle.exit_fd()
@@ -193,7 +195,7 @@ class WorkerPool:
         self.engine.on_start_failed(self, reason, self.failed_in_a_row, delay)
 
     # -- sending ----------------------------------------------------------------------------------
-    def assign(self, worker: Worker, job: Job) -> None:
+    def assign(self, worker: PooledWorker, job: Job) -> None:
         job.worker = worker
         job.dispatched_at = time.monotonic()
         worker.jobs[job.id] = job
@@ -201,11 +203,11 @@ class WorkerPool:
         closed = True if handle is None else handle.dispatching(self)
         self._send(worker, worker_protocol.invoke(job.id, job.task, job.worker_meta(), job.body, closed))
 
-    def send_to(self, worker: Worker, frame: bytes) -> None:
+    def send_to(self, worker: PooledWorker, frame: bytes) -> None:
         """Queue one protocol message for ``worker``; it leaves with this reactor round's batch."""
         self._send(worker, frame)
 
-    def _send(self, worker: Worker, frame: bytes) -> None:
+    def _send(self, worker: PooledWorker, frame: bytes) -> None:
         frames = self.outbox.get(worker)
         if frames is None:
             self.outbox[worker] = [worker.identity, frame]
@@ -251,7 +253,7 @@ class WorkerPool:
         if freed:
             self.engine.on_capacity(self)
 
-    def _handle(self, worker: Worker, message: list) -> bool:
+    def _handle(self, worker: PooledWorker, message: list) -> bool:
         """Apply one message; True if it freed credit or a worker (so queued jobs may go)."""
         kind = message[0]
         if kind == worker_protocol.CHUNK:
@@ -330,14 +332,14 @@ class WorkerPool:
                 pass
         self._tick = self.reactor.call_later(min(1.0, self.heartbeat_interval), self._check)
 
-    def _on_exit(self, worker: Worker) -> None:
+    def _on_exit(self, worker: PooledWorker) -> None:
         # Read what it said before exiting (a failed import's reason) before giving up on it.
         self._on_readable()
         if self.workers.get(worker.identity) is worker:
             self.retire(worker, Code.SERVER, describe_exit(worker.handle.returncode()))
         self._forget(worker)
 
-    def ask_to_exit(self, worker: Worker, reason: str) -> None:
+    def ask_to_exit(self, worker: PooledWorker, reason: str) -> None:
         """Let a worker finish what it has and exit; it gets no new jobs."""
         if self.workers.pop(worker.identity, None) is None:
             return
@@ -347,7 +349,7 @@ class WorkerPool:
         self._send(worker, worker_protocol.terminate(reason))
         log.info("app %s: worker %s asked to exit (%s)", self.app, worker.id, reason)
 
-    def retire(self, worker: Worker, code: int, reason: str, cause: str = monitor.CRASH) -> None:
+    def retire(self, worker: PooledWorker, code: int, reason: str, cause: str = monitor.CRASH) -> None:
         """Give up on a worker now: kill it, answer its jobs with an error, let the engine replace it.
         ``cause`` is the exit reason published (a worker that never said hello failed to start)."""
         known = self.workers.pop(worker.identity, None) or self.exiting.pop(worker.identity, None)
@@ -371,7 +373,7 @@ class WorkerPool:
         else:
             self.engine.on_capacity(self)
 
-    def _forget(self, worker: Worker) -> None:
+    def _forget(self, worker: PooledWorker) -> None:
         """The worker has exited: release what its handle holds."""
         if worker.handle.returncode() is None:
             return
@@ -384,7 +386,7 @@ class WorkerPool:
         if self.closing and not self.workers and not self.exiting:
             self._closed()
 
-    def _gone(self, worker: Worker) -> None:
+    def _gone(self, worker: PooledWorker) -> None:
         if worker.output is not None:
             worker.output.close()
         self.engine.monitor.worker_exited(self, worker, describe_exit(worker.handle.returncode()))
