@@ -5,7 +5,7 @@ from importlib.metadata import entry_points
 import pytest
 from pluggy import PluginValidationError
 
-from cocaine.core.drivers import Driver
+from cocaine.core.plugin_api import Driver
 from cocaine.core.errors import PluginError
 from cocaine.core.hookspecs import hookimpl
 from cocaine.core.plugins import ENTRY_POINT_GROUP, Registry, make_plugin_manager

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from cocaine.core.drivers import Driver, Responder
+from cocaine.core.plugin_api import Driver, Responder
 from cocaine.core.validation import field_error
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import zmq
 
-from cocaine.core.drivers import Driver
+from cocaine.core.plugin_api import Driver
 from cocaine.core.transport import NOBLOCK, send_frames, split_envelope
 from cocaine.core.validation import check_endpoint, only_keys
 

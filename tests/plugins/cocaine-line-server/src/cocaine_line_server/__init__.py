@@ -2,7 +2,7 @@
 
 import socket
 
-from cocaine.core.drivers import Driver
+from cocaine.core.plugin_api import Driver
 from cocaine.core.hookspecs import hookimpl
 from cocaine.core.validation import get_int, only_keys
 

@@ -7,7 +7,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from cocaine.core.drivers import Responder
+from cocaine.core.plugin_api import Responder
 from cocaine.core.engine.handle import JobHandle
 
 if TYPE_CHECKING:

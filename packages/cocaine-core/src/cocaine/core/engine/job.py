@@ -6,7 +6,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from cocaine.core.drivers import Responder
+from cocaine.core.plugin_api import Responder
 
 if TYPE_CHECKING:
     from cocaine.core.engine.context import TaskStats
