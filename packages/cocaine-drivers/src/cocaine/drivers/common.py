@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from cocaine.core.plugin_api import Driver, Responder
-from cocaine.core.validation import field_error
+from cocaine.core.plugin_api import Driver, field_error, Responder
 
 
 def get_bool(config: dict, key: str, where: str, *, default: bool) -> bool:

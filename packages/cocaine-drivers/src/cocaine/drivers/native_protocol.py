@@ -10,8 +10,7 @@ from typing import Any
 
 import msgpack
 
-from cocaine.core.engine.handle import REQUEST_WINDOW
-from cocaine.core.errors import ProtocolError
+from cocaine.core.plugin_api import ProtocolError, REQUEST_WINDOW
 
 # client -> server
 REQUEST = 1  # [REQUEST, id, options] + body frames: a whole request

@@ -12,9 +12,8 @@ import time
 
 import zmq
 
-from cocaine.core.errors import Code, ProtocolError
+from cocaine.core.plugin_api import check_endpoint, Code, get_number, only_keys, ProtocolError
 from cocaine.core.transport import NOBLOCK, send_frames
-from cocaine.core.validation import check_endpoint, get_number, only_keys
 from cocaine.drivers import native_protocol
 from cocaine.drivers.common import SocketDriver
 from cocaine.drivers.native_protocol import WINDOW, pack

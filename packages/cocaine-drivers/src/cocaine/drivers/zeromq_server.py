@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import zmq
 
-from cocaine.core.plugin_api import Driver
+from cocaine.core.plugin_api import check_endpoint, Driver, only_keys
 from cocaine.core.transport import NOBLOCK, send_frames, split_envelope
-from cocaine.core.validation import check_endpoint, only_keys
 
 OK = b"ok"
 ERROR = b"error"

@@ -8,8 +8,9 @@ then, the worker gets it whole.
 
 Flow control is end to end and counted in bytes: the worker reports each request chunk its handler
 consumes (``credit``) and the handle passes it to the driver's ``on_credit``. A driver lets its
-source send at most :data:`REQUEST_WINDOW` bytes beyond what was credited, so a streamed request
-holds at most that much memory wherever it waits (driver, engine, worker), however slow the handler.
+source send at most :data:`~cocaine.core.plugin_api.REQUEST_WINDOW` bytes beyond what was credited,
+so a streamed request holds at most that much memory wherever it waits (driver, engine, worker),
+however slow the handler.
 """
 
 from __future__ import annotations
@@ -23,10 +24,6 @@ if TYPE_CHECKING:
     from cocaine.core.engine.engine import Engine
     from cocaine.core.engine.job import Job
     from cocaine.core.engine.pool import WorkerPool
-
-#: Bytes of a streamed request a driver may accept beyond what the handler has consumed.
-REQUEST_WINDOW = 256 * 1024
-
 
 class JobHandle:
     """A job as the driver that opened it sees it. Use only from the reactor thread."""
