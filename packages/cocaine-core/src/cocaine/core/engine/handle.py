@@ -21,18 +21,19 @@ from typing import TYPE_CHECKING
 from cocaine.core import worker_protocol
 
 if TYPE_CHECKING:
-    from cocaine.core.engine.engine import Engine
     from cocaine.core.engine.job import Job
     from cocaine.core.engine.pool import WorkerPool
 
 class JobHandle:
-    """A job as the driver that opened it sees it. Use only from the reactor thread."""
+    """A job as the driver that opened it sees it (:class:`cocaine.core.plugin_api.JobHandle`). Use
+    only from the reactor thread. ``withdraw(job)`` takes a job that has not reached a worker out of
+    the engine's queue."""
 
-    __slots__ = ("engine", "job", "stream", "closed", "pending", "on_credit", "pool")
+    __slots__ = ("withdraw", "job", "stream", "closed", "pending", "on_credit", "pool")
 
-    def __init__(self, engine: Engine, job: Job, *, stream: bool,
+    def __init__(self, job: Job, withdraw: Callable[[Job], None], *, stream: bool,
                  on_credit: Callable[[int], None] | None) -> None:
-        self.engine = engine
+        self.withdraw = withdraw
         self.job = job
         self.stream = stream
         self.closed = not stream  # no more request chunks will come
@@ -75,10 +76,7 @@ class JobHandle:
         self.closed = True
         self.pending = []
         if self.pool is None:
-            try:
-                self.engine.queue.remove(job)
-            except ValueError:
-                pass
+            self.withdraw(job)
         else:
             # The job keeps its place in the worker's credit until the worker answers it.
             self.pool.send_to(job.worker, worker_protocol.error(job.id, code, message))
