@@ -385,7 +385,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--endpoint", required=True)
     parser.add_argument("--id", required=True)
-    parser.add_argument("--app", required=True)
+    # Every runtime is given the app's name; lines a worker logs reach the daemon's log named
+    # after the app already, so this one needs it for nothing else.
+    parser.add_argument("--app")
     parser.add_argument("--path", required=True)
     parser.add_argument("--heartbeat", type=float, default=5.0)
     args = parser.parse_args(argv)
