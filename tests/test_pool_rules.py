@@ -3,7 +3,6 @@
 deterministic; tests/test_pools.py proves the same rules end to end with real workers."""
 
 import pytest
-import zmq
 
 from cocaine.core import worker_protocol
 from cocaine.core.engine.pool import BACKOFF_FIRST, BACKOFF_MAX, STALL_AFTER
@@ -12,18 +11,11 @@ from pool_doubles import PoolRig
 
 
 @pytest.fixture
-def context():
-    context = zmq.Context()
-    yield context
-    context.destroy(linger=0)
-
-
-@pytest.fixture
-def rig(context, tmp_path):
+def rig(zmq_context, tmp_path):
     rigs = []
 
     def make(**config):
-        rigs.append(PoolRig(context, str(tmp_path), **config))
+        rigs.append(PoolRig(zmq_context, str(tmp_path), **config))
         return rigs[-1]
 
     yield make
