@@ -23,9 +23,9 @@ from cocaine.core.engine.figures import (BUSY, IDLE, STARTING, EngineFigures, Qu
 from cocaine.core.engine.job import Job
 from cocaine.core.engine.monitor import Monitor
 from cocaine.core.engine.pool import PooledWorker, WorkerPool
-from cocaine.core.engine.stats import TaskStats
 from cocaine.core.engine.pubsub import Publisher
 from cocaine.core.engine.reactor import Reactor
+from cocaine.core.engine.stats import TaskStats
 from cocaine.core.errors import CocaineError, Code
 from cocaine.core.manifest import Manifest
 from cocaine.core.plugins import Registry
