@@ -124,22 +124,20 @@ class Membership:
                 entry["endpoint"] = reachable(endpoint, self.address)
             tasks[task] = entry
         try:
-            figures = engine.metrics(timeout=FIGURES_TIMEOUT)
+            figures = engine.figures(timeout=FIGURES_TIMEOUT)  # the snapshot info and metrics show too
         except Exception:  # noqa: BLE001 - a busy or stopping reactor: keep its last figures
             figures = None
         if figures is None:
             return records.AppLoad(state=engine.state, tasks=tasks, load=self._last.get(name, {}))
-        pool, queue = figures["pool"], figures["queue"]
-        finished = sum(t["succeeded"] + sum(t["failed"].values()) for t in figures["tasks"].values())
+        finished = sum(t.succeeded + t.failed_total for t in figures.tasks.values())
         now = time.monotonic()
         then, before = self._rates.get(name, (now, finished))
         rps = (finished - before) / (now - then) if now > then else self._last.get(name, {}).get("rps", 0.0)
         self._rates[name] = (now, finished)
-        load = {"queue": queue["depth"], "queue-limit": queue["limit"], "busy": pool["busy"],
-                "workers": pool["busy"] + pool["idle"] + pool["starting"], "pool-limit": pool["limit"],
-                "rps": round(max(rps, 0.0), 3)}
+        load = {"queue": figures.queue_depth, "queue-limit": figures.queue_limit, "busy": figures.busy,
+                "workers": figures.total, "pool-limit": figures.pool_limit, "rps": round(max(rps, 0.0), 3)}
         self._last[name] = load
-        return records.AppLoad(state=figures["state"], tasks=tasks, load=load)
+        return records.AppLoad(state=figures.state, tasks=tasks, load=load)
 
     # -- the lease, on the etcd thread ----------------------------------------------------------------
     async def _keep(self) -> None:

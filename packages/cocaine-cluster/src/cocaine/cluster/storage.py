@@ -60,7 +60,7 @@ class EtcdStorage(Storage):
             raise StorageError(f"--cluster: {e}") from None
         self.etcd = EtcdThread(endpoints)
         self.prefix = records.instance_prefix(instance)
-        self.lock = threading.Lock()
+        self.view_lock = threading.Lock()
         self.view: dict[str, tuple[int, bytes]] = {}  # key → (mod revision, value), under the prefix
         self.revision = 0  # the etcd revision the view reflects
         self.connected = False
@@ -86,11 +86,11 @@ class EtcdStorage(Storage):
 
     def list(self, namespace: str) -> list[str]:
         prefix = self._key(namespace)
-        with self.lock:
+        with self.view_lock:
             return sorted(k[len(prefix):] for k in self.view if k.startswith(prefix))
 
     def get(self, namespace: str, key: str) -> Any:
-        with self.lock:
+        with self.view_lock:
             found = self.view.get(self._key(namespace, key))
         if found is None:
             raise StorageError(f"{namespace}/{key} does not exist in the cluster storage")
@@ -122,7 +122,7 @@ class EtcdStorage(Storage):
         """Write the document again, unchanged: every node sees a new revision and re-reads it.
         Only if nobody changed it meanwhile (a newer manifest reaches everyone by itself)."""
         etcd_key = self._key(namespace, key)
-        with self.lock:
+        with self.view_lock:
             found = self.view.get(etcd_key)
         if found is None:
             raise StorageError(f"{namespace}/{key} does not exist in the cluster storage")
@@ -154,7 +154,7 @@ class EtcdStorage(Storage):
 
     def _seen(self, key: str, revision: int | None, data: bytes | None) -> None:
         """This node's own write: into the view at once (its watch event follows), and applied."""
-        with self.lock:
+        with self.view_lock:
             if data is None:
                 self.view.pop(key, None)
             elif revision is not None:
@@ -198,7 +198,7 @@ class EtcdStorage(Storage):
         result = await self.etcd.run(lambda client: client.get_prefix(self.prefix.encode()))
         view = {kv.key.decode(): (kv.mod_revision, kv.value) for kv in result
                 if not kv.key.decode().startswith(self.prefix + "timers/")}
-        with self.lock:
+        with self.view_lock:
             changed = {k for k in set(view) | set(self.view) if view.get(k) != self.view.get(k)}
             self.view = view
             self.revision = result.header.revision
@@ -215,7 +215,7 @@ class EtcdStorage(Storage):
             revision = event.kv.mod_revision
             if key.startswith(self.prefix + "timers/"):
                 continue
-            with self.lock:
+            with self.view_lock:
                 if event.kind == "PUT":
                     current = self.view.get(key)
                     if current is None or current[0] < revision:
@@ -255,7 +255,7 @@ class EtcdStorage(Storage):
     def nodes(self) -> dict[str, tuple[int, bytes]]:
         """The node records in the view, by node name."""
         prefix = records.nodes_prefix(self.instance)
-        with self.lock:
+        with self.view_lock:
             return {k[len(prefix):]: v for k, v in self.view.items() if k.startswith(prefix)}
 
     # -- the node -----------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ class Sync:
 
     def start(self) -> None:
         # What the node loaded at start counts as applied.
-        with self.storage.lock:
+        with self.storage.view_lock:
             for key, (revision, _) in self.storage.view.items():
                 if key.startswith(self.prefix):
                     self.applied[key[len(self.prefix):]] = revision
@@ -63,7 +63,7 @@ class Sync:
 
     def _apply(self, name: str) -> None:
         with self.node.lock:  # management requests wait, so they never see half an app
-            with self.storage.lock:
+            with self.storage.view_lock:
                 found = self.storage.view.get(self.prefix + name)
             revision = found[0] if found is not None else None
             with self.lock:
