@@ -114,7 +114,7 @@ class Forwarder:
             return
         try:
             engine.reactor.call_soon_threadsafe(
-                lambda: engine.submit(context, body, meta, relay, timeout=timeout))
+                lambda: context.submit(body, relay, meta, timeout=timeout))
         except RuntimeError:  # the engine stopped meanwhile
             relay.error(Code.UNAVAILABLE, f"app {app!r} stopped on node {self.membership.name}")
 

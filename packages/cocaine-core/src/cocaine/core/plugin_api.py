@@ -149,6 +149,17 @@ class TaskContext(Protocol):
     def publisher(self, meta: dict[str, Any] | None = None) -> Responder:
         """A responder that publishes the job's result on the app's pubsub endpoint."""
 
+    @property
+    def clustered(self) -> bool:
+        """True on a cluster node, where scheduled ticks are claimed cluster-wide (docs/cluster.md)."""
+
+    def claim(self, scheduled: float, on_won: Callable[[float | None], None],
+              on_lost: Callable[[], None] | None = None, *, owner: bool = False) -> None:
+        """Fire the tick scheduled at ``scheduled`` only if this node claims it: ``on_won(previous)``
+        on the reactor if it does (``previous``: the last tick fired anywhere, or None), else
+        ``on_lost()``. A node alone always fires, at once. ``owner``: only the task's owner node
+        fires (schedules that differ from node to node)."""
+
 
 class Driver:
     """Base class of every driver. Subclasses set ``name`` (the task ``type`` in a manifest)."""

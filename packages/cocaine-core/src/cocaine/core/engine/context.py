@@ -33,7 +33,7 @@ class EngineTaskContext:
     """One task's :class:`~cocaine.core.plugin_api.TaskContext`. Use only from the reactor thread."""
 
     def __init__(self, app: str, task: str, *, intake: JobIntake, reactor: Reactor, zmq_context: zmq.Context,
-                 security: SocketSecurity, publisher: Publisher) -> None:
+                 security: SocketSecurity, publisher: Publisher, tick_claims=None) -> None:
         self.app = app
         self.task = task
         self.stats = TaskStats()
@@ -42,6 +42,7 @@ class EngineTaskContext:
         self._zmq_context = zmq_context
         self._security = security
         self._publisher = publisher
+        self._tick_claims = tick_claims  # a cluster's (TickClaims), or None on a node alone
 
     @property
     def reactor(self) -> Reactor:
@@ -74,7 +75,7 @@ class EngineTaskContext:
     @property
     def clustered(self) -> bool:
         """True when this node is one of a cluster that decides which node fires a scheduled tick."""
-        return self.engine.tick_claims is not None
+        return self._tick_claims is not None
 
     def claim(self, scheduled: float, on_won: Callable[[float | None], None],
               on_lost: Callable[[], None] | None = None, *, owner: bool = False) -> None:
@@ -85,7 +86,7 @@ class EngineTaskContext:
         node always fires, at once. ``owner``: the schedule is not the same on every node
         (drifting-timer, manual-scheduler), so only the node that owns the task fires, and another
         takes the task over once the owner is gone."""
-        claims = self.engine.tick_claims
+        claims = self._tick_claims
         if claims is None:
             on_won(None)
         else:

@@ -161,7 +161,7 @@ class Engine:
             for name, task in self.manifest.tasks.items():
                 context = self.contexts[name] = EngineTaskContext(
                     self.app, name, intake=self, reactor=self.reactor, zmq_context=self.zmq_context,
-                    security=self.security, publisher=self.publisher)
+                    security=self.security, publisher=self.publisher, tick_claims=self.tick_claims)
                 driver = task.driver(context, task.config)
                 driver.start()
                 self.drivers[name] = driver
