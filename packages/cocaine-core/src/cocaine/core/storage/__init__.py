@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
-
-if TYPE_CHECKING:
-    from cocaine.core.daemon.node import Node
+from typing import Any, ClassVar
 
 
 class Storage:
@@ -60,9 +57,11 @@ class Storage:
         """Tell the other nodes sharing this storage to re-read the document (a reload); a local
         storage has nobody to tell. :raises StorageError: the other nodes could not be told."""
 
-    def attach(self, node: Node, options: dict[str, Any]) -> None:
+    def attach(self, node: Any, options: dict[str, Any]) -> None:
         """Called once the node exists, before it loads its apps: a shared storage starts following
-        other nodes' changes here. ``options`` carries the daemon's cluster options."""
+        other nodes' changes here. ``node`` is the daemon's :class:`~cocaine.core.daemon.node.Node`
+        (not imported here: the node depends on storages, not the other way); ``options`` carries
+        the daemon's cluster options."""
 
     def cluster(self) -> dict[str, Any] | None:
         """What ``info`` shows under ``cluster``: the nodes a shared storage knows, their load and
