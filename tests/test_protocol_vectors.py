@@ -17,6 +17,7 @@ ENCODERS = {
     "error": lambda m: protocol.error(m[1], m[2], m[3]),
     "log": lambda m: protocol.log(m[1], m[2]),
     "credit": lambda m: protocol.credit(m[1], m[2]),
+    "meta": lambda m: protocol.meta(m[1], m[2]),
 }
 KINDS = protocol.NAMES
 
