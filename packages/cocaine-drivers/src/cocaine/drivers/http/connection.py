@@ -175,8 +175,9 @@ class Connection:
         self.url = b""
         self.headers: dict[str, str] = {}
         self.head_size = 0
-        self.progressed = False  # a URL or header completed during the last feed
-        self.stalled = 0  # bytes fed since the head last progressed
+        self.consumed = 0  # bytes of the current feed that callbacks accounted for
+        self.progressed = False  # a URL or header completed during the current feed
+        self.stalled = 0  # bytes of an unfinished URL or header (inside the parser)
         self.meta: dict | None = None
         self.streamed = False
         self.body: list[bytes] = []
@@ -204,7 +205,7 @@ class Connection:
         self._grew(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._grew(len(name) + len(value) + 4)
+        self._grew(len(name) + len(value) + 4)  # "name: value\r\n"
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
         previous = self.headers.get(key)
@@ -212,6 +213,7 @@ class Connection:
 
     def _grew(self, size: int) -> None:
         self.progressed = True
+        self.consumed += size
         self.head_size += size
         if self.head_size > self.config["max-header-size"]:
             raise Refused(431, "request head too large")
@@ -221,6 +223,7 @@ class Connection:
         headers = self.headers
         version = parser.get_http_version()
         method = parser.get_method().decode("latin-1")
+        self.consumed += len(method) + 13  # " HTTP/1.1\r\n" and the blank line
         exchange = self.current = Exchange(self, method == "HEAD", parser.should_keep_alive(), version == "1.0")
         self.exchanges.append(exchange)
         self.phase = BODY
@@ -244,7 +247,11 @@ class Connection:
         else:
             self.meta = meta
 
+    def on_chunk_complete(self) -> None:
+        self.consumed += 8  # about the chunk's size line and CRLF
+
     def on_body(self, data: bytes) -> None:
+        self.consumed += len(data)
         self.body_size += len(data)
         if self.body_size > self.config["max-body-size"]:
             raise Refused(413, f"body above {self.config['max-body-size']} bytes")
@@ -307,6 +314,7 @@ class Connection:
             if self.discarding:
                 continue
             self.progressed = False
+            self.consumed = 0
             try:
                 self.parser.feed_data(data)
             except httptools.HttpParserCallbackError as e:
@@ -329,8 +337,8 @@ class Connection:
                 self.refuse(400, f"malformed request: {e}")
                 return
             if self.phase == HEAD:  # a URL or header that never ends would grow inside the parser
-                self.stalled = 0 if self.progressed else self.stalled + len(data)
-                if self.stalled > self.config["max-header-size"]:
+                self.stalled = max(0, len(data) - self.consumed) if self.progressed else self.stalled + len(data)
+                if self.head_size + self.stalled > self.config["max-header-size"]:
                     self.refuse(431, "request head too large")
                     return
 
