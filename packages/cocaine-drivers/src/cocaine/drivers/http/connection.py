@@ -341,6 +341,8 @@ class Connection:
                 if self.head_size + self.stalled > self.config["max-header-size"]:
                     self.refuse(431, "request head too large")
                     return
+            if len(data) < READ_SIZE:
+                return  # drained, most likely: the poll is level-triggered, so spare a recv that fails
 
     def _input_ended(self) -> None:
         """The client closed its side: serve what was asked, then close."""
