@@ -143,6 +143,20 @@ def read_response(sock: socket.socket, method: str = "GET") -> http.client.HTTPR
     return response
 
 
+def dechunk(body: bytes) -> bytes:
+    """A chunked body's content; fails on bad framing."""
+    out = bytearray()
+    while True:
+        size, _, body = body.partition(b"\r\n")
+        size = int(size, 16)
+        if size == 0:
+            assert body == b"\r\n"
+            return bytes(out)
+        out += body[:size]
+        assert body[size:size + 2] == b"\r\n"
+        body = body[size + 2:]
+
+
 def curl(*args: str, data: bytes | None = None, timeout: float = 30) -> subprocess.CompletedProcess:
     assert shutil.which("curl"), "curl is needed (.ci/run installs it)"
     return subprocess.run(["curl", "--silent", "--show-error", "--noproxy", "*", *args], input=data,
@@ -242,18 +256,30 @@ def test_server_sent_events_arrive_as_produced_with_curl_no_buffer(web):
 
 def test_a_streamed_response_is_chunked_and_http_1_0_gets_it_until_close(web):
     folder = web["folder"]
-    for i in range(2):
-        (folder / f"seen-{i}").touch()
+    events = b"data: 0\n\ndata: 1\n\ndata: 2\n\n"
     try:
-        with connect(web["events"]) as sock:
-            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            response = read_response(sock)
-            assert response.getheader("Transfer-Encoding") == "chunked"
-            assert response.read() == b"data: 0\n\ndata: 1\n\ndata: 2\n\n"
-        result = curl("--http1.0", "-i", f"http://127.0.0.1:{web['events']}/")
-        head, _, body = result.stdout.partition(b"\r\n\r\n")
-        assert b"Transfer-Encoding" not in head and b"Content-Length" not in head
-        assert body == b"data: 0\n\ndata: 1\n\ndata: 2\n\n"
+        for version in (b"1.1", b"1.0"):
+            with connect(web["events"]) as sock:
+                sock.sendall(b"GET / HTTP/%s\r\nHost: x\r\n\r\n" % version)
+                data = b""
+                while b"data: 0" not in data:  # the first event, while the handler waits
+                    data += sock.recv(4096)
+                for i in range(2):
+                    (folder / f"seen-{i}").touch()
+                if version == b"1.1":
+                    while not data.endswith(b"\r\n0\r\n\r\n"):
+                        data += sock.recv(4096)
+                else:
+                    data += read_until_closed(sock)
+            head, _, body = data.partition(b"\r\n\r\n")
+            assert b"Content-Length" not in head
+            if version == b"1.1":
+                assert b"\r\nTransfer-Encoding: chunked" in head
+                assert dechunk(body) == events
+            else:
+                assert b"Transfer-Encoding" not in head and body == events
+            for i in range(2):
+                (folder / f"seen-{i}").unlink()
         # HTTP/1.0 with keep-alive gets keep-alive for a whole response
         result = curl("--http1.0", "-v", "-H", "Connection: keep-alive", f"http://127.0.0.1:{web['echo']}/a",
                       "--next", "--http1.0", "-H", "Connection: keep-alive", f"http://127.0.0.1:{web['echo']}/b")

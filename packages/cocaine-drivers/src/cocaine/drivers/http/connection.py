@@ -19,6 +19,7 @@ import socket
 import struct
 import time
 from collections import deque
+from select import EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT
 
 import httptools
 
@@ -187,7 +188,22 @@ class Connection:
         sock = self.sock
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # streamed chunks leave as they come
+        self.server.poller.register(self.fd, 0)
         self._read_again()
+
+    def _interest(self) -> None:
+        """Tell the server's epoll what this connection waits for."""
+        self.server.poller.modify(self.fd, (EPOLLIN if self.reading else 0) | (EPOLLOUT if self.writing else 0))
+
+    def on_events(self, events: int) -> None:
+        """The server's epoll says the socket is ready (``events``, an epoll mask)."""
+        if events & EPOLLOUT and self.writing:
+            self._send()
+        if self.reading:
+            if events & (EPOLLIN | EPOLLHUP | EPOLLERR):
+                self._on_readable()
+        elif events & (EPOLLHUP | EPOLLERR) and not self.is_closed:
+            self._gone()  # reported even when not asked for: the peer is gone
 
     # -- parsing (httptools callbacks) ------------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -292,12 +308,12 @@ class Connection:
         if (not self.reading and not self.is_closed and not self.closing and self.unconsumed < REQUEST_WINDOW
                 and len(self.exchanges) < MAX_PIPELINE):
             self.reading = True
-            self.reactor.add_reader(self.fd, self._on_readable)
+            self._interest()
 
     def _pause(self) -> None:
         if self.reading:
             self.reading = False
-            self.reactor.remove_reader(self.fd)
+            self._interest()
 
     def _on_readable(self) -> None:
         while self.reading:
@@ -450,11 +466,11 @@ class Connection:
         if out:
             if not self.writing:
                 self.writing = True
-                self.reactor.add_writer(self.fd, self._send)
+                self._interest()
             return
         if self.writing:
             self.writing = False
-            self.reactor.remove_writer(self.fd)
+            self._interest()
         if self.closing and not self.exchanges:
             self._finish()
 
@@ -470,7 +486,7 @@ class Connection:
             return
         self.discarding = True
         self.reading = True
-        self.reactor.add_reader(self.fd, self._on_readable)
+        self._interest()
         self.linger = self.reactor.call_later(LINGER, self.close)
 
     # -- ending ---------------------------------------------------------------------------------------
@@ -498,10 +514,8 @@ class Connection:
         if self.is_closed:
             return
         self.is_closed = True
-        self._pause()
-        if self.writing:
-            self.writing = False
-            self.reactor.remove_writer(self.fd)
+        self.reading = self.writing = False
+        self.server.poller.unregister(self.fd)
         if self.linger is not None:
             self.linger.cancel()
         exchanges, self.exchanges = self.exchanges, deque()

@@ -1,12 +1,16 @@
 """``http-server``: HTTP/1.1 and 1.0 clients call the app's handler (docs/http.md).
 
-The listener and every connection run on the app's reactor with non-blocking sockets; a sweep
-timer enforces the keep-alive, header and body timeouts, and a reactor flusher writes each round's
-response output (see :mod:`cocaine.drivers.http.connection`).
+The listener and every connection run on the app's reactor with non-blocking sockets. The
+connections are watched by an epoll of the driver's own, which the reactor polls as one descriptor:
+the reactor's poll set (and so the cost of every round, for every task of the app) does not grow
+with the number of open connections, idle or busy. A sweep timer enforces the keep-alive, header
+and body timeouts, and a reactor flusher writes each round's response output (see
+:mod:`cocaine.drivers.http.connection`).
 """
 
 from __future__ import annotations
 
+import select
 import time
 
 from cocaine.core.validation import get_int, get_number, only_keys
@@ -14,6 +18,7 @@ from cocaine.drivers.http.connection import BODY, HEAD, IDLE, Connection
 from cocaine.drivers.tcp import TcpServer, parse_address
 
 SWEEP_MAX = 1.0  # seconds between timeout sweeps, at most
+EVENTS_PER_WAKE = 256  # ready connections served per reactor round (the rest: the next round)
 
 
 class HttpServer(TcpServer):
@@ -49,6 +54,8 @@ class HttpServer(TcpServer):
         config = self.config
         self.limits = {IDLE: config["keepalive-timeout"], HEAD: config["header-timeout"], BODY: config["body-timeout"]}
         self.sweep_every = min(SWEEP_MAX, *(limit / 4 for limit in self.limits.values()))
+        self.poller = select.epoll()
+        self.context.reactor.add_reader(self.poller.fileno(), self._on_events)
         super().start()
         self.context.reactor.add_flusher(self._flush)
         self.sweeper = self.context.reactor.call_later(self.sweep_every, self._sweep)
@@ -58,6 +65,13 @@ class HttpServer(TcpServer):
         connection = Connection(self, sock, peer)
         self.connections[connection.fd] = connection
         connection.start()
+
+    def _on_events(self) -> None:
+        connections = self.connections
+        for fd, events in self.poller.poll(0, EVENTS_PER_WAKE):
+            connection = connections.get(fd)
+            if connection is not None:
+                connection.on_events(events)
 
     def _flush(self) -> None:
         dirty = self.dirty
@@ -82,6 +96,9 @@ class HttpServer(TcpServer):
             self.sweeper.cancel()
             self.context.reactor.remove_flusher(self._flush)
         super().stop()
+        if hasattr(self, "poller"):
+            self.context.reactor.remove_reader(self.poller.fileno())
+            self.poller.close()
 
     def info(self):
         return {**super().info(), "counters": {**self.counters, "open": len(self.connections),
