@@ -18,7 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from support import APP_WAIT_FOR_FILE, MemoryWatch, free_port, manifest, python_app, rss, wait_for
+from support import (APP_WAIT_FOR_FILE, MemoryWatch, free_port, manifest, python_app, read_until_closed, rss,
+                     tcp_connect, wait_for)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -99,19 +100,6 @@ def web(module_daemon, tmp_path_factory):
 
 def counters(daemon, task):
     return daemon.info("web")["tasks"][task]["counters"]
-
-
-def connect(port: int) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    sock.settimeout(10)
-    return sock
-
-
-def read_until_closed(sock: socket.socket) -> bytes:
-    data = bytearray()
-    while chunk := sock.recv(65536):
-        data += chunk
-    return bytes(data)
 
 
 class _KeepOpen(io.BufferedReader):
@@ -209,7 +197,7 @@ def test_http_client_metadata_status_headers_and_head(web):
 
 
 def test_pipelined_requests_are_answered_in_order(web):
-    with connect(web["echo"]) as sock:
+    with tcp_connect(web["echo"]) as sock:
         sock.sendall(b"".join(b"POST /%d HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (i, len(str(i)), str(i).encode())
                               for i in range(20)))
         for i in range(20):
@@ -225,7 +213,7 @@ def test_curl_chunked_upload_streams_to_the_handler(web):
 
 
 def test_expect_100_continue(web):
-    with connect(web["echo"]) as sock:
+    with tcp_connect(web["echo"]) as sock:
         sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
         assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"  # before any byte of the body
         sock.sendall(b"hello")
@@ -259,7 +247,7 @@ def test_a_streamed_response_is_chunked_and_http_1_0_gets_it_until_close(web):
     events = b"data: 0\n\ndata: 1\n\ndata: 2\n\n"
     try:
         for version in (b"1.1", b"1.0"):
-            with connect(web["events"]) as sock:
+            with tcp_connect(web["events"]) as sock:
                 sock.sendall(b"GET / HTTP/%s\r\nHost: x\r\n\r\n" % version)
                 data = b""
                 while b"data: 0" not in data:  # the first event, while the handler waits
@@ -317,7 +305,7 @@ def test_queue_full_is_503_with_retry_after(module_daemon, tmp_path):
     module_daemon.create("busy", manifest(python_app(tmp_path, APP), {
         "blocked": {"type": "http-server", "endpoint": f"127.0.0.1:{port}"}}, pool_limit=1, concurrency=1,
         queue_limit=1))
-    first, second = connect(port), connect(port)
+    first, second = tcp_connect(port), tcp_connect(port)
     try:
         first.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         wait_for(lambda: module_daemon.info("busy")["tasks"]["blocked"]["stats"]["accepted"] == 1)
@@ -339,35 +327,35 @@ def test_queue_full_is_503_with_retry_after(module_daemon, tmp_path):
 def test_a_malformed_request_is_400_and_the_connection_closes(web):
     for garbage in (b"GARBAGE\r\n\r\n", b"GET / HTTP/1.1\r\nBad Header\r\n\r\n",
                     b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"):
-        with connect(web["echo"]) as sock:
+        with tcp_connect(web["echo"]) as sock:
             sock.sendall(garbage)
             data = read_until_closed(sock)
             assert data.startswith(b"HTTP/1.1 400 Bad Request\r\n") and b"Connection: close\r\n" in data, garbage
 
 
 def test_too_large_head_is_431_and_too_large_body_413(web):
-    with connect(web["small"]) as sock:
+    with tcp_connect(web["small"]) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 2000 + b"\r\n\r\n")
         assert read_until_closed(sock).startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
-    with connect(web["small"]) as sock:  # a header line that never ends is cut off too
+    with tcp_connect(web["small"]) as sock:  # a header line that never ends is cut off too
         sock.sendall(b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 4000)
         assert read_until_closed(sock).startswith(b"HTTP/1.1 431 ")
-    with connect(web["small"]) as sock:
+    with tcp_connect(web["small"]) as sock:
         sock.sendall(b"POST / HTTP/1.1\r\nContent-Length: 5000\r\n\r\n")  # refused before the body is sent
         assert read_until_closed(sock).startswith(b"HTTP/1.1 413 ")
-    with connect(web["small"]) as sock:
+    with tcp_connect(web["small"]) as sock:
         sock.sendall(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + b"400\r\n" + b"x" * 1024 + b"\r\n")
         assert read_until_closed(sock).startswith(b"HTTP/1.1 413 ")
 
 
 def test_slow_heads_get_408_and_idle_connections_close(web):
-    with connect(web["strict"]) as sock:
+    with tcp_connect(web["strict"]) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost:")
         assert read_until_closed(sock).startswith(b"HTTP/1.1 408 Request Timeout\r\n")
-    with connect(web["strict"]) as sock:
+    with tcp_connect(web["strict"]) as sock:
         sock.sendall(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc")  # the body stalls
         assert read_until_closed(sock).startswith(b"HTTP/1.1 408 ")
-    with connect(web["strict"]) as sock:
+    with tcp_connect(web["strict"]) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert read_response(sock).status == 200
         assert sock.recv(10) == b""  # the keep-alive timeout closes it quietly
@@ -379,7 +367,7 @@ def test_a_1_gib_upload_streams_through_bounded_memory(web, module_daemon):
     memory = MemoryWatch(module_daemon.proc.pid, *module_daemon.workers())
     total = 1024 ** 3
     block = b"u" * (1024 * 1024)
-    sock = connect(web["count"])
+    sock = tcp_connect(web["count"])
     sock.settimeout(60)
 
     def send():
@@ -402,7 +390,7 @@ def test_a_1_gib_upload_streams_through_bounded_memory(web, module_daemon):
 
 def test_slowloris_clients_are_cut_off_while_others_are_served(web):
     port = web["strict"]
-    attackers = [connect(port) for _ in range(20)]
+    attackers = [tcp_connect(port) for _ in range(20)]
     try:
         for sock in attackers:
             sock.sendall(b"GET / HTTP/1.1\r\n")
@@ -425,7 +413,7 @@ def test_slowloris_clients_are_cut_off_while_others_are_served(web):
                 except TimeoutError:
                     pass
             # a bystander is served meanwhile, on a fresh connection each time
-            with connect(port) as bystander:
+            with tcp_connect(port) as bystander:
                 bystander.sendall(b"GET / HTTP/1.1\r\nContent-Length: 2\r\n\r\nok")
                 response = read_response(bystander)
                 assert response.status == 200 and response.read() == b"ok"
@@ -471,7 +459,7 @@ ANY = st.binary(max_size=40)
        body=st.binary(max_size=20))
 def _fuzz_one(port, method, target, version, headers, body):
     request = method + b" " + target + b" " + version + b"\r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in headers)
-    with connect(port) as sock:
+    with tcp_connect(port) as sock:
         sock.settimeout(5)
         try:
             sock.sendall(request + b"\r\n" + body)

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import logging
 import socket
-import struct
 
 from cocaine.core.engine.handle import REQUEST_WINDOW
 from cocaine.core.errors import Code
 from cocaine.core.validation import get_int, only_keys
-from cocaine.drivers.tcp import TcpServer, parse_address
+from cocaine.drivers.tcp import TcpServer, parse_address, reset_on_close
 
 log = logging.getLogger(__name__)
 
@@ -202,10 +201,7 @@ class Connection:
 
     def _reset(self) -> None:
         if not self.is_closed:
-            try:  # close with a reset (RST), so the client sees that the response is not complete
-                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            except OSError:
-                pass
+            reset_on_close(self.sock)
             self.close()
 
     def close(self) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import re
 import socket
+import struct
 
 from cocaine.core.drivers import Driver
 from cocaine.core.validation import field_error
@@ -23,6 +24,14 @@ def parse_address(value, where: str) -> tuple[str, int]:
         raise field_error(where, expected, value) if value is not None else field_error(where, expected)
     host = match["host"]
     return ("" if host == "*" else host.strip("[]")), int(match["port"])
+
+
+def reset_on_close(sock: socket.socket) -> None:
+    """Make closing ``sock`` reset the connection (RST), so the client sees its response is incomplete."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
 
 
 class TcpServer(Driver):

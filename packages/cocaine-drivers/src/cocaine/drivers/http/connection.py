@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import struct
 import time
 from collections import deque
 from select import EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT
@@ -26,6 +25,7 @@ import httptools
 from cocaine.core.engine.handle import REQUEST_WINDOW
 from cocaine.core.errors import Code
 from cocaine.drivers.http.response import ERRORS, BadMeta, error_response, head, parse_meta
+from cocaine.drivers.tcp import reset_on_close
 
 log = logging.getLogger(__name__)
 
@@ -503,10 +503,7 @@ class Connection:
         log.debug("app %s: task %s: %s: reset: %s", self.server.context.app, self.server.context.task, self.peer,
                   reason)
         if not self.is_closed:
-            try:
-                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            except OSError:
-                pass
+            reset_on_close(self.sock)
             self.close()
 
     def close(self) -> None:
