@@ -301,28 +301,34 @@ def test_a_deadline_is_504(web):
     assert result.stdout.startswith(b"HTTP/1.1 504 Gateway Timeout\r\n")
 
 
-def test_queue_full_is_503_with_retry_after(module_daemon, tmp_path):
+def test_queue_full_and_stopping_are_503_with_retry_after(module_daemon, tmp_path):
     port = free_port()
     module_daemon.create("busy", manifest(python_app(tmp_path, APP), {
         "blocked": {"type": "http-server", "endpoint": f"127.0.0.1:{port}"}}, pool_limit=1, concurrency=1,
         queue_limit=1))
+    accepted = lambda: module_daemon.info("busy")["tasks"]["blocked"]["stats"]["accepted"]  # noqa: E731
     first, second = tcp_connect(port), tcp_connect(port)
     try:
         first.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        wait_for(lambda: module_daemon.info("busy")["tasks"]["blocked"]["stats"]["accepted"] == 1)
+        wait_for(lambda: accepted() == 1)
         second.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # queued (the queue holds one)
-        wait_for(lambda: module_daemon.info("busy")["tasks"]["blocked"]["stats"]["accepted"] == 2)
+        wait_for(lambda: accepted() == 2)
         result = curl("-i", f"http://127.0.0.1:{port}/")
         assert result.stdout.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
         assert b"\r\nRetry-After: 1\r\n" in result.stdout
-        (tmp_path / "unblock").touch()
+        # Stopping: the app is deleted while its job hangs; when the daemon's stop timeout (5 s in
+        # the tests) ends the wait, the running and the queued request are both answered 503.
+        reply = module_daemon.request({"version": 2, "action": "delete", "apps": ["busy"]})
+        assert reply["busy"] == {"deleted": True}
         for sock in (first, second):
             response = read_response(sock)
-            assert response.status == 200 and response.read() == b"done"
+            assert response.status == 503 and response.getheader("Retry-After") == "1"
     finally:
+        (tmp_path / "unblock").touch()
         first.close()
         second.close()
-        module_daemon.request({"version": 2, "action": "delete", "apps": ["busy"]})
+        if "busy" in module_daemon.info()["apps"]:
+            module_daemon.request({"version": 2, "action": "delete", "apps": ["busy"]})
 
 
 def test_a_malformed_request_is_400_and_the_connection_closes(web):

@@ -94,6 +94,7 @@ class HttpServer(TcpServer):
     def stop(self) -> None:
         if hasattr(self, "sweeper"):
             self.sweeper.cancel()
+            self._flush()  # the answers the engine gave while stopping, before the connections close
             self.context.reactor.remove_flusher(self._flush)
         super().stop()
         if hasattr(self, "poller"):
