@@ -90,7 +90,9 @@ def run_wrk(port: int, duration: float, script: str) -> dict:
                           f"http://127.0.0.1:{port}/"], capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])
     requests = int(re.search(r"(\d+) requests in", out)[1])
-    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+    latency = dict(re.findall(r"^\s*(50|99)%\s+(\S+)\s*$", out, re.M))
+    if len(latency) != 2:
+        raise RuntimeError(f"cannot read wrk's latency distribution:\n{out}")
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     return {"rps": rps, "requests": requests, "p50_ms": _ms(latency["50"]), "p99_ms": _ms(latency["99"]),
@@ -177,6 +179,8 @@ def main() -> None:
                 else:
                     result = run_gunicorn(args.duration, script)
                 runs[name].append(result)
+                print(f"round {round_ + 1}: {name}: {result['rps']:,.0f} req/s, p99 {result['p99_ms']:.2f} ms",
+                      file=sys.stderr)
     summary = {name: {key: statistics.median(r[key] for r in results) for key in results[0]}
                for name, results in runs.items()}
     reference = summary["uwsgi --http-socket"]
