@@ -350,6 +350,9 @@ def test_too_large_head_is_431_and_too_large_body_413(web):
     with tcp_connect(web["small"]) as sock:
         sock.sendall(b"POST / HTTP/1.1\r\nContent-Length: 5000\r\n\r\n")  # refused before the body is sent
         assert read_until_closed(sock).startswith(b"HTTP/1.1 413 ")
+    with tcp_connect(web["small"]) as sock:  # and a client that asked first gets the 413 instead of a 100
+        sock.sendall(b"POST / HTTP/1.1\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n")
+        assert read_until_closed(sock).startswith(b"HTTP/1.1 413 ")
     with tcp_connect(web["small"]) as sock:
         sock.sendall(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + b"400\r\n" + b"x" * 1024 + b"\r\n")
         assert read_until_closed(sock).startswith(b"HTTP/1.1 413 ")
