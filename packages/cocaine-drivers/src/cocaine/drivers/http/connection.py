@@ -152,7 +152,11 @@ class Connection:
 
     def __init__(self, server, sock: socket.socket, peer) -> None:
         self.server = server
-        self.config = server.config
+        self.config = config = server.config
+        self.max_head = config["max-header-size"]
+        self.max_body = config["max-body-size"]
+        self.stream_threshold = config["stream-threshold"]
+        self.timeout = config.get("timeout")
         self.reactor = server.context.reactor
         self.sock = sock
         self.fd = sock.fileno()
@@ -174,7 +178,7 @@ class Connection:
         # the request being parsed
         self.current: Exchange | None = None
         self.url = b""
-        self.headers: dict[str, str] = {}
+        self.fields: list[tuple[bytes, bytes]] = []  # the header fields as sent
         self.head_size = 0
         self.consumed = 0  # bytes of the current feed that callbacks accounted for
         self.progressed = False  # a URL or header completed during the current feed
@@ -206,11 +210,12 @@ class Connection:
             self._gone()  # reported even when not asked for: the peer is gone
 
     # -- parsing (httptools callbacks) ------------------------------------------------------------------
+    # The request path is the product's speed: these run for every request, so they do little.
     def on_message_begin(self) -> None:
         self.phase = HEAD
         self.since = time.monotonic()
         self.url = b""
-        self.headers = {}
+        self.fields = []
         self.head_size = 0
         self.stalled = 0
         self.body = []
@@ -221,22 +226,19 @@ class Connection:
         self._grew(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.fields.append((name, value))
         self._grew(len(name) + len(value) + 4)  # "name: value\r\n"
-        key = name.decode("latin-1").lower()
-        text = value.decode("latin-1")
-        previous = self.headers.get(key)
-        self.headers[key] = text if previous is None else previous + ("; " if key == "cookie" else ", ") + text
 
     def _grew(self, size: int) -> None:
         self.progressed = True
         self.consumed += size
         self.head_size += size
-        if self.head_size > self.config["max-header-size"]:
+        if self.head_size > self.max_head:
             raise Refused(431, "request head too large")
 
     def on_headers_complete(self) -> None:
         parser = self.parser
-        headers = self.headers
+        headers = _headers(self.fields)
         version = parser.get_http_version()
         method = parser.get_method().decode("latin-1")
         self.consumed += len(method) + 13  # " HTTP/1.1\r\n" and the blank line
@@ -244,22 +246,27 @@ class Connection:
         self.exchanges.append(exchange)
         self.phase = BODY
         self.since = time.monotonic()
-        path, query = _split_target(self.url)
+        url = self.url
+        if url[:1] == b"/":  # origin form, as nearly every request
+            path, _, query = url.partition(b"?")
+            path, query = path.decode("latin-1"), query.partition(b"#")[0].decode("latin-1")
+        else:
+            path, query = _split_target(url)
         meta = {"method": method, "path": path, "query": query, "version": version, "headers": headers,
                 "peer": self.peer}
         chunked = "chunked" in headers.get("transfer-encoding", "").lower()
         size = int(headers.get("content-length") or 0)  # llhttp checked it is a number
-        if size > self.config["max-body-size"]:
+        if size > self.max_body:
             raise Refused(413, f"body of {size} bytes")
         exchange.continue_wanted = (chunked or size > 0) and headers.get("expect", "").lower() == "100-continue"
         if exchange.continue_wanted:
             self.dirty()
         self.server.counters["requests"] += 1
-        if chunked or size > self.config["stream-threshold"]:
+        if chunked or size > self.stream_threshold:
             self.streamed = True
             self.server.counters["streamed"] += 1
             exchange.handle = self.server.context.open_job(exchange, meta, stream=True, on_credit=self.credit,
-                                                           timeout=self.config.get("timeout"))
+                                                           timeout=self.timeout)
         else:
             self.meta = meta
 
@@ -269,8 +276,8 @@ class Connection:
     def on_body(self, data: bytes) -> None:
         self.consumed += len(data)
         self.body_size += len(data)
-        if self.body_size > self.config["max-body-size"]:
-            raise Refused(413, f"body above {self.config['max-body-size']} bytes")
+        if self.body_size > self.max_body:
+            raise Refused(413, f"body above {self.max_body} bytes")
         self.since = time.monotonic()
         if not self.streamed:
             self.body.append(data)
@@ -292,8 +299,7 @@ class Connection:
         else:
             body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
             self.body = []
-            exchange.handle = self.server.context.open_job(exchange, self.meta, body=body,
-                                                           timeout=self.config.get("timeout"))
+            exchange.handle = self.server.context.open_job(exchange, self.meta, body=body, timeout=self.timeout)
             self.meta = None
         self.phase = BUSY
         if len(self.exchanges) >= MAX_PIPELINE:
@@ -520,6 +526,20 @@ class Connection:
             self._cancel(exchange, "the client is gone")
         self.sock.close()
         self.server.closed(self)
+
+
+def _headers(fields: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """The header fields as a map of lower-cased name to value (latin-1 text); a repeated name's
+    values are joined with ", " ("; " for cookie)."""
+    headers = {name.lower().decode("latin-1"): value.decode("latin-1") for name, value in fields}
+    if len(headers) == len(fields):
+        return headers
+    headers = {}
+    for name, value in fields:
+        key, text = name.lower().decode("latin-1"), value.decode("latin-1")
+        previous = headers.get(key)
+        headers[key] = text if previous is None else previous + ("; " if key == "cookie" else ", ") + text
+    return headers
 
 
 def _split_target(url: bytes) -> tuple[str, str]:
