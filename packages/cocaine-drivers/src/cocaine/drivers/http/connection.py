@@ -360,7 +360,7 @@ class Connection:
                 return
             if self.phase == HEAD:  # a URL or header that never ends would grow inside the parser
                 self.stalled = max(0, len(data) - self.consumed) if self.progressed else self.stalled + len(data)
-                if self.head_size + self.stalled > self.config["max-header-size"]:
+                if self.head_size + self.stalled > self.max_head:
                     self.refuse(431, "request head too large")
                     return
             if len(data) < READ_SIZE:
