@@ -25,7 +25,7 @@ from cocaine.cli.endpoints import connectable
 from cocaine.cli.errors import FAILED, CliError, RequestFailed
 from cocaine.cli.keys import CurveClient, Signer
 from cocaine.cli.manifest import load_manifest
-from cocaine.cli.output import PROG, Output, app_errors, event_json, format_event, request_error, write_chunk
+from cocaine.cli.output import PROG, Output, Response, app_errors, event_json, format_event, request_error
 
 DEBUG_VARIABLE = "COCAINE_DEBUG"
 
@@ -222,6 +222,7 @@ def call(ctx: typer.Context,
          ) -> None:
     """Send one request to an app's task and write the response to stdout as it arrives.
 
+    On a terminal, a newline ends the response if it has none; piped, the bytes are the app's alone.
     Works with tasks served by a native-server (the chunks stream) or a zeromq-server. An error reply
     exits 1 with its code and message; no reply within --timeout exits 3 (native-server: between two
     chunks).
@@ -237,11 +238,14 @@ def call(ctx: typer.Context,
             raise CliError(f"{name} {task}: a {detail.get('type')} task takes no requests (call works with {known})")
         body = sys.stdin.buffer.read() if data == "-" else data.encode()
         endpoint = connectable(detail["endpoint"], session.client.endpoint)
+        response = Response()
         try:
             for chunk in caller(endpoint, body, session.client.timeout, session.client.curve):
-                write_chunk(chunk)
+                response.write(chunk)
         except CliError as e:
             raise e.within(f"call {name} {task}") from None
+        finally:
+            response.end()
 
 
 @app.command()

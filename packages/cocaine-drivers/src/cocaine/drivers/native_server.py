@@ -111,7 +111,7 @@ class NativeServer(SocketDriver):
         counters["chunks-in"] += len(data)
         counters["bytes-in"] += len(body)
         if stream and len(body) > WINDOW:
-            raise ProtocolError(f"flow control: {len(body)} bytes sent with no credit beyond {WINDOW}")
+            raise ProtocolError(beyond_credit(len(body) - WINDOW))
         call = self.calls[key] = Call(self, identity, request_id, stream)
         call.got = len(body)
         call.handle = self.context.open_job(call, {"id": request_id}, body=body, stream=stream, timeout=timeout,
@@ -129,6 +129,11 @@ class NativeServer(SocketDriver):
             return True
         except zmq.ZMQError:  # EHOSTUNREACH: the client is gone; EAGAIN: it reads too slowly
             return False
+
+
+def beyond_credit(excess: int) -> str:
+    """The error of a streamed request whose chunks (those of its open message too) passed its credit."""
+    return f"flow control: {excess} bytes sent beyond credit"
 
 
 def _options(options) -> tuple[bool, float | None]:
@@ -193,7 +198,7 @@ class Call:
         counters["bytes-in"] += size
         self.got += size
         if self.got > self.granted:
-            self.handle.cancel(Code.BAD_REQUEST, f"flow control: {self.got - self.granted} bytes sent beyond credit")
+            self.handle.cancel(Code.BAD_REQUEST, beyond_credit(self.got - self.granted))
             return
         self.last_chunk_at = time.monotonic()
         push = self.handle.push
