@@ -189,10 +189,12 @@ def main() -> None:
     if args.json:
         print(json.dumps({"servers": summary, "rounds": runs, "ratio": ratio}, indent=2))
         return
-    print(f"wrk -t2 -c{CONNECTIONS} keep-alive, POST {len(BODY)} bytes echoed, {args.duration:g} s x {args.rounds} round(s)")
+    print(f"wrk -t2 -c{CONNECTIONS} keep-alive, POST {len(BODY)} bytes echoed, "
+          f"{args.duration:g} s x {args.rounds} round(s)")
     for name, r in summary.items():
         print(f"{name:22} {r['rps']:9,.0f} req/s  p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms  "
-              f"CPU {r['cpu_us_per_request']:6.1f} us/req  non-2xx {r['non_2xx']:.0f}  socket errors {r['socket_errors']:.0f}")
+              f"CPU {r['cpu_us_per_request']:6.1f} us/req  non-2xx {r['non_2xx']:.0f}  "
+              f"socket errors {r['socket_errors']:.0f}")
     print(f"cocaine / uwsgi --http-socket: requests/s {ratio['rps_vs_uwsgi']:.2f}x, p99 {ratio['p99_vs_uwsgi']:.2f}x "
           "(lower p99 is better)")
 

@@ -15,9 +15,7 @@ from __future__ import annotations
 import logging
 import socket
 
-from cocaine.core.engine.handle import REQUEST_WINDOW
-from cocaine.core.errors import Code
-from cocaine.core.validation import get_int, only_keys
+from cocaine.core.plugin_api import REQUEST_WINDOW, Code, get_int, only_keys
 from cocaine.drivers.tcp import TcpServer, parse_address, reset_on_close
 
 log = logging.getLogger(__name__)

@@ -8,8 +8,7 @@ import re
 import socket
 import struct
 
-from cocaine.core.drivers import Driver
-from cocaine.core.validation import field_error
+from cocaine.core.plugin_api import Driver, field_error
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import zmq
 from cocaine.core import __version__, logs
 from cocaine.core.daemon.node import Node
 from cocaine.core.errors import CocaineError, InstanceLocked
-from cocaine.core.management import protocol
+from cocaine.core.management import handler
 from cocaine.core.management.auth import DEFAULT_MAX_CLOCK_SKEW, Guard
 from cocaine.core.management.users import Users
 from cocaine.core.plugins import Registry
@@ -184,7 +184,7 @@ class Daemon:
             except zmq.Again:
                 return
             envelope, request = split_envelope([frame.bytes for frame in received])
-            reply = protocol.handle(self.node, request, self.guard, _peer(received[-1]))
+            reply = handler.handle(self.node, request, self.guard, _peer(received[-1]))
             body = json.dumps(reply, default=str).encode()
             try:
                 sock.send_multipart([*envelope, body], zmq.NOBLOCK)

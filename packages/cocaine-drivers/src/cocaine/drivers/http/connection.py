@@ -22,8 +22,7 @@ from select import EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT
 
 import httptools
 
-from cocaine.core.engine.handle import REQUEST_WINDOW
-from cocaine.core.errors import Code
+from cocaine.core.plugin_api import REQUEST_WINDOW, Code
 from cocaine.drivers.http.response import ERRORS, BadMeta, error_response, head, parse_meta
 from cocaine.drivers.tcp import reset_on_close
 

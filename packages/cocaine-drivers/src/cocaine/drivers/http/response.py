@@ -8,7 +8,7 @@ import time
 from email.utils import formatdate
 from http import HTTPStatus
 
-from cocaine.core.errors import Code
+from cocaine.core.plugin_api import Code
 
 REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 _TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import select
 import time
 
-from cocaine.core.validation import get_int, get_number, only_keys
+from cocaine.core.plugin_api import get_int, get_number, only_keys
 from cocaine.drivers.http.connection import BODY, HEAD, IDLE, Connection
 from cocaine.drivers.tcp import TcpServer, parse_address
 
