@@ -283,18 +283,11 @@ def etcd(network, tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def context():
-    ctx = zmq.Context()
-    yield ctx
-    ctx.destroy(linger=0)
-
-
 @pytest.fixture
-def cluster(request, tmp_path, context, network, etcd):
+def cluster(request, tmp_path, zmq_context, network, etcd):
     """Three nodes in an instance of their own (a fresh key space in the module's etcd)."""
     name = "".join(ch if ch.isalnum() or ch in "_-" else "-" for ch in request.node.name)
     instance = f"{name[:48]}-{next(_serial)}"
-    nodes = start_nodes(tmp_path, context, network, etcd, 3, instance=instance, ttl=TTL)
+    nodes = start_nodes(tmp_path, zmq_context, network, etcd, 3, instance=instance, ttl=TTL)
     yield nodes
     stop_nodes(nodes)

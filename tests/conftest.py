@@ -1,6 +1,7 @@
 import pytest
 import zmq
 
+from cluster_support import cluster, etcd, network  # noqa: F401 - the cluster tests' fixtures
 from support import Daemon, assert_no_reactor_errors
 
 

@@ -15,7 +15,7 @@ import time
 import pytest
 import zmq
 
-from cluster_support import TTL, ClusterNode, call, cluster, context, etcd, network, stop_nodes  # noqa: F401
+from cluster_support import TTL, ClusterNode, call, stop_nodes
 from support import CLI, RUN_TIMEOUT, free_port, manifest, python_app, wait_for
 
 APP = '''
@@ -52,13 +52,13 @@ def up_nodes(node) -> set[str]:
 
 
 # -- manifests reach every node ---------------------------------------------------------------------
-def test_create_reload_delete_on_any_node_reach_every_node(cluster, tmp_path, context):
+def test_create_reload_delete_on_any_node_reach_every_node(cluster, tmp_path, zmq_context):
     a, b, c = cluster
     created = a.create("echo", app_manifest(tmp_path))
     assert created["state"] == "running"
     wait_for(lambda: running_everywhere(cluster, "echo"), timeout=10, message="echo running on every node")
     for node in cluster:  # the same manifest, the same endpoint, on every host
-        assert call(context, node.endpoint(PORT), b"hi") == [b"ok", b"hi"]
+        assert call(zmq_context, node.endpoint(PORT), b"hi") == [b"ok", b"hi"]
 
     generations = {node.name: node.info("echo")["pool"]["generation"] for node in cluster}
     reply = b.request({"version": 2, "action": "reload", "apps": ["echo"]})
@@ -73,7 +73,7 @@ def test_create_reload_delete_on_any_node_reach_every_node(cluster, tmp_path, co
     assert "echo" not in a.etcd.ctl("get", "--prefix", "--keys-only", f"/cocaine/{a.instance}/storage/")
 
 
-def test_two_nodes_create_the_same_app_at_once(cluster, tmp_path, context):
+def test_two_nodes_create_the_same_app_at_once(cluster, tmp_path, zmq_context):
     a, b, c = cluster
     manifests = {}
     for node in (a, b):
@@ -102,13 +102,13 @@ def test_two_nodes_create_the_same_app_at_once(cluster, tmp_path, context):
              timeout=15, message="every node running the winner's manifest")
 
 
-def test_a_late_node_and_a_node_restarted_with_emptied_state_converge(cluster, tmp_path, context, network, etcd):
+def test_a_late_node_and_a_node_restarted_with_emptied_state_converge(cluster, tmp_path, zmq_context, network, etcd):
     a, b, c = cluster
     a.create("echo", app_manifest(tmp_path))
-    late = ClusterNode(tmp_path / "late", context, network, 3, etcd, instance=a.instance, ttl=TTL).start()
+    late = ClusterNode(tmp_path / "late", zmq_context, network, 3, etcd, instance=a.instance, ttl=TTL).start()
     try:
         wait_for(lambda: late.running("echo"), timeout=15, message="the late node running echo")
-        assert call(context, late.endpoint(PORT), b"late") == [b"ok", b"late"]
+        assert call(zmq_context, late.endpoint(PORT), b"late") == [b"ok", b"late"]
         # Killed, an app created meanwhile, restarted with its local state gone: it gets every app.
         c.kill()
         c.close()
@@ -117,18 +117,18 @@ def test_a_late_node_and_a_node_restarted_with_emptied_state_converge(cluster, t
         c.start()
         wait_for(lambda: c.running("echo") and c.running("other"), timeout=15,
                  message="the restarted node running both apps")
-        assert call(context, c.endpoint(PORT + 10), b"back") == [b"ok", b"back"]
+        assert call(zmq_context, c.endpoint(PORT + 10), b"back") == [b"ok", b"back"]
     finally:
         stop_nodes([late])
 
 
 # -- membership and load ----------------------------------------------------------------------------
-def test_info_and_nodes_show_every_node_its_apps_and_their_load(cluster, tmp_path, context):
+def test_info_and_nodes_show_every_node_its_apps_and_their_load(cluster, tmp_path, zmq_context):
     a, b, c = cluster
     wait_for(lambda: up_nodes(a) == {"node-0", "node-1", "node-2"}, timeout=10, message="three nodes up")
     a.create("echo", app_manifest(tmp_path, pool_limit=3))
     for _ in range(20):
-        call(context, b.endpoint(PORT), b"x")
+        call(zmq_context, b.endpoint(PORT), b"x")
 
     def everywhere():
         view = c.cluster()
@@ -172,18 +172,18 @@ def test_nodes_on_a_node_alone_says_it_is_not_in_a_cluster(daemon):
 class Load:
     """A client per node sending requests in a loop; counts answers and failures per node."""
 
-    def __init__(self, context, nodes) -> None:
+    def __init__(self, zmq_context, nodes) -> None:
         self.answered = {node.name: 0 for node in nodes}
         self.failed = {node.name: 0 for node in nodes}
         self.stopped = {node.name: threading.Event() for node in nodes}
-        self.threads = [threading.Thread(target=self._run, args=(context, node), daemon=True) for node in nodes]
+        self.threads = [threading.Thread(target=self._run, args=(zmq_context, node), daemon=True) for node in nodes]
         for thread in self.threads:
             thread.start()
 
-    def _run(self, context, node) -> None:
+    def _run(self, zmq_context, node) -> None:
         while not self.stopped[node.name].is_set():
             try:
-                reply = call(context, node.endpoint(PORT), b"load", timeout=2)
+                reply = call(zmq_context, node.endpoint(PORT), b"load", timeout=2)
                 assert reply == [b"ok", b"load"], reply
                 self.answered[node.name] += 1
             except zmq.Again:
@@ -199,13 +199,13 @@ class Load:
 
 
 @pytest.mark.parametrize("fault", ["SIGKILL", "SIGSTOP"])
-def test_a_killed_or_frozen_node_leaves_every_view_within_ttl_plus_one_second(cluster, tmp_path, context, fault):
+def test_a_killed_or_frozen_node_leaves_every_view_within_ttl_plus_one_second(cluster, tmp_path, zmq_context, fault):
     a, b, c = cluster
     a.create("echo", app_manifest(tmp_path))
     wait_for(lambda: running_everywhere(cluster, "echo"), timeout=10, message="echo on every node")
     wait_for(lambda: all(up_nodes(node) == {"node-0", "node-1", "node-2"} for node in cluster), timeout=10,
              message="every node seeing three")
-    load = Load(context, cluster)
+    load = Load(zmq_context, cluster)
     try:
         wait_for(lambda: all(load.answered[node.name] > 5 for node in cluster), timeout=10, message="load on every node")
         load.stop(c.name)
@@ -227,7 +227,7 @@ def test_a_killed_or_frozen_node_leaves_every_view_within_ttl_plus_one_second(cl
         if fault == "SIGSTOP":  # woken up, it joins again under a new lease
             c.signal(signal.SIGCONT)
             wait_for(lambda: "node-2" in up_nodes(a), timeout=10, message="node-2 back after SIGCONT")
-            assert call(context, c.endpoint(PORT), b"again") == [b"ok", b"again"]
+            assert call(zmq_context, c.endpoint(PORT), b"again") == [b"ok", b"again"]
     finally:
         load.stop()
 
@@ -276,9 +276,9 @@ def test_records_publish_endpoints_that_other_hosts_can_reach(bound, published):
 
 
 # -- server-side forwarding ---------------------------------------------------------------------------
-def burst(context, address: str, count: int, body: bytes, timeout: float = 20.0) -> list[list[bytes]]:
+def burst(zmq_context, address: str, count: int, body: bytes, timeout: float = 20.0) -> list[list[bytes]]:
     """``count`` requests at once on one DEALER; the replies, in arrival order."""
-    sock = context.socket(zmq.DEALER)
+    sock = zmq_context.socket(zmq.DEALER)
     sock.linger = 0
     sock.connect(address)
     try:
@@ -294,7 +294,7 @@ def burst(context, address: str, count: int, body: bytes, timeout: float = 20.0)
 
 
 def test_overflow_forward_sends_what_a_full_node_cannot_take_to_its_least_loaded_peers_one_hop_only(
-        cluster, tmp_path, context):
+        cluster, tmp_path, zmq_context):
     a, b, c = cluster
     # One worker taking one job at a time and a queue of one: each node takes two requests at once.
     a.create("full", app_manifest(tmp_path, pool_limit=1, pool_min=1, concurrency=1, queue_limit=1,
@@ -303,7 +303,7 @@ def test_overflow_forward_sends_what_a_full_node_cannot_take_to_its_least_loaded
              timeout=15, message="a ready worker on every node")
     wait_for(lambda: all(set(node.cluster()["apps"].get("full", {})) == {"node-0", "node-1", "node-2"}
                          for node in cluster), timeout=10, message="every record showing the app")
-    replies = burst(context, a.endpoint(PORT + 1), 6, b"1.0")
+    replies = burst(zmq_context, a.endpoint(PORT + 1), 6, b"1.0")
     assert replies == [[b"ok", b"done"]] * 6, replies  # 2 here, 2 on each peer
     info = a.info("full")
     assert info["jobs"]["forwarded"] == 4 and info["jobs"]["rejected"] == 0
@@ -311,7 +311,7 @@ def test_overflow_forward_sends_what_a_full_node_cannot_take_to_its_least_loaded
         assert node.info("full")["jobs"]["accepted"] == 2
 
     # Ten at once: the peers are full too, and a forwarded request is never forwarded again.
-    replies = burst(context, a.endpoint(PORT + 1), 10, b"1.0")
+    replies = burst(zmq_context, a.endpoint(PORT + 1), 10, b"1.0")
     done = [r for r in replies if r == [b"ok", b"done"]]
     refused = [r for r in replies if r[0] == b"error"]
     assert len(done) == 6 and len(refused) == 4, replies
@@ -320,23 +320,23 @@ def test_overflow_forward_sends_what_a_full_node_cannot_take_to_its_least_loaded
         assert node.info("full")["jobs"]["forwarded"] == 0
 
 
-def test_overflow_refuse_is_the_default_even_in_a_cluster(cluster, tmp_path, context):
+def test_overflow_refuse_is_the_default_even_in_a_cluster(cluster, tmp_path, zmq_context):
     a, b, c = cluster
     a.create("full", app_manifest(tmp_path, pool_limit=1, pool_min=1, concurrency=1, queue_limit=1))
     wait_for(lambda: a.info("full")["pool"]["idle"] == 1, timeout=15, message="a ready worker")
-    replies = burst(context, a.endpoint(PORT + 1), 4, b"0.5")
+    replies = burst(zmq_context, a.endpoint(PORT + 1), 4, b"0.5")
     assert sum(r[0] == b"error" and r[1] == b"503" for r in replies) == 2, replies
     assert a.info("full")["jobs"]["forwarded"] == 0
 
 
-def test_overflow_forward_sends_what_reaches_a_stopping_app_to_a_peer(cluster, tmp_path, context):
+def test_overflow_forward_sends_what_reaches_a_stopping_app_to_a_peer(cluster, tmp_path, zmq_context):
     a, b, c = cluster
     a.create("full", app_manifest(tmp_path, pool_limit=1, pool_min=1, concurrency=1, overflow="forward"))
     wait_for(lambda: all(node.running("full") and node.info("full")["pool"]["idle"] == 1 for node in cluster),
              timeout=15, message="a ready worker on every node")
     wait_for(lambda: set(a.cluster()["apps"].get("full", {})) == {"node-0", "node-1", "node-2"}, timeout=10,
              message="node-0 seeing the app on every node")
-    sock = context.socket(zmq.DEALER)
+    sock = zmq_context.socket(zmq.DEALER)
     sock.linger = 0
     sock.connect(a.endpoint(PORT + 1))
     try:

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import time
 
-import pytest
 
-from cluster_support import call, cluster, context, etcd, network  # noqa: F401
+from cluster_support import call
 from support import manifest, python_app, wait_for
 
 OUTAGE = 10.0  # seconds etcd stays down
@@ -30,7 +29,7 @@ def error_of(node, action: str, apps) -> str:
     return reply[name].get("error", "")
 
 
-def test_nodes_ride_out_an_etcd_outage_and_converge_after_it(cluster, tmp_path, context, etcd):
+def test_nodes_ride_out_an_etcd_outage_and_converge_after_it(cluster, tmp_path, zmq_context, etcd):
     a, b, c = cluster
     a.create("echo", app(tmp_path, PORT))
     wait_for(lambda: all(node.running("echo") for node in cluster), timeout=10, message="echo on every node")
@@ -53,7 +52,7 @@ def test_nodes_ride_out_an_etcd_outage_and_converge_after_it(cluster, tmp_path, 
         served = 0
         while time.monotonic() - down_since < OUTAGE:
             for node in cluster:
-                assert call(context, node.endpoint(PORT), b"still") == [b"ok", b"still"]
+                assert call(zmq_context, node.endpoint(PORT), b"still") == [b"ok", b"still"]
                 served += 1
         for node in cluster:
             info = node.info()
@@ -69,5 +68,5 @@ def test_nodes_ride_out_an_etcd_outage_and_converge_after_it(cluster, tmp_path, 
     b.create("new", app(tmp_path, PORT + 1))
     wait_for(lambda: all(node.running("new") for node in cluster), timeout=10, message="new on every node")
     for node in cluster:
-        assert call(context, node.endpoint(PORT + 1), b"new") == [b"ok", b"new"]
+        assert call(zmq_context, node.endpoint(PORT + 1), b"new") == [b"ok", b"new"]
     print(f"served {served} requests during the {OUTAGE:.0f} s outage")

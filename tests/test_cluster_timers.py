@@ -12,7 +12,7 @@ from collections import Counter
 import pytest
 import zmq
 
-from cluster_support import TTL, cluster, context, etcd, network  # noqa: F401
+from cluster_support import TTL
 from support import manifest, python_app, wait_for
 
 PUBSUB = 9400
@@ -28,13 +28,13 @@ def tick(request):
 class Ticks:
     """Every result the task publishes, on every node: (node, scheduled time), in arrival order."""
 
-    def __init__(self, context: zmq.Context, nodes, topic: str) -> None:
+    def __init__(self, zmq_context: zmq.Context, nodes, topic: str) -> None:
         self.fired: list[tuple[str, float, float]] = []  # (node, scheduled, received)
         self.metas: list[dict] = []
         self._stop = threading.Event()
         self._socks = []
         for node in nodes:
-            sock = context.socket(zmq.SUB)
+            sock = zmq_context.socket(zmq.SUB)
             sock.linger = 0
             sock.subscribe(f"{topic} ".encode())
             sock.connect(node.endpoint(PUBSUB))
@@ -78,12 +78,12 @@ def first_node(cluster, name):
 
 
 @pytest.mark.parametrize("fault", ["SIGKILL", "SIGSTOP", "partition"])
-def test_recurring_timer_fires_each_tick_once_when_the_firing_node_dies(cluster, tmp_path, context, fault,
+def test_recurring_timer_fires_each_tick_once_when_the_firing_node_dies(cluster, tmp_path, zmq_context, fault,
                                                                         network):
     """SIGSTOP: the frozen node wakes up after its lease expired, with overdue ticks of its own; its
     claims are fenced, so none of those fires a second time. partition: its link is cut, then back."""
     interval = 0.2
-    ticks = Ticks(context, cluster, "tick")
+    ticks = Ticks(zmq_context, cluster, "tick")
     try:
         start_app(cluster[0], tmp_path, {"type": "recurring-timer", "interval": interval * 1000})
         wait_for(lambda: len(ticks.fired) >= 15, timeout=15, message="15 ticks")
@@ -126,8 +126,8 @@ def test_recurring_timer_fires_each_tick_once_when_the_firing_node_dies(cluster,
           f"{dict(Counter(name for name, _, _ in ticks.fired))}")
 
 
-def test_scope_node_fires_on_every_node(cluster, tmp_path, context):
-    ticks = Ticks(context, cluster, "tick")
+def test_scope_node_fires_on_every_node(cluster, tmp_path, zmq_context):
+    ticks = Ticks(zmq_context, cluster, "tick")
     try:
         start_app(cluster[0], tmp_path, {"type": "recurring-timer", "interval": 200, "scope": "node"})
         wait_for(lambda: all(len(ticks.by(node.name)) >= 3 for node in cluster), timeout=15,
@@ -136,8 +136,8 @@ def test_scope_node_fires_on_every_node(cluster, tmp_path, context):
         ticks.close()
 
 
-def test_cron_fires_each_second_once_across_the_cluster_and_catches_up(cluster, tmp_path, context):
-    ticks = Ticks(context, cluster, "tick")
+def test_cron_fires_each_second_once_across_the_cluster_and_catches_up(cluster, tmp_path, zmq_context):
+    ticks = Ticks(zmq_context, cluster, "tick")
     try:
         start_app(cluster[0], tmp_path, {"type": "cron", "schedule": "* * * * * *", "catch-up": "once"})
         wait_for(lambda: len(ticks.fired) >= 4, timeout=15, message="four cron ticks")
@@ -167,8 +167,8 @@ def test_cron_fires_each_second_once_across_the_cluster_and_catches_up(cluster, 
 
 @pytest.mark.parametrize("task", [{"type": "drifting-timer", "interval": 200},
                                   {"type": "manual-scheduler", "first": 0}], ids=["drifting-timer", "manual-scheduler"])
-def test_owned_timers_fire_on_one_node_and_fail_over(cluster, tmp_path, context, task):
-    ticks = Ticks(context, cluster, "tick")
+def test_owned_timers_fire_on_one_node_and_fail_over(cluster, tmp_path, zmq_context, task):
+    ticks = Ticks(zmq_context, cluster, "tick")
     try:
         start_app(cluster[0], tmp_path, task)
         wait_for(lambda: len(ticks.fired) >= 5, timeout=15, message="five runs")

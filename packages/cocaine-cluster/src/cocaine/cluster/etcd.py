@@ -104,7 +104,7 @@ class EtcdThread:
             client = await self.connected()
             return await asyncio.wait_for(operation(client), self.timeout)
         except (aetcd.exceptions.ConnectionFailedError, aetcd.exceptions.ConnectionTimeoutError,
-                aetcd.exceptions.InternalError, asyncio.TimeoutError) as e:
+                aetcd.exceptions.InternalError, TimeoutError) as e:
             await self.reset()
             raise Unavailable(f"etcd at {self.endpoint} did not answer: {describe(e)}") from None
         except asyncio.CancelledError:

@@ -155,7 +155,8 @@ class Membership:
                         self.lease_id = self.create_revision = None
                         continue
                 record, lease_id = self.record, self.lease_id
-                await etcd.run(lambda client: client.put(self.key.encode(), record, lease=lease_id))
+                await etcd.run(lambda client, record=record, lease_id=lease_id: client.put(
+                    self.key.encode(), record, lease=lease_id))
                 if self.create_revision is None:
                     found = await etcd.run(lambda client: client.get(self.key.encode()))
                     if found is not None and found.lease == lease_id:
