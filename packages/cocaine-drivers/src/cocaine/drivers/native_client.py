@@ -91,6 +91,11 @@ class Client:
     def _send(self, frames: list[bytes]) -> None:
         self.sock.send_multipart(frames)
 
+    def wait(self, deadline: float) -> None:
+        """Wait for one message (until ``deadline``, a monotonic time) and apply it to its call; for
+        callers that keep their own deadlines (the cluster client). :raises TimeoutError: at the deadline."""
+        self._pump(deadline)
+
     def _pump(self, deadline: float) -> None:
         """Wait for one message (until ``deadline``, a monotonic time) and apply it to its call."""
         remaining = deadline - time.monotonic()
@@ -103,8 +108,10 @@ class Client:
             return  # a call we cancelled or gave up on
         kind = message[0]
         if kind == native.CHUNK:
+            call.started = True
             call.chunks.extend(data)
         elif kind == native.CREDIT:
+            call.started = True
             call.credit += message[2]
         elif kind == native.END:
             call._finish(None)
@@ -123,6 +130,8 @@ class Call:
         self.chunks: deque[bytes] = deque()
         self.finished = False
         self.error: JobError | None = None
+        # A response chunk or credit came: a handler has the request, so it may have had effects.
+        self.started = False
 
     def write(self, data: bytes) -> None:
         """Send a request chunk, split to fit the credit; waits for credit when there is none left."""
