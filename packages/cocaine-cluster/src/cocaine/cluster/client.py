@@ -94,11 +94,14 @@ class Target:
 
 class StaticNodes:
     """A fixed set of nodes: ``{"node-a": "tcp://10.0.0.2:9100", ...}`` or a list of endpoints
-    (each its own node). They report no load: only the client's requests in flight weigh."""
+    (each its own node). They report no load: only the client's requests in flight weigh, per
+    worker slot when ``slots`` gives a node's (its app's ``pool-limit`` × ``concurrency``, say)."""
 
-    def __init__(self, nodes: Mapping[str, str] | Iterable[str]) -> None:
+    def __init__(self, nodes: Mapping[str, str] | Iterable[str], slots: Mapping[str, float] | None = None) -> None:
         pairs = nodes.items() if isinstance(nodes, Mapping) else ((e, e) for e in nodes)
-        self._targets = {name: Target(name, endpoint) for name, endpoint in pairs}
+        slots = slots or {}
+        self._targets = {name: Target(name, endpoint, slots=max(float(slots.get(name, 1)), 1.0))
+                         for name, endpoint in pairs}
         if not self._targets:
             raise ValueError("StaticNodes needs at least one node")
 
