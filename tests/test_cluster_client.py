@@ -20,7 +20,7 @@ from cocaine.cluster import records
 from cocaine.cluster.client import ClusterClient, EtcdNodes, NodeError, NoNode, StaticNodes, never_ran
 from cocaine.core.errors import JobError
 from cocaine.drivers.native_client import Client
-from support import APP_WAIT_FOR_FILE, Daemon, endpoint, free_port, manifest, python_app, wait_for
+from support import APP_WAIT_FOR_FILE, Daemon, admin, endpoint, free_port, manifest, python_app, wait_for
 
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 
@@ -381,3 +381,38 @@ def test_only_refusals_before_a_worker_had_the_request_count_as_never_run():
     assert not never_ran(JobError(503, "cancelled by the client"))
     assert not never_ran(JobError(504, "deadline exceeded before the request arrived"))
     assert not never_ran(JobError(500, "queue is full"))
+
+
+# -- cocaine-admin call --cluster -------------------------------------------------------------------
+def test_cli_calls_through_a_static_list_and_resends_a_refusal(nodes, tmp_path, zmq_context):
+    a, b = nodes("a", "b", pool_limit=1, concurrency=1, queue_limit=1)
+    holder, held = fill(a, zmq_context, 2)
+    wait_for(lambda: queued(a) == 1, message="a's queue to fill")
+    log = tmp_path / "runs"
+    spec = f"a={a.endpoints['work']},b={b.endpoints['work']}"
+    for _ in range(3):  # whichever node it tries first, b runs it
+        done = admin("call", "app", "work", json.dumps({"log": str(log)}), "--cluster", spec)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["node"] == "b"
+    assert runs(log) == ["b", "b", "b"]
+    a.release()
+    assert [c.read() for c in held] == [b"a", b"a"]
+    holder.close()
+
+
+def test_cli_calls_through_etcd_and_names_what_failed(nodes, etcd, instance, tmp_path):
+    a = nodes("a")
+    etcd.register(instance, a.record())
+    cluster = f"etcd://{etcd.endpoint}"
+    done = admin("call", "app", "upper", "x", "--cluster", cluster, "--instance", instance)
+    assert (done.returncode, done.stdout) == (0, "a:X"), done.stderr
+    log = tmp_path / "runs"
+    crashed = admin("call", "app", "work", json.dumps({"log": str(log), "crash": True}),
+                    "--cluster", cluster, "--instance", instance)
+    assert crashed.returncode == 1 and "call app work: error 500: node a: " in crashed.stderr, crashed.stderr
+    assert runs(log) == ["a"]
+    nobody = admin("call", "app", "echo", "--cluster", cluster, "--instance", instance + "-empty")
+    assert nobody.returncode == 1, nobody.stderr
+    assert "error 503: no running node serves app echo" in nobody.stderr
+    bad = admin("call", "app", "echo", "--cluster", "a=127.0.0.1:1")
+    assert bad.returncode == 2 and "expected [NAME=]ENDPOINT" in bad.stderr, bad.stderr

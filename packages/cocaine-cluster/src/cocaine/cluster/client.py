@@ -16,7 +16,8 @@ It finds the nodes that serve the task (from etcd, :class:`EtcdNodes`, or from a
   broken) to another node, never one that may have started;
 - holds one deadline per request across resends: each resend carries the time left;
 - ends every request with its response or exactly one error, :class:`NodeError` (which node, what
-  it answered, the nodes that refused before) or :class:`NoNode`.
+  it answered, the nodes that refused before; :class:`NodeSilent` when it answered nothing) or
+  :class:`NoNode`.
 
 One client may be shared by threads: each thread gets its own connections, and the requests in
 flight are counted across them.
@@ -79,6 +80,11 @@ class NodeError(ClusterError):
     def __init__(self, node: str, code: int, message: str, refusals: list[tuple[str, int, str]]) -> None:
         super().__init__(code, f"node {node}: {message}", refusals)
         self.node = node
+
+
+class NodeSilent(NodeError):
+    """The node that had the request sent no answer, not even its own 504, by the deadline (and some
+    grace): it is gone, stuck or unreachable. The request may have run."""
 
 
 # -- where the nodes are -----------------------------------------------------------------------------
@@ -229,6 +235,25 @@ def _host_port(endpoint: str) -> tuple[str, int]:
 
 def _join(host_port: tuple[str, int]) -> str:
     return f"{host_port[0]}:{host_port[1]}"
+
+
+def nodes_from(spec: str, instance: str = "default", *, ready_timeout: float = 10.0) -> EtcdNodes | StaticNodes:
+    """The nodes a command line names: ``etcd://HOST:PORT[,HOST:PORT...]`` (a cluster's etcd, as
+    ``cocained --cluster`` takes it) or a static list ``[NAME=]ENDPOINT[,...]`` of the task's endpoints.
+
+    :raises ValueError: naming the part of ``spec`` at fault.
+    """
+    if spec.startswith("etcd://"):
+        return EtcdNodes(spec[len("etcd://"):].split(","), instance, ready_timeout=ready_timeout)
+    nodes = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        name, _, endpoint = item.rpartition("=")
+        if "://" not in endpoint:
+            raise ValueError(f"{item!r}: expected [NAME=]ENDPOINT (tcp://HOST:PORT) or etcd://HOST:PORT")
+        nodes[name or endpoint] = endpoint
+    if not nodes:
+        raise ValueError("expected etcd://HOST:PORT[,...] or [NAME=]ENDPOINT[,...], got nothing")
+    return StaticNodes(nodes)
 
 
 # -- choosing a node ---------------------------------------------------------------------------------
@@ -431,7 +456,7 @@ class ClusterCall:
         except TimeoutError:
             self.call.cancel()
             self._settle()
-            raise NodeError(self.node, Code.TIMEOUT,
+            raise NodeSilent(self.node, Code.TIMEOUT,
                             f"no answer within the request's {self.timeout:g} s ({self.target.endpoint}); "
                             f"the request may have run", self.refusals) from None
 
