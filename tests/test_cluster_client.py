@@ -295,6 +295,13 @@ def test_a_request_refused_with_a_full_queue_is_resent_to_another_node(nodes, tm
         assert json.loads(call.read())["node"] == "b"
         assert [node for node, _, _ in call.refusals] == ["a"]
         assert "queue is full" in call.refusals[0][2]
+    with ClusterClient("app", "upper", static("upper", a, b), context=zmq_context, timeout=20,
+                       choose=first_by_name) as client:
+        streamed = client.request(b"one", stream=True)  # refused at once, found out while reading
+        streamed.write(b"two")
+        streamed.end()
+        assert list(streamed) == [b"b:ONE", b"b:TWO"]  # resent whole: every chunk written so far
+        assert [node for node, _, _ in streamed.refusals] == ["a"]
     assert runs(log) == ["b"]
     a.release()
     assert [c.read() for c in held] == [b"a", b"a"]

@@ -39,6 +39,7 @@ import zmq
 
 from cocaine.cluster import records
 from cocaine.core.errors import Code, JobError
+from cocaine.drivers.native import WINDOW
 from cocaine.drivers.native_client import Call, Client
 
 log = logging.getLogger(__name__)
@@ -310,7 +311,12 @@ class ClusterClient:
     def request(self, body: bytes = b"", *, stream: bool = False, urgent: bool = False,
                 timeout: float | None = None) -> ClusterCall:
         """Send a request to a node and return its :class:`ClusterCall` (see Client.request)."""
-        return ClusterCall(self, body, stream, urgent, self.timeout if timeout is None else timeout)
+        timeout = self.timeout if timeout is None else timeout
+        if stream and len(body) > WINDOW:  # the rest waits for credit: it goes as writes
+            call = ClusterCall(self, body[:WINDOW], stream, urgent, timeout)
+            call.write(body[WINDOW:])
+            return call
+        return ClusterCall(self, body, stream, urgent, timeout)
 
     def in_flight(self) -> dict[str, int]:
         """This client's requests in flight, per node."""
@@ -358,8 +364,9 @@ class ClusterCall:
     """One request on the cluster: write its chunks (streamed requests), then read its response.
 
     ``node`` is the node that has it now. Until the node shows that a handler has the request (a
-    response chunk, or credit for more request chunks), the request's chunks are kept (at most the
-    first 256 KiB: no more may be sent before credit), so a refusal can be resent whole.
+    response chunk, or credit for more request chunks), the request's chunks are kept, so that a
+    refusal can be resent whole (no node grants credit beyond the first 256 KiB before a handler
+    reads them, so that is what is kept, unless one ``write()`` was larger).
     """
 
     def __init__(self, client: ClusterClient, body: bytes, stream: bool, urgent: bool, timeout: float) -> None:
@@ -384,8 +391,6 @@ class ClusterCall:
         if self.sent is not None:
             self.sent.append(data)
         self._guard(lambda: self.call.write(data))
-        if self.call.started:
-            self.sent = None  # never resent from now on
 
     def end(self) -> None:
         if self.stream and not self.ended:
@@ -440,13 +445,10 @@ class ClusterCall:
         client._count(target.node, +1)
         first, *rest = self.sent
         self.call = connection.request(first, stream=self.stream, urgent=self.urgent, timeout=left)
-        try:
-            for piece in rest:  # at most the first window's worth: no wait for credit
-                self.call.write(piece)
-            if self.stream and self.ended:
-                self.call.end()
-        except JobError as e:
-            self._failed(e)
+        for piece in rest:
+            self._guard(lambda: self.call.write(piece))
+        if self.stream and self.ended:
+            self._guard(self.call.end)
 
     def _wait(self) -> None:
         """Wait for the node's next message; the node's own 504 should come first, silence past the
@@ -454,20 +456,28 @@ class ClusterCall:
         try:
             self.call.client.wait(self.deadline + GRACE)
         except TimeoutError:
-            self.call.cancel()
-            self._settle()
-            raise NodeSilent(self.node, Code.TIMEOUT,
-                            f"no answer within the request's {self.timeout:g} s ({self.target.endpoint}); "
-                            f"the request may have run", self.refusals) from None
+            self._silent()
+
+    def _silent(self) -> None:
+        self.call.cancel()
+        self._settle()
+        raise NodeSilent(self.node, Code.TIMEOUT,
+                         f"no answer within the request's {self.timeout:g} s ({self.target.endpoint}); "
+                         f"the request may have run", self.refusals) from None
 
     def _guard(self, action) -> None:
-        """Run a write or end; a refusal that arrives meanwhile resends the request."""
+        """Run a write or end (which may wait for credit until the deadline): a refusal that arrives
+        meanwhile resends the request; credit means a handler reads it, so it is never resent."""
+        connection = self.call.client
+        connection.timeout = max(self.deadline + GRACE - time.monotonic(), 0.001)  # this thread's own
         try:
             action()
         except JobError as e:
             self._failed(e)
         except TimeoutError:
-            self._wait()  # raises the timeout with the node's name (the deadline is past)
+            self._silent()
+        if self.call.started:
+            self.sent = None
 
     def _failed(self, error: JobError) -> None:
         """The node answered an error: resend the request if it never ran there, else raise it."""
