@@ -7,6 +7,7 @@ really run the app at the endpoints the record names.
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import threading
@@ -122,7 +123,8 @@ def first_by_name(targets, score):
 
 
 def fill(node, context, count=2):
-    """Send ``count`` hold requests to ``node`` and wait until they hold its workers and queue."""
+    """Send ``count`` hold requests straight to ``node`` (they hold its workers, then its queue, until
+    ``node.release()``); returns the native client and the calls."""
     client = Client(node.endpoints["hold"], context=context, timeout=30)
     calls = [client.request(b"") for _ in range(count)]
     return client, calls
@@ -150,6 +152,7 @@ class Etcd:
     """A real etcd on loopback, with the test's own data directory."""
 
     def __init__(self, tmp):
+        assert os.access(ETCD, os.X_OK), f"no etcd at {ETCD}: apt-get install etcd-server (.ci/run does)"
         self.port = free_port()
         peer = free_port()
         self.endpoint = f"127.0.0.1:{self.port}"
@@ -165,7 +168,7 @@ class Etcd:
         wait_for(self._answers, timeout=20, message=f"etcd on {self.endpoint}")
 
     def _answers(self):
-        assert self.proc.poll() is None, (tmp_log := self.log.name)
+        assert self.proc.poll() is None, f"etcd exited with {self.proc.returncode} (log: {self.log.name})"
         try:
             self.run(lambda etcd: etcd.get(b"/"))
             return True
