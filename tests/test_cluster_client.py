@@ -153,10 +153,14 @@ class Etcd:
 
     def __init__(self, tmp):
         assert os.access(ETCD, os.X_OK), f"no etcd at {ETCD}: apt-get install etcd-server (.ci/run does)"
-        self.port = free_port()
-        peer = free_port()
+        self.tmp = tmp
+        self.port, self.peer = free_port(), free_port()
         self.endpoint = f"127.0.0.1:{self.port}"
-        self.log = open(tmp / "etcd.log", "wb")
+        self.start()
+
+    def start(self):
+        tmp, peer = self.tmp, self.peer
+        self.log = open(tmp / "etcd.log", "ab")
         self.proc = subprocess.Popen(
             [ETCD, "--name", "test", "--data-dir", str(tmp / "data"),
              "--listen-client-urls", f"http://{self.endpoint}", "--advertise-client-urls", f"http://{self.endpoint}",
@@ -192,6 +196,9 @@ class Etcd:
     def revoke(self, lease_id):
         """End a lease, as its expiry would: the node's record goes with it."""
         return self.run(lambda etcd: etcd.revoke_lease(lease_id))
+
+    def put(self, key: str, value: bytes):
+        return self.run(lambda etcd: etcd.put(key.encode(), value))
 
     def close(self):
         self.proc.terminate()
@@ -284,6 +291,30 @@ def test_a_node_whose_app_is_not_running_is_never_chosen(nodes, etcd, instance, 
             assert {client.call(b"") for _ in range(10)} == {b"b"}
     finally:
         source.close()
+
+
+def test_the_last_view_serves_while_etcd_is_down_and_the_watch_comes_back(nodes, tmp_path, zmq_context):
+    own = tmp_path / "own-etcd"
+    own.mkdir()
+    server = Etcd(own)  # its own: stopping it must not disturb the other tests
+    a, b = nodes("a", "b")
+    try:
+        server.register("default", a.record())
+        server.put(records.node_key("default", "broken"), b'{"name": "broken", "address": 7}')
+        source = EtcdNodes([server.endpoint])
+        try:
+            assert set(source.records()) == {"a"}  # the malformed record is left out
+            with ClusterClient("app", "echo", source, context=zmq_context, timeout=20) as client:
+                server.close()
+                assert {client.call(b"") for _ in range(5)} == {b"a"}
+                server.start()
+                server.register("default", b.record(busy=1, queue=10))
+                wait_for(lambda: "b" in source.records(), timeout=20, message="the watch to resume after etcd came back")
+                assert set(source.records()) == {"a", "b"}
+        finally:
+            source.close()
+    finally:
+        server.close()
 
 
 # -- resends ---------------------------------------------------------------------------------------
