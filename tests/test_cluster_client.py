@@ -457,3 +457,24 @@ def test_cli_calls_through_etcd_and_names_what_failed(nodes, etcd, instance, tmp
     assert "error 503: no running node serves app echo" in nobody.stderr
     bad = admin("call", "app", "echo", "--cluster", "a=127.0.0.1:1")
     assert bad.returncode == 2 and "expected [NAME=]ENDPOINT" in bad.stderr, bad.stderr
+
+
+def test_a_node_that_is_down_is_passed_over_without_sending(nodes, tmp_path, zmq_context):
+    a, b = nodes("a", "b")
+    nowhere = endpoint()  # nothing listens there
+    with ClusterClient("app", "echo", StaticNodes({"a": a.endpoints["echo"], "b": b.endpoints["echo"],
+                                                   "gone": nowhere}),
+                       context=zmq_context, timeout=20) as client:
+        assert {client.call(b"") for _ in range(30)} == {b"a", b"b"}
+        a.daemon.proc.kill()  # SIGKILL: its connections drop
+        a.daemon.proc.wait(10)
+        # Until the client's socket has seen the drop, a request could still leave for a and be lost
+        # with it (then it ends at its deadline, as it may have run): wait for that view.
+        to_a = client._connection(a.endpoints["echo"])
+        wait_for(lambda: not to_a.connected(), message="the client to see a's connection drop")
+        answers = [client.request(b"") for _ in range(30)]
+        assert {call.read() for call in answers} == {b"b"}
+        passed_over = {node for call in answers for node, _, message in call.refusals}
+        assert passed_over <= {"a", "gone"} and "gone" in passed_over
+        assert all("(not sent)" in message for call in answers for _, _, message in call.refusals)
+        assert client.in_flight() == {}

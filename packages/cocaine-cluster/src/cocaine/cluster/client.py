@@ -45,6 +45,9 @@ from cocaine.drivers.native_client import Call, Client
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 30.0
+# How long a thread's first request to a node waits for the connection to come up; after that a node
+# that is not connected is passed over at once (the request is not sent, so it goes elsewhere).
+CONNECT_WAIT = 0.5
 # How long past a request's deadline the client still waits for the node's own 504, which says more
 # than a silence would.
 GRACE = 1.0
@@ -350,10 +353,20 @@ class ClusterClient:
         connections = self._local.__dict__.setdefault("connections", {})
         connection = connections.get(endpoint)
         if connection is None:
-            connection = connections[endpoint] = Client(endpoint, context=self._context, curve=self._curve)
+            connection = connections[endpoint] = Client(endpoint, context=self._context, curve=self._curve,
+                                                        immediate=True)
             with self._lock:
                 self._connections.append(connection)
         return connection
+
+    def _reachable(self, endpoint: str, connection: Client, left: float) -> bool:
+        if connection.connected():
+            return True
+        waited = self._local.__dict__.setdefault("waited", set())
+        if endpoint in waited:
+            return False
+        waited.add(endpoint)
+        return connection.connected(min(CONNECT_WAIT, left))
 
     def _count(self, node: str, delta: int) -> None:
         with self._lock:
@@ -442,9 +455,16 @@ class ClusterCall:
                                              f"request", self.refusals)
         self.target, self.node = target, target.node
         connection = client._connection(target.endpoint)
-        client._count(target.node, +1)
         first, *rest = self.sent
-        self.call = connection.request(first, stream=self.stream, urgent=self.urgent, timeout=left)
+        try:
+            if not client._reachable(target.endpoint, connection, left):
+                raise ConnectionError(f"not connected to {target.endpoint}")
+            self.call = connection.request(first, stream=self.stream, urgent=self.urgent, timeout=left)
+        except ConnectionError as e:  # not sent: the node never saw it
+            self.refusals.append((target.node, Code.UNAVAILABLE, f"{e} (not sent)"))
+            self._send()
+            return
+        client._count(target.node, +1)
         for piece in rest:
             self._guard(lambda: self.call.write(piece))
         if self.stream and self.ended:
@@ -476,6 +496,11 @@ class ClusterCall:
             self._failed(e)
         except TimeoutError:
             self._silent()
+        except ConnectionError as e:  # the first part went: it may have been taken
+            self.call.cancel()
+            self._settle()
+            raise NodeError(self.node, Code.UNAVAILABLE, f"{e} while sending the request; it may have run",
+                            self.refusals) from None
         if self.call.started:
             self.sent = None
 
