@@ -246,8 +246,11 @@ def test_own_requests_in_flight_spread_the_load_without_reports(nodes, zmq_conte
 
 
 def test_power_of_two_choices_prefers_the_less_loaded_node(nodes, etcd, instance, zmq_context):
-    a, b, c = nodes("a", "b", "c", pool_limit=2)
-    etcd.register(instance, a.record(busy=2, queue=4))  # pressure 3: loses every draw
+    a, b, c = nodes("a", "b", "c", pool_limit=2, concurrency=1)
+    holder, held = fill(a, zmq_context, 4)  # a really is busy: both workers held, two waiting
+    wait_for(lambda: queued(a) == 2, message="a's queue to hold two")
+    etcd.register(instance, a.record())
+    assert a.record().apps["app"].pressure == 2.0  # (2 queued + 2 busy) / 2 workers: loses every draw
     etcd.register(instance, b.record())
     etcd.register(instance, c.record())
     source = EtcdNodes([etcd.endpoint], instance)
@@ -258,6 +261,9 @@ def test_power_of_two_choices_prefers_the_less_loaded_node(nodes, etcd, instance
         assert counted.count("b") + counted.count("c") == 60
     finally:
         source.close()
+    a.release()
+    assert [call.read() for call in held] == [b"a"] * 4
+    holder.close()
 
 
 def test_a_node_whose_record_vanishes_gets_no_more_traffic(nodes, etcd, instance, zmq_context):

@@ -141,7 +141,7 @@ class EtcdNodes:
         self._lock = threading.Lock()
         self._listed = threading.Event()
         self._loop = asyncio.new_event_loop()
-        self._stop: asyncio.Event | None = None
+        self._stop = asyncio.Event()  # set on the loop's thread only
         self.last_error: str | None = None
         self._thread = threading.Thread(target=self._run, name="cocaine-cluster-nodes", daemon=True)
         self._thread.start()
@@ -166,7 +166,7 @@ class EtcdNodes:
 
     def close(self) -> None:
         if self._thread.is_alive():
-            self._loop.call_soon_threadsafe(lambda: self._stop and self._stop.set())
+            self._loop.call_soon_threadsafe(self._stop.set)
             self._thread.join(10)
 
     # -- the watch thread ------------------------------------------------------------------------------
@@ -180,7 +180,6 @@ class EtcdNodes:
     async def _follow(self) -> None:
         import aetcd  # here: importing grpc is for clients that use etcd
 
-        self._stop = asyncio.Event()
         stopping = asyncio.ensure_future(self._stop.wait())
         for host, port in itertools.cycle(self.endpoints):
             watching = asyncio.ensure_future(self._list_and_watch(aetcd, host, port))
