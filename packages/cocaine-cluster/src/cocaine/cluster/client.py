@@ -39,7 +39,7 @@ import zmq
 
 from cocaine.cluster import records
 from cocaine.core.errors import Code, JobError
-from cocaine.drivers.native import WINDOW
+from cocaine.drivers.native_protocol import WINDOW
 from cocaine.drivers.native_client import Call, Client
 
 log = logging.getLogger(__name__)
