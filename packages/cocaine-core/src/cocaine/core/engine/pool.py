@@ -294,6 +294,11 @@ class WorkerPool:
             if job is not None:
                 job.fail(message[2], message[3])
             return True
+        if kind == worker_protocol.META:
+            job = worker.jobs.get(message[1])
+            if job is not None:
+                job.reply_meta(message[2])
+            return False
         if kind == worker_protocol.CREDIT:
             job = worker.jobs.get(message[1])
             if job is not None and job.handle is not None:
@@ -401,12 +406,17 @@ class WorkerPool:
             return
         if self.exiting.pop(worker.identity, None) is not None:
             self._gone(worker)
+        self._release(worker)
+        if self.closing and not self.workers and not self.exiting:
+            self._closed()
+
+    def _release(self, worker: PooledWorker) -> None:
+        # Unwatch the exit descriptor before the handle closes it: a closed descriptor left in the
+        # poll set would be reported invalid on every round (or stand for a reused number).
         fd = worker.handle.exit_fd()
         if fd is not None:
             self.reactor.remove_reader(fd)
         worker.handle.close()
-        if self.closing and not self.workers and not self.exiting:
-            self._closed()
 
     def _gone(self, worker: PooledWorker) -> None:
         if worker.output is not None:
@@ -438,7 +448,7 @@ class WorkerPool:
                     log.warning("app %s: worker %s abandoned at shutdown", self.app, worker.id)
                 self.exiting.pop(worker.identity, None)
                 self._gone(worker)
-                worker.handle.close()
+                self._release(worker)
             self._closed()
 
     def _closed(self) -> None:
