@@ -15,7 +15,6 @@ import time
 
 import aetcd
 import pytest
-import zmq
 
 from cocaine.cluster import records
 from cocaine.cluster.client import ClusterClient, EtcdNodes, NodeError, NoNode, StaticNodes, never_ran

@@ -194,7 +194,7 @@ class EtcdNodes:
             try:  # a pause before the next endpoint, unless told to stop
                 await asyncio.wait_for(asyncio.shield(stopping), 0.5)
                 return
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def _list_and_watch(self, aetcd, host: str, port: int) -> None:
@@ -465,7 +465,7 @@ class ClusterCall:
             return
         client._count(target.node, +1)
         for piece in rest:
-            self._guard(lambda: self.call.write(piece))
+            self._guard(lambda piece=piece: self.call.write(piece))
         if self.stream and self.ended:
             self._guard(self.call.end)
 
