@@ -240,33 +240,49 @@ def call(ctx: typer.Context,
          task: Annotated[str, typer.Argument(metavar="TASK")],
          data: Annotated[str, typer.Argument(
              metavar="[DATA|-]", help="The request body; - reads it from stdin. Default: empty.")] = "",
+         cluster: Annotated[str | None, typer.Option(
+             metavar="etcd://HOST:PORT[,...] | [NAME=]ENDPOINT[,...]",
+             help="Send to the least loaded of the nodes serving the app's native-server task: the "
+                  "cluster's etcd, or a list of the task's endpoints. The daemon is not asked.")] = None,
+         instance: Annotated[str, typer.Option(
+             envvar="COCAINE_INSTANCE", metavar="NAME", help="With --cluster etcd://...: the cluster's name "
+                                                             "(cocained --instance).")] = "default",
          ) -> None:
     """Send one request to an app's task and write the response to stdout as it arrives.
 
     On a terminal, a newline ends the response if it has none; piped, the bytes are the app's alone.
     Works with tasks served by a native-server (the chunks stream) or a zeromq-server. An error reply
     exits 1 with its code and message; no reply within --timeout exits 3 (native-server: between two
-    chunks).
+    chunks; with --cluster, --timeout is the whole request's deadline, across resends).
     """
     session: Session = ctx.obj
     with reported():
-        detail = (app_info(session, name).get("tasks") or {}).get(task)
-        if detail is None:
-            raise CliError(f"{name} has no task {task!r}")
-        caller = calls.caller_for(detail.get("type", ""))
-        if caller is None or "endpoint" not in detail:
-            known = ", ".join(sorted(calls.CALLERS))
-            raise CliError(f"{name} {task}: a {detail.get('type')} task takes no requests (call works with {known})")
-        body = sys.stdin.buffer.read() if data == "-" else data.encode()
-        endpoint = connectable(detail["endpoint"], session.client.endpoint)
+        client = session.client
+        if cluster is not None:
+            chunks = calls.call_cluster(cluster, instance, name, task, _body(data), client.timeout, client.curve)
+        else:
+            detail = (app_info(session, name).get("tasks") or {}).get(task)
+            if detail is None:
+                raise CliError(f"{name} has no task {task!r}")
+            caller = calls.caller_for(detail.get("type", ""))
+            if caller is None or "endpoint" not in detail:
+                known = ", ".join(sorted(calls.CALLERS))
+                raise CliError(f"{name} {task}: a {detail.get('type')} task takes no requests "
+                               f"(call works with {known})")
+            chunks = caller(connectable(detail["endpoint"], client.endpoint), _body(data), client.timeout,
+                            client.curve)
         response = Response()
         try:
-            for chunk in caller(endpoint, body, session.client.timeout, session.client.curve):
+            for chunk in chunks:
                 response.write(chunk)
         except CliError as e:
             raise e.within(f"call {name} {task}") from None
         finally:
             response.end()
+
+
+def _body(data: str) -> bytes:
+    return sys.stdin.buffer.read() if data == "-" else data.encode()
 
 
 @app.command()

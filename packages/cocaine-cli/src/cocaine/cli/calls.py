@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 import zmq
 
 from cocaine.cli.endpoints import connected
-from cocaine.cli.errors import BadReply, CallFailed, Unreachable
+from cocaine.cli.errors import BadReply, CallFailed, CliError, EndpointError, Unreachable
 from cocaine.cli.keys import CurveClient
 from cocaine.core.errors import JobError
 from cocaine.drivers import zeromq_server
@@ -53,6 +53,36 @@ def call_native_server(endpoint: str, body: bytes, timeout: float, curve: CurveC
             except TimeoutError:
                 raise Unreachable(f"no reply from {endpoint} within {timeout:g} s") from None
     finally:
+        context.destroy(linger=0)
+
+
+def call_cluster(spec: str, instance: str, app: str, task: str, body: bytes, timeout: float,
+            curve: CurveClient | None) -> Iterator[bytes]:
+    """A native-server task on several nodes, through the cluster client in ``cocaine-cluster``
+    (docs/cluster-client.md): the nodes come from etcd or a static list (``spec``), the client picks
+    one by load and resends a refused request to another; ``timeout`` bounds the whole request."""
+    try:
+        from cocaine.cluster.client import ClusterClient, ClusterError, NodeSilent, nodes_from
+    except ImportError as e:
+        raise CliError(f"calling through a cluster needs the cocaine-cluster package: {e}") from None
+    try:
+        nodes = nodes_from(spec, instance, ready_timeout=timeout)
+    except ValueError as e:
+        raise EndpointError(f"--cluster {spec}: {e}") from None
+    except ConnectionError as e:
+        raise Unreachable(str(e)) from None
+    context = zmq.Context()
+    try:
+        keys = (curve.public, curve.secret, curve.server) if curve is not None else None
+        with ClusterClient(app, task, nodes, context=context, timeout=timeout, curve=keys) as client:
+            try:
+                yield from client.request(body)
+            except NodeSilent as e:
+                raise Unreachable(str(e)) from None
+            except ClusterError as e:
+                raise CallFailed(e.code, e.message) from None
+    finally:
+        nodes.close()
         context.destroy(linger=0)
 
 

@@ -33,12 +33,17 @@ from cocaine.drivers.native_protocol import WINDOW, pack
 
 class Client:
     def __init__(self, endpoint: str, *, context: zmq.Context | None = None, timeout: float = 30.0,
-                 curve: tuple[bytes, bytes, bytes] | None = None) -> None:
+                 curve: tuple[bytes, bytes, bytes] | None = None, immediate: bool = False) -> None:
         """``curve``: (client public key, client secret key, server public key), for a daemon with
-        CURVE (docs/security.md)."""
+        CURVE (docs/security.md). ``immediate``: send only over a live connection, raising
+        ConnectionError when there is none (see :meth:`connected`), instead of queueing the messages
+        until the server is back."""
+        self.endpoint = endpoint
         self.timeout = timeout
         self.sock = (context or zmq.Context.instance()).socket(zmq.DEALER)
         self.sock.linger = 0
+        self.sock.immediate = immediate
+        self._send_flags = zmq.NOBLOCK if immediate else 0
         if curve is not None:
             self.sock.curve_publickey, self.sock.curve_secretkey, self.sock.curve_serverkey = curve
         self.sock.connect(endpoint)
@@ -63,7 +68,6 @@ class Client:
         if deadline is not None:
             options["deadline"] = deadline
         call = Call(self, next(self._ids), stream)
-        self._calls[call.id] = call
         if not stream:
             self._send([pack([native_protocol.REQUEST, call.id, options]), body])
         elif len(body) <= WINDOW:
@@ -71,12 +75,19 @@ class Client:
             call.credit -= len(body)
         else:
             self._send([pack([native_protocol.OPEN, call.id, options])])
+        self._calls[call.id] = call  # once sent: a request that could not be sent is not waited for
+        if stream and len(body) > WINDOW:
             call.write(body)
         return call
 
     def call(self, body: bytes = b"", **options) -> bytes:
         """Send a whole request and return the whole response (its chunks joined)."""
         return self.request(body, **options).read()
+
+    def connected(self, timeout: float = 0.0) -> bool:
+        """Whether a message can leave now, waiting up to ``timeout`` seconds for the connection
+        (with ``immediate``: whether the server is connected)."""
+        return bool(self.sock.poll(timeout * 1000, zmq.POLLOUT))
 
     def close(self) -> None:
         self.sock.close(0)
@@ -89,7 +100,15 @@ class Client:
 
     # -- internals ----------------------------------------------------------------------------------
     def _send(self, frames: list[bytes]) -> None:
-        self.sock.send_multipart(frames)
+        try:
+            self.sock.send_multipart(frames, self._send_flags)
+        except zmq.Again:  # only with immediate
+            raise ConnectionError(f"not connected to {self.endpoint}") from None
+
+    def wait(self, deadline: float) -> None:
+        """Wait for one message (until ``deadline``, a monotonic time) and apply it to its call; for
+        callers that keep their own deadlines (the cluster client). :raises TimeoutError: at the deadline."""
+        self._pump(deadline)
 
     def _pump(self, deadline: float) -> None:
         """Wait for one message (until ``deadline``, a monotonic time) and apply it to its call."""
@@ -103,8 +122,10 @@ class Client:
             return  # a call we cancelled or gave up on
         kind = message[0]
         if kind == native_protocol.CHUNK:
+            call.started = True
             call.chunks.extend(data)
         elif kind == native_protocol.CREDIT:
+            call.started = True
             call.credit += message[2]
         elif kind == native_protocol.END:
             call._finish(None)
@@ -123,6 +144,8 @@ class Call:
         self.chunks: deque[bytes] = deque()
         self.finished = False
         self.error: JobError | None = None
+        # A response chunk or credit came: a handler has the request, so it may have had effects.
+        self.started = False
 
     def write(self, data: bytes) -> None:
         """Send a request chunk, split to fit the credit; waits for credit when there is none left."""
@@ -152,7 +175,10 @@ class Call:
     def cancel(self) -> None:
         """Give up: the server stops the job and sends nothing more for it."""
         if not self.finished:
-            self.client._send([pack([native_protocol.CANCEL, self.id])])
+            try:
+                self.client._send([pack([native_protocol.CANCEL, self.id])])
+            except ConnectionError:  # immediate, and the server is gone: nothing left to stop there
+                pass
             self._finish(JobError(503, "cancelled by the client"))
 
     def __iter__(self):
