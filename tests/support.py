@@ -80,6 +80,15 @@ def alive(pid: int) -> bool:
         return False
 
 
+def is_fork_server(pid: int) -> bool:
+    """A fork server names itself so (its workers, forked from it, take their interpreter's name back)."""
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip() == "cocaine-forksrv"
+    except OSError:
+        return False
+
+
 class Client:
     """A REQ client with a receive timeout, so no test can hang on a silent server. ``curve`` is
     (client public key, client secret key, server public key) for a CURVE server."""
@@ -165,16 +174,20 @@ class Daemon:
         return reply["apps"][name] if name else reply
 
     def workers(self) -> list[int]:
-        return [pid for pid in children_of(self.proc.pid) if alive(pid)]
+        """The daemon's live worker processes (its children, fork servers aside)."""
+        return [pid for pid in children_of(self.proc.pid) if alive(pid) and not is_fork_server(pid)]
+
+    def fork_servers(self) -> list[int]:
+        return [pid for pid in children_of(self.proc.pid) if alive(pid) and is_fork_server(pid)]
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
     def stop(self, timeout: float = 20.0) -> int:
-        """SIGTERM and wait; return the exit status. Asserts no worker outlives the daemon."""
+        """SIGTERM and wait; return the exit status. Asserts no worker (nor fork server) outlives the daemon."""
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else 0
-        workers = self.workers()
+        workers = self.workers() + self.fork_servers()
         self.proc.send_signal(signal.SIGTERM)
         code = self.proc.wait(timeout)
         for pid in workers:

@@ -35,6 +35,7 @@ class EngineConfig:
     startup_timeout: float = 20.0  # seconds a new worker has to say hello
     idle_timeout: float = 60.0  # seconds an idle worker above pool-min lives on
     request_timeout: float | None = None  # default deadline of a job, from its acceptance
+    fork_server: bool = True  # process workers forked from a server that loaded the app once, if the language can
 
     KEYS = {
         "backend": "backend",
@@ -47,6 +48,7 @@ class EngineConfig:
         "startup-timeout": "startup_timeout",
         "idle-timeout": "idle_timeout",
         "request-timeout": "request_timeout",
+        "fork-server": "fork_server",
     }
 
     def to_json(self) -> dict:
@@ -171,6 +173,9 @@ def _parse_engine(raw: Any, registry: Registry) -> EngineConfig:
     pool_limit = get_int(raw, "pool-limit", where, default=defaults.pool_limit, minimum=1, maximum=1024)
     concurrency = get_int(raw, "concurrency", where, default=defaults.concurrency, minimum=1, maximum=1024)
     request_timeout = raw.get("request-timeout")
+    fork_server = raw.get("fork-server", defaults.fork_server)
+    if not isinstance(fork_server, bool):
+        raise field_error(f"{where}.fork-server", "true or false", fork_server)
     return EngineConfig(
         backend=backend,
         pool_limit=pool_limit,
@@ -182,5 +187,6 @@ def _parse_engine(raw: Any, registry: Registry) -> EngineConfig:
         startup_timeout=get_number(raw, "startup-timeout", where, default=defaults.startup_timeout),
         idle_timeout=get_number(raw, "idle-timeout", where, default=defaults.idle_timeout),
         request_timeout=None if request_timeout is None else get_number(raw, "request-timeout", where),
+        fork_server=fork_server,
     )
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
-import importlib.util
 import inspect
 import logging
 import os
@@ -25,35 +23,11 @@ from cocaine.core import protocol
 from cocaine.core.errors import Code, ProtocolError
 from cocaine.core.transport import send_frames
 from cocaine.python import logs
+from cocaine.python.loader import die_with_parent, load_module
 from cocaine.python.request import ChunkSource, Request, RequestCancelled, StreamedRequest
 
 EXIT_LOAD_FAILED = 3
 ENGINE_SILENCE_LIMIT = 3  # heartbeat intervals without a word from the engine before giving up
-
-
-def load_module(path: str, worker_id: str) -> ModuleType:
-    directory = os.path.dirname(path)
-    if directory not in sys.path:
-        sys.path.insert(0, directory)  # the app may import its sibling modules
-    # One module object per worker, so that thread-backend workers do not share module state.
-    name = "cocaine_app_" + "".join(c if c.isalnum() else "_" for c in worker_id)
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def die_with_parent() -> None:
-    """Exit when the daemon dies, even by SIGKILL: no orphan workers."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    expected = os.environ.get("COCAINE_PARENT_PID")
-    if expected and os.getppid() != int(expected):
-        os._exit(1)  # the daemon died before the death signal was armed
 
 
 class Handlers:
@@ -359,19 +333,24 @@ def _to_bytes(item) -> bytes:
 
 
 def serve(context: zmq.Context, *, endpoint: str, worker_id: str, path: str, heartbeat: float,
-          own_process: bool = False) -> int:
-    """Load the app and serve the engine until told to stop; return the exit status."""
+          own_process: bool = False, module: ModuleType | None = None,
+          forwarder: logs.LogForwarder | None = None) -> int:
+    """Load the app (unless ``module`` is the app, loaded already by a fork server, whose
+    ``forwarder`` holds what the import logged) and serve the engine until told to stop; return the
+    exit status."""
     sock = context.socket(zmq.DEALER)
     sock.identity = worker_id.encode()
     sock.linger = 1000
     sock.connect(endpoint)
-    forwarder = logs.LogForwarder.install(own_process=own_process)
+    if forwarder is None:
+        forwarder = logs.LogForwarder.install(own_process=own_process)
     try:
-        try:
-            module = load_module(path, worker_id)
-        except BaseException as e:  # noqa: BLE001 - SystemExit at import is a failed load too
-            send_frames(sock, [*forwarder.collect(), logs.load_failure(path, e)])
-            return EXIT_LOAD_FAILED
+        if module is None:
+            try:
+                module = load_module(path, worker_id)
+            except BaseException as e:  # noqa: BLE001 - SystemExit at import is a failed load too
+                send_frames(sock, [*forwarder.collect(), logs.load_failure(path, e)])
+                return EXIT_LOAD_FAILED
         worker = Worker(sock, Handlers(module), heartbeat)
         worker.logs = forwarder
         worker.run()

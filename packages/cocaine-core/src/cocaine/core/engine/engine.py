@@ -406,6 +406,7 @@ class Engine:
                 "generation": self.generation,
                 "spawned": pool.spawned,
                 "spawn-failures": pool.spawn_failures,
+                "fork-server": pool.backend.info(),
                 "spawned-total": self.monitor.spawned,
                 "exits": dict(self.monitor.exits),
                 "workers": [{"id": w.id, "pid": w.handle.pid, "generation": p.generation,

@@ -1,0 +1,39 @@
+"""Loading the app's module, and tying a worker's life to the daemon's.
+
+Free of ZeroMQ on purpose: the fork server (forkserver.py) uses both before it forks, when no
+ZeroMQ code may have run in it yet.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import os
+import signal
+import sys
+from types import ModuleType
+
+
+def load_module(path: str, name: str) -> ModuleType:
+    """Import the app's file as a module called ``cocaine_app_<name>`` (``name`` made an identifier)."""
+    directory = os.path.dirname(path)
+    if directory not in sys.path:
+        sys.path.insert(0, directory)  # the app may import its sibling modules
+    module_name = "cocaine_app_" + "".join(c if c.isalnum() else "_" for c in name)
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def die_with_parent() -> None:
+    """Exit when the daemon dies, even by SIGKILL: no orphan workers."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    expected = os.environ.get("COCAINE_PARENT_PID")
+    if expected and os.getppid() != int(expected):
+        os._exit(1)  # the daemon died before the death signal was armed
