@@ -80,13 +80,15 @@ def alive(pid: int) -> bool:
         return False
 
 
-def is_fork_server(pid: int) -> bool:
-    """A fork server names itself so (its workers, forked from it, take their interpreter's name back)."""
+def helper_name(pid: int) -> str | None:
+    """``cocaine-forksrv`` for a fork server, ``cocaine-spare`` for its spare, else None (a worker
+    forked from it takes its interpreter's name back)."""
     try:
         with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip() == "cocaine-forksrv"
+            name = f.read().strip()
     except OSError:
-        return False
+        return None
+    return name if name in ("cocaine-forksrv", "cocaine-spare") else None
 
 
 class Client:
@@ -175,10 +177,14 @@ class Daemon:
 
     def workers(self) -> list[int]:
         """The daemon's live worker processes (its children, fork servers aside)."""
-        return [pid for pid in children_of(self.proc.pid) if alive(pid) and not is_fork_server(pid)]
+        return [pid for pid in children_of(self.proc.pid) if alive(pid) and not helper_name(pid)]
 
     def fork_servers(self) -> list[int]:
-        return [pid for pid in children_of(self.proc.pid) if alive(pid) and is_fork_server(pid)]
+        return [pid for pid in children_of(self.proc.pid) if alive(pid) and helper_name(pid) == "cocaine-forksrv"]
+
+    def spares(self) -> list[int]:
+        """Processes a fork server forked ahead of the next worker (the daemon's children too)."""
+        return [pid for pid in children_of(self.proc.pid) if alive(pid) and helper_name(pid) == "cocaine-spare"]
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -187,7 +193,7 @@ class Daemon:
         """SIGTERM and wait; return the exit status. Asserts no worker (nor fork server) outlives the daemon."""
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else 0
-        workers = self.workers() + self.fork_servers()
+        workers = self.workers() + self.fork_servers() + self.spares()
         self.proc.send_signal(signal.SIGTERM)
         code = self.proc.wait(timeout)
         for pid in workers:

@@ -93,6 +93,8 @@ def test_forked_workers_are_the_daemons_children_with_their_own_output_and_memor
     info = daemon.info("app")["pool"]
     pids = {w["pid"] for w in info["workers"]}
     assert set(daemon.workers()) == pids and daemon.fork_servers() == [server["pid"]]
+    spares = daemon.info("app")["pool"]["fork-server"]["spares"]
+    assert len(spares) == 1 and daemon.spares() == spares and not pids & set(spares)
     assert all(w["memory-rss"] > 8 << 20 for w in info["workers"])  # each worker's own figure
     for pid in pids:
         with open(f"/proc/{pid}/stat") as f:
@@ -201,8 +203,9 @@ def test_nothing_outlives_a_killed_daemon(make_daemon, tmp_path, zmq_context):
     addresses, _ = create(daemon, tmp_path, pool_limit=2, concurrency=1)
     server = fork_server(daemon)
     two_forked_workers(daemon, zmq_context, addresses)
-    processes = daemon.workers() + daemon.fork_servers()
-    assert server["pid"] in processes and len(processes) == 3
+    wait_for(lambda: daemon.spares(), message="the spare")
+    processes = daemon.workers() + daemon.fork_servers() + daemon.spares()
+    assert server["pid"] in processes and len(processes) == 4
     daemon.proc.kill()
     daemon.proc.wait(10)
     for pid in processes:

@@ -9,6 +9,10 @@ The server is exec'd fresh by the process backend (never forked from the daemon)
   without a word: the worker started instead by exec reports the error, as it always did.
 - daemon -> server: ``{"id": worker id, "env": {...}}`` with the write ends of the worker's stdout
   and stderr pipes attached (``SCM_RIGHTS``); server -> daemon: ``{"pid": pid}`` or ``{"error": why}``.
+- server -> daemon, at any time: ``{"spare": pid}``, a process forked ahead of the next request
+  (it has imported what a worker imports after the fork and waits to be given a worker id), and
+  ``{"gone": pid}``, a spare that exited unused. Spares are the daemon's children too: the daemon
+  reaps those that go, and kills those left when the server ends.
 
 Workers are forked with ``CLONE_PARENT``: they are the daemon's children. The daemon reaps them (its
 exit status and signal are the kernel's), kills them by pid, and they die with it by
@@ -46,6 +50,7 @@ class ForkServer:
         self.reason: str | None = None  # why it is not ready, once it failed
         self.starts = 0
         self.forked = 0
+        self.spares: set[int] = set()  # pids of the server's spares, which are our children
 
     @property
     def pid(self) -> int | None:
@@ -81,10 +86,9 @@ class ForkServer:
             self.sock.settimeout(SPAWN_TIMEOUT)
             socket.send_fds(self.sock, [json.dumps({"id": worker_id, "env": env}).encode()],
                             [pipes[0][1], pipes[1][1]])
-            reply = self.sock.recv(65536)
-            if not reply:
-                raise OSError("it exited")
-            answer = json.loads(reply)
+            answer = self._receive()
+            while "pid" not in answer and "error" not in answer:
+                answer = self._receive()
         except (OSError, ValueError) as e:
             answer = None
             self._lost(f"lost while forking: {e}")
@@ -100,17 +104,45 @@ class ForkServer:
                 os.close(read_end)
             return None
         self.forked += 1
+        self.spares.discard(answer["pid"])  # a spare became this worker
         return answer["pid"], {"stdout": pipes[0][0], "stderr": pipes[1][0]}
+
+    def _receive(self) -> dict:
+        """The server's next message; spare announcements are applied on the way."""
+        message = self.sock.recv(65536)
+        if not message:
+            raise OSError("it exited")
+        answer = json.loads(message)
+        if "spare" in answer:
+            self.spares.add(answer["spare"])
+        elif "gone" in answer:
+            self.spares.discard(answer["gone"])
+            _reap(answer["gone"])
+        return answer
+
+    def _drain(self) -> None:
+        """Apply the announcements the server sent since we last listened."""
+        if self.sock is None:
+            return
+        self.sock.setblocking(False)
+        try:
+            while True:
+                self._receive()
+        except (BlockingIOError, OSError, ValueError):
+            pass
 
     def _ready(self) -> bool:
         if self.state == "stopped" and self.reason is not None:
             self.start()  # it died: start it again; this spawn goes by exec
             return False
-        if self.state == "ready" and self.proc.poll() is not None:
-            self._lost(f"{_describe(self.proc.returncode)} (pid {self.proc.pid})")
-            return False
+        if self.state == "ready":
+            if self.proc.poll() is not None:
+                self._lost(f"{_describe(self.proc.returncode)} (pid {self.proc.pid})")
+                return False
+            self._drain()
+            return True
         if self.state != "starting":
-            return self.state == "ready"
+            return False
         try:
             message = self.sock.recv(65536)
         except BlockingIOError:
@@ -148,19 +180,35 @@ class ForkServer:
         self.reason = None
 
     def _release(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
         if self.proc is not None:
             if self.proc.poll() is None:
                 self.proc.kill()  # it holds nothing worth a graceful exit
             self.proc.wait()
             self.proc = None
+        if self.sock is not None:
+            self._drain()  # the last spare it announced
+            self.sock.close()
+            self.sock = None
+        for pid in self.spares:  # our children: unreaped, so the pid is still theirs
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            _reap(pid)
+        self.spares.clear()
 
     def info(self) -> dict:
         self._ready()  # notices a server that became ready or died
         return {"state": self.state, "pid": self.pid, "starts": self.starts, "forked": self.forked,
-                "reason": self.reason}
+                "spares": sorted(self.spares), "reason": self.reason}
+
+
+def _reap(pid: int) -> None:
+    """Wait for a spare that exits (or was killed) now."""
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
 
 
 def _describe(status: int) -> str:
