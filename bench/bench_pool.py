@@ -82,9 +82,10 @@ class Daemon:
         stop_process(self.proc, timeout=30)
 
 
-def spawn_to_ready(daemon: Daemon, name: str, fork_server: bool, spawns: int = 30) -> list[float]:
+def spawn_to_ready(daemon: Daemon, name: str, fork_server: bool, spawns: int = 30, gap: float = 0.0) -> list[float]:
     """``startup-ms`` of ``@worker ready`` (spawn until hello, as the engine sees it) for workers
-    started one at a time: each one quits after one job and the next job starts the next."""
+    started one at a time: each one quits after one job and the next job, ``gap`` seconds later,
+    starts the next (with no gap, the fork server's spare is still starting when it is needed)."""
     pubsub = f"tcp://127.0.0.1:{_free_port()}"
     endpoints = daemon.create(name, {"pool-limit": 1, "fork-server": fork_server}, ["work", "quit"], pubsub)
     daemon.wait_fork_server(name, fork_server)
@@ -106,6 +107,7 @@ def spawn_to_ready(daemon: Daemon, name: str, fork_server: bool, spawns: int = 3
         times.append(json.loads(meta)["startup-ms"])
         sockets["quit"].send(b"")
         sockets["quit"].recv_multipart()  # error 500: the worker exited with status 0
+        time.sleep(gap)
     for sock in (*sockets.values(), sub):
         sock.close(0)
     daemon.delete(name)
@@ -120,7 +122,7 @@ def burst_growth(daemon: Daemon, name: str, fork_server: bool, requests: int = 6
     sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.linger = 0
     sock.connect(endpoint)
-    time.sleep(0.2)  # connected before the clock starts
+    time.sleep(1.0)  # connected, and the fork server's spare started, before the clock starts
     started = time.perf_counter()
     for _ in range(requests):
         sock.send_multipart([b"", str(work).encode()])
@@ -142,11 +144,12 @@ def burst_growth(daemon: Daemon, name: str, fork_server: bool, requests: int = 6
     memory = [smaps_rollup(pid) for pid in (w["pid"] for w in daemon.pool(name)["workers"])]
     server = daemon.pool(name)["fork-server"]
     server_memory = smaps_rollup(server["pid"]) if server and server["pid"] else None
+    spares = [smaps_rollup(pid) for pid in server["spares"]] if server else []
     daemon.delete(name)
     return {"requests": requests, "answered": answered, "first_answer_ms": (first_answer or 0) * 1000,
             "pool_full_ms": (full_pool or float("nan")) * 1000, "all_answered_ms": all_answered * 1000,
             "ideal_ms": requests * work / pool_limit * 1000, "workers": memory,
-            "server": server_memory}
+            "server": server_memory, "spares": spares}
 
 
 def smaps_rollup(pid: int) -> dict[str, float]:
@@ -181,19 +184,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="cocaine-bench-") as tmp:
         daemon = Daemon(tmp)
         try:
-            spawns = {mode: [] for mode in modes}
+            spawns = {(mode, gap): [] for mode in modes for gap in (0.0, 0.5)}
             bursts = {mode: [] for mode in modes}
             for round_ in range(args.rounds):  # interleaved: the machine's drift hits both modes alike
                 for mode, fork_server in modes.items():
-                    spawns[mode] += spawn_to_ready(daemon, f"spawn-{mode}-{round_}", fork_server, spawns=10)
+                    for gap in (0.0, 0.5):
+                        spawns[mode, gap] += spawn_to_ready(daemon, f"spawn-{mode}-{gap}-{round_}", fork_server,
+                                                            spawns=10, gap=gap)
                     bursts[mode].append(burst_growth(daemon, f"burst-{mode}-{round_}", fork_server))
         finally:
             daemon.stop()
     print("\nspawn to ready (@worker ready startup-ms), workers started one at a time:")
-    for mode, times in spawns.items():
+    for (mode, gap), times in spawns.items():
         q = statistics.quantiles(times, n=10)
-        print(f"  {mode:12} p50 {statistics.median(times):6.1f} ms   p10 {q[0]:6.1f}   p90 {q[-1]:6.1f}  "
-              f"({len(times)} spawns)")
+        print(f"  {mode:12} {'back to back' if not gap else f'{gap:g} s apart':12} p50 {statistics.median(times):6.1f} ms"
+              f"   p10 {q[0]:6.1f}   p90 {q[-1]:6.1f}  ({len(times)} spawns)")
     print(f"\ncold burst of 64 x 50 ms jobs, pool-limit 4, concurrency 1 (ideal with 4 warm workers: 800 ms), "
           f"median of {args.rounds}:")
     for mode, rounds in bursts.items():
@@ -202,15 +207,17 @@ def main() -> None:
 
         print(f"  {mode:12} first answer {median('first_answer_ms'):6.0f} ms   pool full {median('pool_full_ms'):6.0f} ms"
               f"   all answered {median('all_answered_ms'):6.0f} ms ({median('all_answered_ms') / 800:.2f}x ideal)")
-    print("\nmemory per worker after the burst (MiB, mean of the 4 workers of the last round):")
+    print("\nmemory after the burst (MiB; workers: mean of the 4 workers of the last round):")
     for mode, rounds in bursts.items():
-        workers, server = rounds[-1]["workers"], rounds[-1]["server"]
-        line = (f"  {mode:12} RSS {_mean(workers, 'rss'):5.1f}   PSS {_mean(workers, 'pss'):5.1f}   "
-                f"USS {_mean(workers, 'uss'):5.1f}")
-        total = sum(w["pss"] for w in workers) + (server["pss"] if server else 0)
-        if server:
-            line += f"   fork server: RSS {server['rss']:.1f} PSS {server['pss']:.1f} USS {server['uss']:.1f}"
-        print(line + f"   app total (PSS, 4 workers + server): {total:.1f}")
+        workers, server, spares = rounds[-1]["workers"], rounds[-1]["server"], rounds[-1]["spares"]
+        print(f"  {mode:12} worker  RSS {_mean(workers, 'rss'):5.1f}   PSS {_mean(workers, 'pss'):5.1f}   "
+              f"USS {_mean(workers, 'uss'):5.1f}")
+        for label, process in [("server", server), *(("spare", spare) for spare in spares)]:
+            if process:
+                print(f"  {'':12} {label:7} RSS {process['rss']:5.1f}   PSS {process['pss']:5.1f}   "
+                      f"USS {process['uss']:5.1f}")
+        total = sum(p["pss"] for p in (*workers, *spares, *([server] if server else [])))
+        print(f"  {'':12} the app's processes together (sum of PSS): {total:.1f}")
 
 
 if __name__ == "__main__":

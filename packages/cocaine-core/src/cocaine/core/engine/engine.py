@@ -19,7 +19,7 @@ import zmq
 
 from cocaine.core.engine.context import TaskContext
 from cocaine.core.engine.job import Job
-from cocaine.core.engine.monitor import Monitor, read_rss
+from cocaine.core.engine.monitor import Monitor, read_pss, read_rss
 from cocaine.core.engine.pool import WorkerPool
 from cocaine.core.engine.pubsub import Publisher
 from cocaine.core.engine.reactor import Reactor
@@ -428,13 +428,20 @@ class Engine:
 
 
 def with_memory(info: dict[str, Any]) -> dict[str, Any]:
-    """Add each process worker's resident memory (and the pool's total) to ``info``, from /proc.
-    Done by the caller, off the engine's reactor."""
+    """Add each process worker's resident and proportional memory (and the workers' totals) to
+    ``info``, and the fork server's, from /proc. Done by the caller, off the engine's reactor."""
     pool = info.get("pool")
     if pool:
-        total = 0
+        total = total_pss = 0
         for worker in pool["workers"]:
             worker["memory-rss"] = rss = read_rss(worker["pid"])
+            worker["memory-pss"] = pss = read_pss(worker["pid"])
             total += rss or 0
+            total_pss += pss or 0
         pool["memory-rss"] = total
+        pool["memory-pss"] = total_pss
+        server = pool.get("fork-server")
+        if server:
+            server["memory-rss"] = read_rss(server["pid"])
+            server["memory-pss"] = read_pss(server["pid"])
     return info
