@@ -37,11 +37,9 @@ if __name__ == "__main__":
         INTERPRETER_NAME = _comm.read().strip()
     set_name(SERVER_NAME)
 
-import argparse  # noqa: E402 - after naming the process
-import gc
+import gc  # noqa: E402 - after naming the process
 import json
 import select
-import signal
 import socket
 import sys
 
@@ -58,7 +56,7 @@ import threading  # noqa: F401
 import cocaine.core.protocol  # noqa: F401
 import cocaine.python.request  # noqa: F401
 from cocaine.python import logs
-from cocaine.python.loader import die_with_parent, load_module
+from cocaine.python.loader import become_runtime, die_with_parent, load_module, runtime_arguments
 
 EXIT_LOAD_FAILED = 3
 _CLONE_PARENT = 0x00008000
@@ -258,17 +256,9 @@ class Server:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--control-fd", type=int, required=True)
-    parser.add_argument("--endpoint", required=True)
-    parser.add_argument("--app", required=True)
-    parser.add_argument("--path", required=True)
-    parser.add_argument("--heartbeat", type=float, default=5.0)
-    args = parser.parse_args(argv)
-    die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when its workers stop
+    args = runtime_arguments(__doc__, ("--control-fd", {"type": int})).parse_args(argv)
+    become_runtime()  # and so are the workers it forks (line buffering and SIGINT are inherited)
     control = socket.socket(fileno=args.control_fd)
-    sys.stdout.reconfigure(line_buffering=True)  # inherited by the workers: each line leaves at once
     forwarder = logs.LogForwarder.install(own_process=True)  # what the import logs goes with each worker's hello
     try:
         module, *printed = import_capturing_output(args.path, args.app)

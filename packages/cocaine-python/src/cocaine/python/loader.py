@@ -6,6 +6,7 @@ ZeroMQ code may have run in it yet.
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import importlib.util
 import os
@@ -37,3 +38,22 @@ def die_with_parent() -> None:
     expected = os.environ.get("COCAINE_PARENT_PID")
     if expected and os.getppid() != int(expected):
         os._exit(1)  # the daemon died before the death signal was armed
+
+
+def runtime_arguments(description: str, *extra: tuple[str, dict]) -> argparse.ArgumentParser:
+    """The command line of a worker or a fork server (docs/protocol.md, "Starting a worker")."""
+    parser = argparse.ArgumentParser(description=description)
+    for name, options in extra:
+        parser.add_argument(name, required=True, **options)
+    parser.add_argument("--endpoint", required=True)
+    parser.add_argument("--app", required=True)
+    parser.add_argument("--path", required=True)
+    parser.add_argument("--heartbeat", type=float, default=5.0)
+    return parser
+
+
+def become_runtime() -> None:
+    """What a worker or fork server process does first: die with the daemon, leave Ctrl-C to it."""
+    die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when its workers stop
+    sys.stdout.reconfigure(line_buffering=True)  # each printed line reaches the engine's pipe at once

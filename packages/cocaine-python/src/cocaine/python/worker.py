@@ -6,12 +6,10 @@ The engine <-> worker protocol is specified in docs/protocol.md.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import inspect
 import logging
 import os
-import signal
 import sys
 import threading
 import time
@@ -23,7 +21,7 @@ from cocaine.core import protocol
 from cocaine.core.errors import Code, ProtocolError
 from cocaine.core.transport import send_frames
 from cocaine.python import logs
-from cocaine.python.loader import die_with_parent, load_module
+from cocaine.python.loader import become_runtime, load_module, runtime_arguments
 from cocaine.python.request import ChunkSource, Request, RequestCancelled, StreamedRequest
 
 EXIT_LOAD_FAILED = 3
@@ -361,16 +359,8 @@ def serve(context: zmq.Context, *, endpoint: str, worker_id: str, path: str, hea
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--endpoint", required=True)
-    parser.add_argument("--id", required=True)
-    parser.add_argument("--app", required=True)
-    parser.add_argument("--path", required=True)
-    parser.add_argument("--heartbeat", type=float, default=5.0)
-    args = parser.parse_args(argv)
-    die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when its workers stop
-    sys.stdout.reconfigure(line_buffering=True)  # each printed line reaches the engine's pipe at once
+    args = runtime_arguments(__doc__, ("--id", {})).parse_args(argv)
+    become_runtime()
     context = zmq.Context()
     try:
         return serve(context, endpoint=args.endpoint, worker_id=args.id, path=args.path, heartbeat=args.heartbeat,

@@ -1,5 +1,5 @@
 """The daemon's side of a language's fork server: a process that loads one app generation's code
-once and forks ready workers on demand (docs/architecture.md, "Fork servers").
+once and forks ready workers on demand (docs/pools.md, "The fork server").
 
 The server is exec'd fresh by the process backend (never forked from the daemon) with one end of a
 ``SOCK_SEQPACKET`` socket pair as ``--control-fd``. Each packet is one JSON object:
@@ -79,6 +79,9 @@ class ForkServer:
     def spawn(self, worker_id: str, env: dict[str, str]) -> tuple[int, dict[str, int]] | None:
         """Fork a worker: its pid and the read ends of its stdout and stderr, or None when it must
         be started by exec instead (the server is not ready; it is restarted if it died)."""
+        if self.state == "stopped" and self.reason is not None:
+            self.start()  # it died: start it again; this worker starts by exec
+            return None
         if not self._ready():
             return None
         pipes = [os.pipe(), os.pipe()]
@@ -132,9 +135,7 @@ class ForkServer:
             pass
 
     def _ready(self) -> bool:
-        if self.state == "stopped" and self.reason is not None:
-            self.start()  # it died: start it again; this spawn goes by exec
-            return False
+        """Whether it can fork now; notices a server that said it is ready, or died."""
         if self.state == "ready":
             if self.proc.poll() is not None:
                 self._lost(f"{_describe(self.proc.returncode)} (pid {self.proc.pid})")
