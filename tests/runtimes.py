@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import zmq
 
-from cocaine.core import protocol
+from cocaine.core import worker_protocol
 from cocaine.core.errors import ConfigError
 from cocaine.core.plugins import Registry
 from support import EXAMPLES, endpoint
@@ -133,7 +133,7 @@ class ScriptedEngine:
         while True:
             while self.pending:
                 frame = self.pending.pop(0)
-                if not (skip_heartbeats and frame == protocol.HEARTBEAT_FRAME):
+                if not (skip_heartbeats and frame == worker_protocol.HEARTBEAT_FRAME):
                     return frame
             left = deadline - time.monotonic()
             if left <= 0 or not self.sock.poll(left * 1000):
@@ -152,9 +152,9 @@ class ScriptedEngine:
         open_jobs = set(jobs)
         while open_jobs:
             frame = self.frame()
-            message = protocol.unpack(frame)
+            message = worker_protocol.unpack(frame)
             by_job.setdefault(message[1], []).append(frame)
-            if message[0] in (protocol.END, protocol.ERROR):
+            if message[0] in (worker_protocol.END, worker_protocol.ERROR):
                 open_jobs.discard(message[1])
         return by_job
 

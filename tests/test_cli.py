@@ -219,7 +219,14 @@ def test_a_manifest_that_is_not_json_is_named(tmp_path):
 def test_a_bad_command_line_exits_2(args):
     result = admin(*args)
     assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("cocaine-admin: ") and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.endswith(" --help)\n") and result.stdout == ""
+
+
+def test_a_usage_error_names_the_option_and_the_help_to_read():
+    result = admin("info", "--bogus")
+    assert (result.returncode, result.stderr) == (2, "cocaine-admin: No such option: --bogus "
+                                                     "(see cocaine-admin info --help)\n")
 
 
 def test_installed_script_and_module_entry_points():

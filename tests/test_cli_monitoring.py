@@ -338,3 +338,33 @@ def test_tail_and_call_speak_curve_with_the_clis_keys(make_daemon, tmp_path):
     tailed = admin(*curve, "--json", "tail", "sealed", "--topic", "@stats", "--count", "1", endpoint=daemon.management)
     assert tailed.returncode == 0, tailed.stderr
     assert json.loads(tailed.stdout)["meta"]["app"] == "sealed"
+
+
+# -- call in a terminal ---------------------------------------------------------------------------
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux (.ci/run installs it)")
+def test_call_ends_its_line_on_a_terminal_and_never_when_piped(daemon, app, tmp_path):
+    source = 'def partial(request):\n    yield b"part"\n    raise ValueError("broken")\n'
+    daemon.create("nat", manifest(python_app(tmp_path, source, "nat.py"),
+                                  {"partial": {"type": "native-server", "endpoint": endpoint()}}))
+    cli = " ".join([*CLI, "--endpoint", daemon.management])
+    # Each "[status]" starts a line only if the command before it ended its own.
+    script = "; ".join([
+        f"{cli} call demo echo hello", 'echo "[$?]"',
+        f"printf 'a line\\n' | {cli} call demo echo -", 'echo "[$?]"',  # already ends with one: no second
+        f"{cli} call nat partial", 'echo "[$?]"',  # a chunk, then an error: the error gets its own line
+        f"{cli} call demo echo hello | wc -c", 'echo "[$?]"',  # piped: the app's 5 bytes, no more
+        "echo done", "sleep 60"])
+    tmux = Tmux(script)
+    try:
+        screen = tmux.wait_screen(lambda s: "done" in s, message="the calls to finish")
+    finally:
+        tmux.close()
+    lines = [line.rstrip() for line in screen.splitlines()]
+    assert lines[:lines.index("done")] == [
+        "hello", "[0]",
+        "a line", "[0]",
+        "part", "cocaine-admin: call nat partial: error 502: ValueError: broken", "[1]",
+        "5", "[0]",
+    ], screen
+    piped = admin("call", "nat", "partial", endpoint=daemon.management)
+    assert (piped.returncode, piped.stdout) == (1, "part")

@@ -12,7 +12,7 @@ import zmq
 from cocaine.cli.manifest import load_manifest
 from cocaine.drivers.native_client import Client
 from runtimes import BROKEN_APPS, CONFORMANCE, LANGUAGES, app_source, require_runtime
-from support import Daemon, endpoint, wait_for
+from support import Daemon, endpoint
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -11,7 +11,7 @@ import msgpack
 import pytest
 import zmq
 
-from cocaine.core import protocol
+from cocaine.core import worker_protocol
 from runtimes import CONFORMANCE, CPP_BUILD_COMMAND, ScriptedEngine, app_source, require_runtime, serve_tasks
 from support import ROOT, endpoint, manifest
 from vectors import frame, vectors
@@ -83,8 +83,8 @@ def test_nested_metadata_reaches_the_handler(zmq_context, tmp_path, cpp_app):
     engine = ScriptedEngine(zmq_context, tmp_path).start_worker("cpp", cpp_app)
     try:
         engine.hello()
-        engine.send(protocol.invoke(1, "meta", {"tags": ["a", "b"], "ratio": 0.5, "none": None}, None, True))
-        assert engine.frames(2) == [protocol.chunk(1, b"b 0.500000"), protocol.end(1)]
+        engine.send(worker_protocol.invoke(1, "meta", {"tags": ["a", "b"], "ratio": 0.5, "none": None}, None, True))
+        assert engine.frames(2) == [worker_protocol.chunk(1, b"b 0.500000"), worker_protocol.end(1)]
     finally:
         engine.close()
 
@@ -93,12 +93,12 @@ def test_exceptions_become_error_502(zmq_context, tmp_path, cpp_app):
     engine = ScriptedEngine(zmq_context, tmp_path).start_worker("cpp", cpp_app)
     try:
         engine.hello()
-        engine.send(protocol.invoke(1, "fails", {}, b"\xffzz", True), protocol.invoke(2, "throws_int", {}, None, True))
+        engine.send(worker_protocol.invoke(1, "fails", {}, b"\xffzz", True), worker_protocol.invoke(2, "throws_int", {}, None, True))
         chunk, error = engine.frames(2)
-        assert protocol.unpack(chunk)[0] == protocol.CHUNK  # sent, then superseded by the error
+        assert worker_protocol.unpack(chunk)[0] == worker_protocol.CHUNK  # sent, then superseded by the error
         # what() may hold any bytes; the protocol's str must be UTF-8.
-        assert error == protocol.error(1, 502, "std::invalid_argument: bad input: ?zz")
-        assert engine.frame() == protocol.error(2, 502, "unknown exception")
+        assert error == worker_protocol.error(1, 502, "std::invalid_argument: bad input: ?zz")
+        assert engine.frame() == worker_protocol.error(2, 502, "unknown exception")
     finally:
         engine.close()
 
@@ -148,10 +148,10 @@ def test_a_thread_backend_worker_runs_cpp_without_the_gil(zmq_context, tmp_path,
         zmq_context, endpoint=engine.endpoint, worker_id="w1", path=cpp_app, heartbeat=5.0)))
     thread.start()
     try:
-        assert engine.hello() == protocol.hello(os.getpid())
+        assert engine.hello() == worker_protocol.hello(os.getpid())
         engine.send(frame("invoke"))
         assert engine.frames(2) == [frame("chunk"), frame("end")]
-        engine.send(protocol.invoke(2, "spin", {}, b"1000", True))
+        engine.send(worker_protocol.invoke(2, "spin", {}, b"1000", True))
         started = last = time.monotonic()
         longest_gap = 0.0
         while not engine.sock.poll(0):  # the handler spins for a second; this loop must keep turning
@@ -161,7 +161,7 @@ def test_a_thread_backend_worker_runs_cpp_without_the_gil(zmq_context, tmp_path,
         assert time.monotonic() - started >= 0.9
         # Holding the GIL for the handler would stall this loop for the whole second.
         assert longest_gap < 0.75, f"the Python thread stalled for {longest_gap:.2f} s while C++ ran"
-        assert engine.frames(2) == [protocol.chunk(2, b"1"), protocol.end(2)]
+        assert engine.frames(2) == [worker_protocol.chunk(2, b"1"), worker_protocol.end(2)]
         engine.send(frame("terminate"))
         thread.join(10)
         assert status == [0]

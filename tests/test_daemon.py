@@ -4,7 +4,7 @@ import json
 import os
 import signal
 
-from support import endpoint, manifest, python_app, wait_for
+from support import alive, endpoint, manifest, python_app, wait_for
 
 ECHO = "def echo(request):\n    return request.body\n"
 
@@ -13,6 +13,14 @@ def store(daemon, name, document):
     apps = daemon.storage / "default" / "apps"
     apps.mkdir(parents=True, exist_ok=True)
     (apps / name).write_text(document if isinstance(document, str) else json.dumps(document))
+
+
+def serve_echo(daemon, tmp_path) -> str:
+    """Create the app echo, answer one request through it (so a worker runs); return its endpoint."""
+    address = endpoint()
+    daemon.create("echo", manifest(python_app(tmp_path, ECHO), {"echo": {"type": "zeromq-server", "endpoint": address}}))
+    assert daemon.client(address).call(b"x") == [b"ok", b"x"]
+    return address
 
 
 def test_apps_in_storage_start_with_the_daemon_and_a_corrupt_one_is_skipped(make_daemon, tmp_path):
@@ -32,9 +40,7 @@ def test_apps_in_storage_start_with_the_daemon_and_a_corrupt_one_is_skipped(make
 
 def test_sigterm_stops_every_worker_and_exits_zero(make_daemon, tmp_path):
     daemon = make_daemon().start()
-    m = manifest(python_app(tmp_path, ECHO), {"echo": {"type": "zeromq-server", "endpoint": endpoint()}})
-    daemon.create("echo", m)
-    assert daemon.client(m["tasks"]["echo"]["endpoint"]).call(b"x") == [b"ok", b"x"]
+    serve_echo(daemon, tmp_path)
     workers = daemon.workers()
     assert len(workers) == 1
     assert daemon.stop() == 0  # also waits for every worker to be gone
@@ -48,9 +54,7 @@ def test_sigint_stops_cleanly_too(make_daemon):
 
 def test_workers_exit_when_the_daemon_is_killed(make_daemon, tmp_path):
     daemon = make_daemon().start()
-    m = manifest(python_app(tmp_path, ECHO), {"echo": {"type": "zeromq-server", "endpoint": endpoint()}})
-    daemon.create("echo", m)
-    daemon.client(m["tasks"]["echo"]["endpoint"]).call(b"x")
+    serve_echo(daemon, tmp_path)
     workers = daemon.workers()
     assert workers
     daemon.proc.kill()
@@ -89,7 +93,7 @@ def test_instance_and_several_management_endpoints(make_daemon):
     assert daemon.client(extra).call_json({"version": 2, "action": "info"})["node"]["instance"] == "blue"
 
 
-def test_a_taken_management_endpoint_is_a_clear_error(make_daemon, zmq_context):
+def test_a_taken_management_endpoint_is_a_clear_error(tmp_path, zmq_context):
     import subprocess
     import sys
 
@@ -100,7 +104,7 @@ def test_a_taken_management_endpoint_is_a_clear_error(make_daemon, zmq_context):
     taken.bind(address)
     try:
         result = subprocess.run([sys.executable, "-m", "cocaine.core.daemon.main", "--management", address,
-                                 "--storage-location", "/nonexistent"], capture_output=True, text=True, timeout=30)
+                                 "--storage-location", str(tmp_path)], capture_output=True, text=True, timeout=30)
         assert result.returncode == 2
         assert f"--management {address}: cannot bind: Address already in use" in result.stderr
     finally:
@@ -122,3 +126,42 @@ def test_sighup_logs_an_app_that_cannot_be_reloaded_and_keeps_it_running(make_da
 def test_reload_of_an_unknown_app(daemon):
     reply = daemon.request({"version": 2, "action": "reload", "apps": ["ghost"]})
     assert reply == {"ghost": {"error": "no app named 'ghost'"}}
+
+
+def test_a_second_daemon_on_the_same_instance_refuses_to_start_naming_the_first(make_daemon, tmp_path):
+    import subprocess
+    import sys
+
+    first = make_daemon().start()
+    echo = serve_echo(first, tmp_path)
+    second = subprocess.run(
+        [sys.executable, "-m", "cocaine.core.daemon.main", "--storage-location", str(first.storage),
+         "--runtime-dir", str(tmp_path / "second-run"), "--management", endpoint()],
+        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert second.returncode == 2
+    lock = first.storage / "default" / "cocained.lock"
+    lines = second.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].endswith(
+        f"ERROR   instance 'default' in {first.storage} is already served by pid {first.proc.pid} (it holds "
+        f"{lock}): stop that daemon first, or give this one another --instance or --storage-location"), lines
+    assert lock.read_text() == f"{first.proc.pid}\n"
+    # The first daemon keeps serving, its app untouched; another instance of the same location may start.
+    assert first.client(echo).call(b"x") == [b"ok", b"x"]
+    other = make_daemon("--instance", "other", storage=first.storage).start()
+    assert other.info()["node"]["instance"] == "other"
+
+
+def test_a_sigkilled_daemon_never_blocks_its_restart(make_daemon, tmp_path):
+    daemon = make_daemon().start()
+    echo = serve_echo(daemon, tmp_path)
+    workers = daemon.workers()
+    killed = daemon.proc.pid
+    daemon.proc.kill()
+    daemon.proc.wait(10)
+    # At once: the kernel dropped the lock with the process, whatever its orphan workers still do.
+    daemon.start()
+    assert daemon.proc.pid != killed
+    assert (daemon.storage / "default" / "cocained.lock").read_text() == f"{daemon.proc.pid}\n"
+    assert daemon.client(echo).call(b"y") == [b"ok", b"y"]
+    for pid in workers:
+        wait_for(lambda: not alive(pid), timeout=10, message=f"orphan worker {pid} to exit")

@@ -7,7 +7,7 @@ import pytest
 import zmq
 
 from cocaine.core.errors import JobError
-from cocaine.drivers import native
+from cocaine.drivers import native_protocol
 from cocaine.drivers.native_client import Client
 from support import APP_SLOW_COUNT, APP_WAIT_FOR_FILE, MemoryWatch, endpoint, manifest, python_app, wait_for
 
@@ -209,18 +209,18 @@ def test_protocol_errors_are_answered_and_counted(daemon, tmp_path, zmq_context)
     hold.rcvtimeo = 10_000
     hold.connect(addresses["hold"])
     try:
-        sock.send_multipart([msgpack.packb([native.REQUEST, 1, {}]), b"warm-up"])
-        assert sock.recv_multipart() == [msgpack.packb([native.CHUNK, 1]), b"warm-up"]  # the worker is up
-        assert msgpack.unpackb(sock.recv()) == [native.END, 1]
+        sock.send_multipart([msgpack.packb([native_protocol.REQUEST, 1, {}]), b"warm-up"])
+        assert sock.recv_multipart() == [msgpack.packb([native_protocol.CHUNK, 1]), b"warm-up"]  # the worker is up
+        assert msgpack.unpackb(sock.recv()) == [native_protocol.END, 1]
         sock.send_multipart([b"not msgpack \xc1"])  # no usable id: only counted
         sock.send_multipart([msgpack.packb([99, 7])])
-        assert msgpack.unpackb(sock.recv()) == [native.ERROR, 7, 400, "unknown message type 99"]
-        sock.send_multipart([msgpack.packb([native.REQUEST, 8, {"timeout": "soon"}])])
-        assert msgpack.unpackb(sock.recv()) == [native.ERROR, 8, 400, "option timeout must be a number of seconds > 0"]
+        assert msgpack.unpackb(sock.recv()) == [native_protocol.ERROR, 7, 400, "unknown message type 99"]
+        sock.send_multipart([msgpack.packb([native_protocol.REQUEST, 8, {"timeout": "soon"}])])
+        assert msgpack.unpackb(sock.recv()) == [native_protocol.ERROR, 8, 400, "option timeout must be a number of seconds > 0"]
         # A client that ignores credit has its request failed rather than buffered.
-        hold.send_multipart([msgpack.packb([native.OPEN, 9, {}]), b"x" * native.WINDOW])
-        hold.send_multipart([msgpack.packb([native.CHUNK, 9]), b"x"])
-        assert msgpack.unpackb(hold.recv()) == [native.ERROR, 9, 400, "flow control: 1 bytes sent beyond credit"]
+        hold.send_multipart([msgpack.packb([native_protocol.OPEN, 9, {}]), b"x" * native_protocol.WINDOW])
+        hold.send_multipart([msgpack.packb([native_protocol.CHUNK, 9]), b"x"])
+        assert msgpack.unpackb(hold.recv()) == [native_protocol.ERROR, 9, 400, "flow control: 1 bytes sent beyond credit"]
     finally:
         (tmp_path / "release").touch()
         sock.close(0)

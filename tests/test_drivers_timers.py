@@ -2,7 +2,7 @@
 
 import json
 import time
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 import pytest
 from croniter import croniter
@@ -116,7 +116,7 @@ def test_cron_ticks_on_schedule_with_a_seconds_field(daemon, tmp_path):
 
 
 def test_cron_catch_up_counts_the_missed_ticks():
-    now = datetime(2030, 1, 1, 12, 0, 0, tzinfo=timezone.utc).timestamp()
+    now = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC).timestamp()
     schedule = croniter("*/10 * * * * *", now - 35, second_at_beginning=True)
     first = schedule.get_next(float)  # 11:59:30
     assert due(schedule, first, now) == (now, 3, now + 10)  # 11:59:30, :40, :50 missed; 12:00:00 runs

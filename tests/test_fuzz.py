@@ -26,11 +26,11 @@ from hypothesis import strategies as st
 from zmq.utils.monitor import recv_monitor_message
 
 from cocaine.cli.keys import Signer, generate_signing_key
-from cocaine.core import protocol
+from cocaine.core import worker_protocol
 from cocaine.core.errors import CocaineError, ProtocolError
 from cocaine.core.management import ACTIONS
 from cocaine.core.management.auth import Guard, Refused
-from cocaine.core.management.protocol import RequestError, parse
+from cocaine.core.management.handler import RequestError, parse
 from cocaine.core.management.users import Users
 from cocaine.core.manifest import parse_manifest
 from cocaine.core.plugins import Registry
@@ -52,7 +52,7 @@ json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=
 msgpack_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
                               | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=10)
 # Protocol messages: mostly known types with right, wrong, missing or extra fields.
-message_types = st.sampled_from(sorted(protocol.NAMES)) | st.integers(-3, 12)
+message_types = st.sampled_from(sorted(worker_protocol.NAMES)) | st.integers(-3, 12)
 messages = st.builds(lambda kind, fields: [kind, *fields], message_types, st.lists(msgpack_values, max_size=7))
 
 
@@ -76,14 +76,14 @@ management_frames = st.lists(
 
 # -- in process -----------------------------------------------------------------------------------
 @IN_PROCESS
-@given(st.binary(max_size=200) | messages.map(protocol.pack))
+@given(st.binary(max_size=200) | messages.map(worker_protocol.pack))
 def test_unpack_returns_a_checked_message_or_raises_protocol_error(frame):
     try:
-        message = protocol.unpack(frame)
+        message = worker_protocol.unpack(frame)
     except ProtocolError:
         return
     assert type(message[0]) is int
-    for i, expected in enumerate(protocol.SHAPES.get(message[0], ()), 1):
+    for i, expected in enumerate(worker_protocol.SHAPES.get(message[0], ()), 1):
         assert (type(message[i]) is int) if expected == "int" else isinstance(message[i], expected)
 
 
@@ -130,7 +130,7 @@ def test_manifests_are_accepted_or_refused_with_a_config_error(raw):
 
 @pytest.fixture
 def python_worker(tmp_path):
-    from cocaine.python.worker import Handlers, Worker, load_module
+    from cocaine.python.worker import Handlers, PythonWorker, load_module
 
     module = load_module(python_app(tmp_path, "def echo(request):\n    return request.body\n"
                                               "def stream(request):\n    yield b'a'\n    yield 'b'\n"
@@ -139,15 +139,15 @@ def python_worker(tmp_path):
     engine, worker = context.socket(zmq.PAIR), context.socket(zmq.PAIR)
     engine.bind("inproc://fuzz-worker")
     worker.connect("inproc://fuzz-worker")
-    yield Worker(worker, Handlers(module), heartbeat=5.0), engine
+    yield PythonWorker(worker, Handlers(module), heartbeat=5.0), engine
     engine.close(0)
     worker.close(0)
     context.term()
 
 
 @IN_PROCESS
-@given(st.lists(st.binary(max_size=40) | messages.map(protocol.pack)
-                | st.builds(lambda job, task, meta, body: protocol.invoke(job, task, meta, body, True),
+@given(st.lists(st.binary(max_size=40) | messages.map(worker_protocol.pack)
+                | st.builds(lambda job, task, meta, body: worker_protocol.invoke(job, task, meta, body, True),
                             st.integers(0, 2**32), st.sampled_from(["echo", "stream", "fail", "nope"]),
                             st.dictionaries(st.sampled_from(["deadline", "x"]), msgpack_values, max_size=2),
                             st.binary(max_size=20) | st.none()), max_size=6))
@@ -156,10 +156,10 @@ def test_the_python_worker_answers_every_invoke_and_survives_the_rest(python_wor
     invoked = []
     for frame in frames:
         try:
-            message = protocol.unpack(frame)
+            message = worker_protocol.unpack(frame)
         except ProtocolError:
             continue  # the worker's loop drops these; see test_worker_loop_drops_bad_messages
-        if message[0] == protocol.INVOKE:
+        if message[0] == worker_protocol.INVOKE:
             invoked.append(message[1])
         if not worker.handle(message):
             break  # terminate
@@ -167,8 +167,8 @@ def test_the_python_worker_answers_every_invoke_and_survives_the_rest(python_wor
     answered = []
     while engine.poll(0):
         for frame in engine.recv_multipart():
-            reply = protocol.unpack(frame)
-            if reply[0] in (protocol.END, protocol.ERROR):
+            reply = worker_protocol.unpack(frame)
+            if reply[0] in (worker_protocol.END, worker_protocol.ERROR):
                 answered.append(reply[1])
     assert answered == invoked  # exactly one end or error per invoke, in order
 
@@ -178,17 +178,17 @@ def test_worker_loop_drops_bad_messages(python_worker):
     runner = threading.Thread(target=worker.run, daemon=True)
     runner.start()
     engine.rcvtimeo = 10_000
-    assert protocol.unpack(engine.recv())[0] == protocol.HELLO
-    engine.send_multipart([b"\xc1", protocol.pack([protocol.INVOKE, 1, "echo"]),
-                           protocol.pack([protocol.INVOKE, 2, "echo", {}, b"hi", True, "extra"]),
-                           protocol.terminate("done")])
+    assert worker_protocol.unpack(engine.recv())[0] == worker_protocol.HELLO
+    engine.send_multipart([b"\xc1", worker_protocol.pack([worker_protocol.INVOKE, 1, "echo"]),
+                           worker_protocol.pack([worker_protocol.INVOKE, 2, "echo", {}, b"hi", True, "extra"]),
+                           worker_protocol.terminate("done")])
     runner.join(10)
     assert not runner.is_alive()
-    replies = [protocol.unpack(frame) for frame in engine.recv_multipart()]
-    assert [r[0] for r in replies] == [protocol.LOG, protocol.LOG, protocol.CHUNK, protocol.END]
+    replies = [worker_protocol.unpack(frame) for frame in engine.recv_multipart()]
+    assert [r[0] for r in replies] == [worker_protocol.LOG, worker_protocol.LOG, worker_protocol.CHUNK, worker_protocol.END]
     assert replies[0][2].startswith("dropped a bad message: frame is not valid msgpack")
     assert replies[1][2] == "dropped a bad message: invoke: expected 5 fields, got 2"
-    assert replies[2:] == [[protocol.CHUNK, 2, b"hi"], [protocol.END, 2]]
+    assert replies[2:] == [[worker_protocol.CHUNK, 2, b"hi"], [worker_protocol.END, 2]]
 
 
 # -- against a real daemon ------------------------------------------------------------------------
@@ -316,7 +316,7 @@ crafted_fields = st.lists(
 templates = st.lists(st.binary(max_size=30)
                      | st.builds(lambda kind, fields: [kind, *fields], message_types, crafted_fields)
                      | st.builds(lambda kind, fields: [kind, "$job", *fields],
-                                 st.sampled_from([protocol.CHUNK, protocol.END, protocol.ERROR]), crafted_fields),
+                                 st.sampled_from([worker_protocol.CHUNK, worker_protocol.END, worker_protocol.ERROR]), crafted_fields),
                      max_size=6)
 fuzzed_frames = st.lists(st.binary(max_size=40) | st.just(b""), min_size=1, max_size=6)
 
@@ -363,7 +363,7 @@ def test_the_daemon_survives_fuzzing_serves_others_and_stays_bounded(target, zmq
         rng = random.Random(6)
 
         def burst(n: int) -> None:
-            for i in range(n):
+            for _ in range(n):
                 garbage = [rng.randbytes(rng.randrange(0, 200)) for _ in range(rng.randrange(1, 4))]
                 management.send_multipart(garbage)
                 management.recv_multipart()
@@ -392,7 +392,7 @@ def test_the_daemon_survives_fuzzing_serves_others_and_stays_bounded(target, zmq
 
 # -- the native protocol and the raw socket driver ------------------------------------------------
 native_headers = (st.binary(max_size=30) | st.builds(
-    lambda kind, fields: protocol.pack([kind, *fields]), st.integers(-2, 9),
+    lambda kind, fields: worker_protocol.pack([kind, *fields]), st.integers(-2, 9),
     st.lists(st.integers(-2**63, 2**64 - 1) | st.text(max_size=130) | st.binary(max_size=130) | st.none()
              | st.booleans() | st.floats() | st.dictionaries(st.sampled_from(["urgent", "timeout", "deadline", "x"]),
                                                            st.booleans() | st.floats() | st.text(max_size=5)),

@@ -274,3 +274,31 @@ def test_json_log_format(make_daemon, tmp_path):
     assert error["level"] == "error" and error["app"] == "js" and error["worker"].startswith("js.")
     assert error["stream"] == "log" and "Traceback (most recent call last):" in error["message"]
     assert any(e["app"] == "js" and e["message"] == "created" for e in entries)
+
+
+def test_info_stats_and_metrics_count_a_starting_worker_alike(make_daemon, tmp_path):
+    """busy + idle + starting == total in all three, and a worker that has not said hello is starting."""
+    port = free_port()
+    daemon = make_daemon("--metrics", f"127.0.0.1:{port}").start()
+    gate = tmp_path / "gate"
+    source = f"import os, time\nwhile not os.path.exists({str(gate)!r}):\n    time.sleep(0.01)\n" + APP
+    addresses, sub, m = start(daemon, tmp_path, ["echo"], name="slow", source=source, stats_interval=0.2,
+                              pool_min=1)
+
+    def figures(expected):
+        busy, idle, starting = expected
+        info = daemon.info("slow")["pool"]
+        assert (info["busy"], info["idle"], info["starting"], info["total"]) == (busy, idle, starting, 1)
+        assert [w["state"] for w in info["workers"]] == ["starting" if starting else "idle"]
+        _, stats, _ = sub.wait("@stats", lambda meta: meta["pool"]["starting"] == starting)
+        assert (stats["pool"]["busy"], stats["pool"]["idle"], stats["pool"]["total"]) == (busy, idle, 1)
+        metrics = scrape(port)
+        assert [metrics[("cocaine_workers", (("app", "slow"), ("state", s)))] for s in ("busy", "idle", "starting")] \
+            == [busy, idle, starting]
+
+    wait_for(lambda: daemon.info("slow")["pool"]["total"] == 1)
+    figures((0, 0, 1))
+    gate.touch()
+    wait_for(lambda: daemon.info("slow")["pool"]["starting"] == 0)
+    figures((0, 1, 0))
+    sub.close()

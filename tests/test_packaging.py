@@ -18,7 +18,7 @@ from runtimes import require_runtime
 from support import ROOT, Daemon, free_port, python_app
 
 PACKAGES = ["packages/cocaine-core", "packages/cocaine-python", "packages/cocaine-drivers",
-            "tests/plugins/cocaine-line-server", "packages/cocaine-cpp", "packages/cocaine-perl",
+            "packages/cocaine-cli", "tests/plugins/cocaine-line-server", "packages/cocaine-cpp", "packages/cocaine-perl",
             "packages/cocaine-js"]
 
 
@@ -34,6 +34,11 @@ def fresh_python(tmp_path_factory):
     subprocess.run([python, "-m", "pip", "install", "-q", "--find-links", str(wheels),
                     "cocaine-core", "cocaine-drivers", "cocaine-line-server", "cocaine-cpp", "cocaine-perl",
                     "cocaine-js"], check=True, timeout=600)
+    # The CLI last: its own dependencies (cocaine-core, cocaine-drivers) are declared, not assumed. By
+    # its wheel's path: PyPI holds an unrelated "cocaine-cli" of a higher version.
+    [cli] = wheels.glob("cocaine_cli-*.whl")
+    subprocess.run([python, "-m", "pip", "install", "-q", "--find-links", str(wheels), str(cli)], check=True,
+                   timeout=600)
     return python
 
 
@@ -57,6 +62,11 @@ def test_wheels_give_a_working_daemon_with_a_third_party_driver(fresh_python, tm
         reply = daemon.request({"version": 2, "action": "create", "apps": {"bad": {
             "type": "python", "args": app, "tasks": {"shout": {"type": "line-server", "port": 0}}}}})
         assert "tasks.shout.port: expected an integer from 1 to 65535, got 0" in reply["bad"]["error"]
+        admin = os.path.join(os.path.dirname(fresh_python), "cocaine-admin")
+        listed = subprocess.run([admin, "--endpoint", daemon.management, "--json", "info", "shouter"],
+                                capture_output=True, text=True, timeout=60)
+        assert listed.returncode == 0, listed.stderr
+        assert json.loads(listed.stdout)["apps"]["shouter"]["tasks"]["shout"]["stats"]["succeeded"] == 2
         assert daemon.stop() == 0
     finally:
         daemon.close()

@@ -1,29 +1,29 @@
-"""The Python side of the protocol (cocaine.core.protocol, used by the engine and the Python worker)
+"""The Python side of the protocol (cocaine.core.worker_protocol, used by the engine and the Python worker)
 against the shared vectors. tests/test_worker_protocol.py holds every runtime to the same bytes."""
 
 import msgpack
 import pytest
 
-from cocaine.core import protocol
+from cocaine.core import worker_protocol
 from vectors import vectors
 
 ENCODERS = {
-    "hello": lambda m: protocol.hello(m[2]),
-    "heartbeat": lambda m: protocol.HEARTBEAT_FRAME,
-    "terminate": lambda m: protocol.terminate(m[1]),
-    "invoke": lambda m: protocol.invoke(*m[1:6]),
-    "chunk": lambda m: protocol.chunk(m[1], m[2]),
-    "end": lambda m: protocol.end(m[1]),
-    "error": lambda m: protocol.error(m[1], m[2], m[3]),
-    "log": lambda m: protocol.log(m[1], m[2]),
-    "credit": lambda m: protocol.credit(m[1], m[2]),
+    "hello": lambda m: worker_protocol.hello(m[2]),
+    "heartbeat": lambda m: worker_protocol.HEARTBEAT_FRAME,
+    "terminate": lambda m: worker_protocol.terminate(m[1]),
+    "invoke": lambda m: worker_protocol.invoke(*m[1:6]),
+    "chunk": lambda m: worker_protocol.chunk(m[1], m[2]),
+    "end": lambda m: worker_protocol.end(m[1]),
+    "error": lambda m: worker_protocol.error(m[1], m[2], m[3]),
+    "log": lambda m: worker_protocol.log(m[1], m[2]),
+    "credit": lambda m: worker_protocol.credit(m[1], m[2]),
 }
-KINDS = protocol.NAMES
+KINDS = worker_protocol.NAMES
 
 
 @pytest.mark.parametrize("vector", vectors().values(), ids=lambda v: v.name)
 def test_each_vector_decodes_to_its_message(vector):
-    assert protocol.unpack(vector.frame) == vector.message
+    assert worker_protocol.unpack(vector.frame) == vector.message
 
 
 @pytest.mark.parametrize("vector", [v for v in vectors().values() if v.message[0] in KINDS and len(v.message) <= 6],
@@ -35,10 +35,10 @@ def test_the_python_encoders_produce_the_vector_bytes(vector):
 
 def test_the_vectors_cover_every_message_kind_in_both_directions():
     seen = {(v.message[0], v.sender) for v in vectors().values()}
-    for number, name in protocol.NAMES.items():
+    for number, name in worker_protocol.NAMES.items():
         assert any(kind == number for kind, _ in seen), f"no vector for {name}"
     # What both sides send (chunk, end, heartbeat) has a vector marked as such.
-    assert {(protocol.CHUNK, "both"), (protocol.END, "both"), (protocol.HEARTBEAT, "both")} <= seen
+    assert {(worker_protocol.CHUNK, "both"), (worker_protocol.END, "both"), (worker_protocol.HEARTBEAT, "both")} <= seen
 
 
 def test_vectors_are_canonical_msgpack():

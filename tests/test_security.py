@@ -137,6 +137,94 @@ def test_a_captured_request_cannot_be_replayed(locked, alice, tmp_path):
     assert refusals(locked, alice)["replayed nonce"] == 1
 
 
+def test_a_request_captured_before_a_restart_cannot_be_replayed_after_it(locked, alice, tmp_path):
+    app = manifest(python_app(tmp_path, ECHO), {"echo": {"type": "zeromq-server", "endpoint": endpoint()}})
+    captured = alice.frames({"action": "create", "apps": {"echo": app}})
+    assert exchange(locked, captured)["echo"]["running"] is True
+    assert signed(locked, alice, {"action": "delete", "apps": ["echo"]}) == {"echo": {"deleted": True}}
+    nonce = json.loads(captured[0])["nonce"]
+    for restart in ("stop", "kill"):  # a clean stop, then a SIGKILL right after the answers
+        if restart == "stop":
+            assert locked.stop() == 0
+        else:
+            locked.proc.kill()
+            locked.proc.wait(10)
+        locked.start()
+        replayed = exchange(locked, captured)
+        assert replayed["error"] == "replayed nonce: this nonce was already used by 'alice' within the last 60 s"
+        assert signed(locked, alice, {"action": "info"})["apps"] == {}
+    # One small document per nonce still in the window (create, delete, two infos), none showing a nonce.
+    stored = locked.storage / "default" / "nonces"
+    assert len(list(stored.iterdir())) == 4
+    assert not any(nonce in path.name or nonce in path.read_text() for path in stored.iterdir())
+
+
+def test_nonces_leave_storage_once_their_window_has_passed(make_daemon, tmp_path, alice):
+    daemon = make_daemon("--require-signatures", "--max-clock-skew", "2", "--add-user", "alice",
+                         str(tmp_path / "alice.pub"))
+    stored = daemon.storage / "default" / "nonces"
+    stored.mkdir(parents=True)
+    long_ago = int((time.time() - 3600) * 1000)
+    (stored / f"{long_ago}-{'0' * 32}").write_text('{"user": "alice", "timestamp": 0}')
+    daemon.start()
+    assert list(stored.iterdir()) == []  # pruned at start
+
+    def at(timestamp: float) -> list[bytes]:
+        body = json.dumps({"version": 3, "action": "info", "username": "alice", "timestamp": timestamp,
+                           "nonce": f"nonce-{timestamp!r}"}).encode()
+        return [body, alice.sign(body)]
+
+    early = time.time() - 1  # inside the 2 s window for one more second
+    assert "node" in exchange(daemon, at(early))
+    assert len(list(stored.iterdir())) == 1
+    wait_for(lambda: time.time() > early + 2.01, message="the first request's window to pass")
+    assert "node" in exchange(daemon, at(time.time()))
+    assert len(list(stored.iterdir())) == 1  # the expired one left as the window moved on
+    assert exchange(daemon, at(early))["error"].startswith("stale timestamp: ")
+
+
+@pytest.fixture
+def alice_in_storage(tmp_path, alice):
+    """Files storage (in this process) that knows alice."""
+    from cocaine.core.management.users import Users
+    from cocaine.core.storage.files import FilesStorage
+
+    storage = FilesStorage(str(tmp_path / "storage"), "default")
+    Users(storage).add("alice", {"public-key": open(tmp_path / "alice.pub").read()})
+    return storage
+
+
+def test_the_nonces_in_the_window_are_bounded(alice_in_storage, alice, monkeypatch):
+    from cocaine.core.management import auth
+    from cocaine.core.management.auth import Busy, Guard
+    from cocaine.core.management.users import Users
+
+    monkeypatch.setattr(auth, "MAX_NONCES", 3)
+    storage = alice_in_storage
+    guard = Guard(Users(storage), require_signatures=True)
+    for _ in range(3):
+        frames = alice.frames({"action": "info"})
+        guard.admit(json.loads(frames[0]), frames)
+    frames = alice.frames({"action": "info"})
+    with pytest.raises(Busy, match="^more than 3 signed requests within 60 s; try again later$"):
+        guard.admit(json.loads(frames[0]), frames)
+    # A restarted daemon counts the stored ones too.
+    with pytest.raises(Busy):
+        Guard(Users(storage), require_signatures=True).admit(json.loads(frames[0]), frames)
+
+
+def test_a_nonce_that_cannot_be_stored_fails_its_request(alice_in_storage, alice, tmp_path):
+    from cocaine.core.management.auth import Busy, Guard
+    from cocaine.core.management.users import Users
+
+    guard = Guard(Users(alice_in_storage), require_signatures=True)
+    (tmp_path / "storage" / "default" / "nonces").write_text("")  # a file where the folder goes
+    frames = alice.frames({"action": "info"})
+    with pytest.raises(Busy, match=r"^cannot record the request's nonce, try again later: cannot write .*/nonces/"):
+        guard.admit(json.loads(frames[0]), frames)
+    assert guard.accepted_signed == 0
+
+
 def test_without_require_signatures_both_versions_are_served(daemon, tmp_path):
     # Bootstrap without --add-user: on an open daemon, version 2 may add the first user.
     _, public = make_key(tmp_path, "alice")

@@ -52,3 +52,22 @@ def test_unwritable_location(tmp_path):
     blocker.write_text("")
     with pytest.raises(StorageError, match="cannot write"):
         FilesStorage(str(blocker), "inst").put("apps", "x", {})
+
+
+def test_lock_sweeps_what_killed_writers_left_and_keeps_the_documents(storage, tmp_path):
+    storage.put("apps", "kept", {"v": 1})
+    leftover = tmp_path / "inst" / "apps" / ".kept.x1y2z3.tmp"
+    leftover.write_text('{"v": ')
+    storage.lock()
+    try:
+        assert sorted(os.listdir(tmp_path / "inst" / "apps")) == ["kept"]
+        assert (tmp_path / "inst" / "cocained.lock").read_text() == f"{os.getpid()}\n"
+    finally:
+        storage.unlock()
+
+
+def test_lock_errors_name_the_lock_file(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(StorageError, match=f"^cannot lock {blocker}/inst/cocained.lock: Not a directory$"):
+        FilesStorage(str(blocker), "inst").lock()

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from cocaine.core import protocol
+from cocaine.core import worker_protocol
 from runtimes import BROKEN_APPS, LANGUAGES, ScriptedEngine, app_source, require_runtime
 from vectors import frame
 
@@ -37,7 +37,7 @@ def start(zmq_context, tmp_path):
 def worker(start, language, conformance_app):
     """A worker of the conformance app that has said hello."""
     engine = start(language, conformance_app)
-    assert engine.hello() == protocol.hello(engine.proc.pid)
+    assert engine.hello() == worker_protocol.hello(engine.proc.pid)
     return engine
 
 
@@ -57,28 +57,28 @@ def test_hello_then_a_whole_request_is_answered_with_the_vector_bytes(worker):
 def test_job_ids_of_every_width(worker):
     worker.send(frame("invoke, job 300"), frame("invoke, job 70000"), frame("invoke, job 2**33"))
     assert worker.replies([300, 70000, 2**33]) == {
-        300: [frame("chunk, job 300"), protocol.end(300)],
-        70000: [frame("chunk, job 70000"), protocol.end(70000)],
-        2**33: [frame("chunk, job 2**33"), protocol.end(2**33)],
+        300: [frame("chunk, job 300"), worker_protocol.end(300)],
+        70000: [frame("chunk, job 70000"), worker_protocol.end(70000)],
+        2**33: [frame("chunk, job 2**33"), worker_protocol.end(2**33)],
     }
 
 
 def test_bodies_of_every_size(worker):
-    worker.send(protocol.invoke(1, "echo", {}, b"x" * 300, True))
+    worker.send(worker_protocol.invoke(1, "echo", {}, b"x" * 300, True))
     assert worker.frames(2) == [frame("chunk, 300 bytes"), frame("end")]
     big = bytes(range(256)) * 300  # bin 32, and every byte value
-    worker.send(protocol.invoke(2, "echo", {}, big, True))
-    assert worker.frames(2) == [protocol.chunk(2, big), protocol.end(2)]
+    worker.send(worker_protocol.invoke(2, "echo", {}, big, True))
+    assert worker.frames(2) == [worker_protocol.chunk(2, big), worker_protocol.end(2)]
 
 
 def test_a_nil_body_is_an_empty_body(worker):
     worker.send(frame("invoke, no body"))
-    assert worker.frames(2) == [protocol.chunk(2, b""), protocol.end(2)]
+    assert worker.frames(2) == [worker_protocol.chunk(2, b""), worker_protocol.end(2)]
 
 
 def test_timer_metadata_reaches_the_handler(worker):
     worker.send(frame("invoke, timer metadata"))
-    assert worker.frames(2) == [protocol.chunk(3, b"tick 3"), protocol.end(3)]
+    assert worker.frames(2) == [worker_protocol.chunk(3, b"tick 3"), worker_protocol.end(3)]
 
 
 def test_a_missing_handler_is_error_502_with_the_vector_bytes(worker):
@@ -92,30 +92,30 @@ def test_a_job_whose_deadline_passed_is_not_run(worker):
 
 
 def test_an_app_error_is_error_502_and_the_worker_goes_on(worker):
-    worker.send(protocol.invoke(7, "fail", {}, b"zz", True), frame("invoke"))
+    worker.send(worker_protocol.invoke(7, "fail", {}, b"zz", True), frame("invoke"))
     replies = worker.replies([7, 1])
     [error] = replies[7]
-    kind, job, code, message = protocol.unpack(error)
-    assert (kind, job, code) == (protocol.ERROR, 7, 502)
+    kind, job, code, message = worker_protocol.unpack(error)
+    assert (kind, job, code) == (worker_protocol.ERROR, 7, 502)
     assert "bad input: zz" in message
     assert replies[1] == [frame("chunk"), frame("end")]
 
 
 def test_chunks_stream_in_order(worker):
-    worker.send(protocol.invoke(8, "chunks", {}, None, True))
-    assert worker.frames(4) == [protocol.chunk(8, b"a"), protocol.chunk(8, b"b"), protocol.chunk(8, b"c"),
-                                protocol.end(8)]
+    worker.send(worker_protocol.invoke(8, "chunks", {}, None, True))
+    assert worker.frames(4) == [worker_protocol.chunk(8, b"a"), worker_protocol.chunk(8, b"b"), worker_protocol.chunk(8, b"c"),
+                                worker_protocol.end(8)]
 
 
 def test_unknown_messages_and_extra_elements_are_ignored(worker):
     worker.send(frame("unknown message"), frame("heartbeat"), frame("invoke, extra element"))
-    assert worker.frames(2) == [protocol.chunk(5, b"extra"), protocol.end(5)]
+    assert worker.frames(2) == [worker_protocol.chunk(5, b"extra"), worker_protocol.end(5)]
 
 
 def test_a_batch_of_invokes_is_answered_job_by_job(worker):
     jobs = range(10, 30)
-    worker.send(*(protocol.invoke(job, "echo", {}, str(job).encode(), True) for job in jobs))
-    assert worker.replies(jobs) == {job: [protocol.chunk(job, str(job).encode()), protocol.end(job)] for job in jobs}
+    worker.send(*(worker_protocol.invoke(job, "echo", {}, str(job).encode(), True) for job in jobs))
+    assert worker.replies(jobs) == {job: [worker_protocol.chunk(job, str(job).encode()), worker_protocol.end(job)] for job in jobs}
 
 
 def test_an_idle_worker_sends_heartbeats(quick_worker):
@@ -126,7 +126,7 @@ def test_an_idle_worker_sends_heartbeats(quick_worker):
 
 def test_a_busy_handler_makes_the_worker_silent(quick_worker):
     # Heartbeats come from the loop that runs handlers: a hung handler must not look alive.
-    quick_worker.send(protocol.invoke(1, "hang", {}, None, True))
+    quick_worker.send(worker_protocol.invoke(1, "hang", {}, None, True))
     quick_worker.send(frame("heartbeat"))
     assert quick_worker.becomes_quiet(1.0)  # a worker heartbeating every 0.2 s never is
 
@@ -144,8 +144,8 @@ def test_an_app_that_cannot_load_logs_why_and_exits_3(start, language, tmp_path)
     name, source = BROKEN_APPS[language]
     require_runtime(language)
     engine = start(language, app_source(language, tmp_path / "broken", source, name))
-    kind, level, text = protocol.unpack(engine.frame())
-    assert (kind, level) == (protocol.LOG, 40)
+    kind, level, text = worker_protocol.unpack(engine.frame())
+    assert (kind, level) == (worker_protocol.LOG, 40)
     assert text.startswith("cannot load ")
     assert engine.proc.wait(10) == 3
 
@@ -155,34 +155,34 @@ def test_an_app_that_cannot_load_logs_why_and_exits_3(start, language, tmp_path)
 def test_a_streamed_request_is_read_chunk_by_chunk_as_it_arrives(worker):
     worker.send(frame("invoke, streamed"))
     # Each chunk taken is credited, and answered before the next one exists: the request streams.
-    assert worker.frames(2) == [frame("credit"), protocol.chunk(4, b"first")]
+    assert worker.frames(2) == [frame("credit"), worker_protocol.chunk(4, b"first")]
     worker.send(frame("request chunk"))
-    assert worker.frames(2) == [protocol.credit(4, 6), protocol.chunk(4, b"second")]
+    assert worker.frames(2) == [worker_protocol.credit(4, 6), worker_protocol.chunk(4, b"second")]
     worker.send(frame("request end"))
-    assert worker.frame() == protocol.end(4)
+    assert worker.frame() == worker_protocol.end(4)
 
 
 def test_the_whole_body_of_a_streamed_request(worker):
-    worker.send(protocol.invoke(4, "upper", {}, b"ab", False), protocol.chunk(4, b"cd"))
-    worker.send(protocol.chunk(4, b"efg"), protocol.end(4))
-    assert worker.frames(5) == [protocol.credit(4, 2), protocol.credit(4, 2), protocol.credit(4, 3),
-                                protocol.chunk(4, b"ABCDEFG"), protocol.end(4)]
+    worker.send(worker_protocol.invoke(4, "upper", {}, b"ab", False), worker_protocol.chunk(4, b"cd"))
+    worker.send(worker_protocol.chunk(4, b"efg"), worker_protocol.end(4))
+    assert worker.frames(5) == [worker_protocol.credit(4, 2), worker_protocol.credit(4, 2), worker_protocol.credit(4, 3),
+                                worker_protocol.chunk(4, b"ABCDEFG"), worker_protocol.end(4)]
 
 
 def test_a_cancelled_job_is_still_answered_once(worker):
     worker.send(frame("invoke, streamed"))
-    assert worker.frames(2) == [frame("credit"), protocol.chunk(4, b"first")]
+    assert worker.frames(2) == [frame("credit"), worker_protocol.chunk(4, b"first")]
     worker.send(frame("cancel"), frame("request chunk"), frame("invoke"))
     # The handler's next read fails; the job is answered with the cancel's code and message (the
     # engine drops it, and frees the job's credit), and its second chunk is never taken.
-    assert worker.replies([4, 1]) == {4: [protocol.error(4, 503, "app 'conformance' stopped")],
+    assert worker.replies([4, 1]) == {4: [worker_protocol.error(4, 503, "app 'conformance' stopped")],
                                       1: [frame("chunk"), frame("end")]}
 
 
 def test_a_cancel_for_a_whole_request_is_ignored(worker):
-    worker.send(protocol.invoke(1, "chunks", {}, None, True), protocol.error(1, 503, "gave up"))
-    assert worker.replies([1]) == {1: [protocol.chunk(1, b"a"), protocol.chunk(1, b"b"), protocol.chunk(1, b"c"),
-                                       protocol.end(1)]}
+    worker.send(worker_protocol.invoke(1, "chunks", {}, None, True), worker_protocol.error(1, 503, "gave up"))
+    assert worker.replies([1]) == {1: [worker_protocol.chunk(1, b"a"), worker_protocol.chunk(1, b"b"), worker_protocol.chunk(1, b"c"),
+                                       worker_protocol.end(1)]}
 
 
 SLEEPERS = {  # a handler that blocks for the milliseconds in the body, then answers
@@ -204,7 +204,7 @@ def test_a_reply_does_not_wait_for_the_next_slow_job(language, start, tmp_path):
     name, source = SLEEPERS[language]
     engine = start(language, app_source(language, tmp_path / "sleeper", source, name))
     engine.hello()
-    engine.send(protocol.invoke(1, "nap", {}, b"200", True), protocol.invoke(2, "nap", {}, b"5000", True))
+    engine.send(worker_protocol.invoke(1, "nap", {}, b"200", True), worker_protocol.invoke(2, "nap", {}, b"5000", True))
     started = time.monotonic()
-    assert engine.frames(2, timeout=4) == [protocol.chunk(1, b"awake"), protocol.end(1)]
+    assert engine.frames(2, timeout=4) == [worker_protocol.chunk(1, b"awake"), worker_protocol.end(1)]
     assert time.monotonic() - started < 3

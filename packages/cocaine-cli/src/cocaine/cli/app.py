@@ -22,10 +22,10 @@ import typer
 from cocaine.cli import __version__, calls, security, tail as tailing, top as live
 from cocaine.cli.client import DEFAULT_ENDPOINT, DEFAULT_TIMEOUT, ManagementClient
 from cocaine.cli.endpoints import connectable
-from cocaine.cli.errors import FAILED, CliError, RequestFailed
+from cocaine.cli.errors import FAILED, OK, USAGE, CliError, RequestFailed
 from cocaine.cli.keys import CurveClient, Signer
 from cocaine.cli.manifest import load_manifest
-from cocaine.cli.output import PROG, Output, app_errors, event_json, format_event, request_error, write_chunk
+from cocaine.cli.output import PROG, Output, Response, app_errors, event_json, format_event, request_error
 
 DEBUG_VARIABLE = "COCAINE_DEBUG"
 
@@ -222,6 +222,7 @@ def call(ctx: typer.Context,
          ) -> None:
     """Send one request to an app's task and write the response to stdout as it arrives.
 
+    On a terminal, a newline ends the response if it has none; piped, the bytes are the app's alone.
     Works with tasks served by a native-server (the chunks stream) or a zeromq-server. An error reply
     exits 1 with its code and message; no reply within --timeout exits 3 (native-server: between two
     chunks).
@@ -237,11 +238,14 @@ def call(ctx: typer.Context,
             raise CliError(f"{name} {task}: a {detail.get('type')} task takes no requests (call works with {known})")
         body = sys.stdin.buffer.read() if data == "-" else data.encode()
         endpoint = connectable(detail["endpoint"], session.client.endpoint)
+        response = Response()
         try:
             for chunk in caller(endpoint, body, session.client.timeout, session.client.curve):
-                write_chunk(chunk)
+                response.write(chunk)
         except CliError as e:
             raise e.within(f"call {name} {task}") from None
+        finally:
+            response.end()
 
 
 @app.command()
@@ -264,15 +268,38 @@ def top(ctx: typer.Context,
 security.register(app, request, reported)
 
 
+def _click_error(name: str) -> type[Exception]:
+    """One of click's exception classes: typer vendors click in newer releases, so find it from
+    typer's own ``BadParameter``."""
+    return next(c for c in typer.BadParameter.__mro__ if c.__name__ == name)
+
+
+UsageError = _click_error("UsageError")
+ClickException = _click_error("ClickException")
+
+
 def main(argv: list[str] | None = None) -> None:
-    """The ``cocaine-admin`` entry point."""
+    """The ``cocaine-admin`` entry point. Every error is one line on stderr (docs/cli.md); a usage
+    error (status 2) names the ``--help`` that shows the usage."""
     try:
-        app(args=argv, prog_name=PROG)
+        status = app(args=argv, prog_name=PROG, standalone_mode=False)
+    except UsageError as e:
+        if type(e).__name__ != "NoArgsIsHelpError":  # a bare group has printed its help already
+            command = e.ctx.command_path if e.ctx is not None else PROG
+            Output.error(f"{e.format_message().rstrip('.')} (see {command} --help)")
+        sys.exit(USAGE)
+    except ClickException as e:
+        Output.error(e.format_message())
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        Output.error("aborted")
+        sys.exit(FAILED)
     except Exception as e:  # noqa: BLE001 - a bug: one line, unless the operator asks for more
         if debugging():
             raise
         Output.error(f"internal error: {type(e).__name__}: {e} (set {DEBUG_VARIABLE}=1 for a traceback)")
         sys.exit(FAILED)
+    sys.exit(status if isinstance(status, int) else OK)
 
 
 if __name__ == "__main__":

@@ -13,13 +13,16 @@ from collections.abc import Callable, Iterator
 import zmq
 
 from cocaine.cli.endpoints import connected
-from cocaine.cli.errors import BadReply, CallFailed, CliError, Unreachable
+from cocaine.cli.errors import BadReply, CallFailed, Unreachable
 from cocaine.cli.keys import CurveClient
+from cocaine.core.errors import JobError
+from cocaine.drivers import zeromq_server
+from cocaine.drivers.native_client import Client
 
 Caller = Callable[[str, bytes, float, "CurveClient | None"], Iterator[bytes]]
 
 
-def zeromq_server(endpoint: str, body: bytes, timeout: float, curve: CurveClient | None) -> Iterator[bytes]:
+def call_zeromq_server(endpoint: str, body: bytes, timeout: float, curve: CurveClient | None) -> Iterator[bytes]:
     """``zeromq-server`` (docs/drivers.md): one message out, one reply ``[ok, *chunks]`` or
     ``[error, code, message]`` back, so the chunks arrive together."""
     with connected(zmq.DEALER, endpoint, curve) as sock:
@@ -28,22 +31,17 @@ def zeromq_server(endpoint: str, body: bytes, timeout: float, curve: CurveClient
             raise Unreachable(f"no reply from {endpoint} within {timeout:g} s")
         frames = sock.recv_multipart()
     status, *rest = frames[1:] if frames and frames[0] == b"" else frames
-    if status == b"ok":
+    if status == zeromq_server.OK:
         yield from rest
-    elif status == b"error" and len(rest) >= 2:
+    elif status == zeromq_server.ERROR and len(rest) >= 2:
         raise CallFailed(int(rest[0]), rest[1].decode(errors="replace"))
     else:
         raise BadReply(f"{endpoint} answered something that is not a zeromq-server reply: {frames[:3]!r}")
 
 
-def native_server(endpoint: str, body: bytes, timeout: float, curve: CurveClient | None) -> Iterator[bytes]:
+def call_native_server(endpoint: str, body: bytes, timeout: float, curve: CurveClient | None) -> Iterator[bytes]:
     """``native-server`` (docs/native-protocol.md), through its Python client in ``cocaine-drivers``:
     the chunks stream as the handler yields them; ``timeout`` bounds the wait for each."""
-    try:
-        from cocaine.core.errors import JobError
-        from cocaine.drivers.native_client import Client
-    except ImportError as e:
-        raise CliError(f"calling a native-server task needs the cocaine-drivers package: {e}") from None
     context = zmq.Context()
     try:
         keys = (curve.public, curve.secret, curve.server) if curve is not None else None
@@ -59,8 +57,8 @@ def native_server(endpoint: str, body: bytes, timeout: float, curve: CurveClient
 
 
 CALLERS: dict[str, Caller] = {
-    "zeromq-server": zeromq_server,
-    "native-server": native_server,
+    "zeromq-server": call_zeromq_server,
+    "native-server": call_native_server,
 }
 
 

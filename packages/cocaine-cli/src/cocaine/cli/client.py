@@ -11,8 +11,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from cocaine.cli.errors import BadReply, CurveRefused, EndpointError, Unreachable
 from cocaine.cli.keys import CurveClient, Signer
-
-PROTOCOL_VERSION = 2
+from cocaine.core.management import UNSIGNED_VERSION
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5000"
 DEFAULT_TIMEOUT = 10.0
 
@@ -39,7 +38,7 @@ class ManagementClient:
         :raises EndpointError: ZeroMQ rejects the endpoint itself.
         :raises BadReply: the reply is not a JSON object.
         """
-        message: dict[str, Any] = {"version": PROTOCOL_VERSION, "action": action}
+        message: dict[str, Any] = {"version": UNSIGNED_VERSION, "action": action}
         if apps is not None:
             message["apps"] = apps
         message.update({key: value for key, value in fields.items() if value is not None})

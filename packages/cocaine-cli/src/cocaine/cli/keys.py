@@ -1,8 +1,8 @@
 """Keys on the operator's side: making them (``keygen``), signing requests, CURVE client settings.
 
 A signed (version 3) request is the JSON request with ``username``, ``timestamp`` and ``nonce``
-added, followed by a second frame: the signature of the JSON bytes, Ed25519, or for RSA keys
-RSASSA-PSS with SHA-256, MGF1-SHA-256 and a 32-byte salt (docs/security.md).
+added, followed by a second frame: the signature of the JSON bytes, made by
+``cocaine.core.management.signing.sign`` (docs/security.md).
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ from typing import Any
 
 import zmq
 import zmq.auth
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from cocaine.cli.errors import KeyFileError
+from cocaine.core.management import SIGNED_VERSION
+from cocaine.core.management.signing import sign
 
-SIGNED_VERSION = 3
 KEY_TYPES = ("ed25519", "rsa")
-_PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.DIGEST_LENGTH)
 
 
 # -- making keys ----------------------------------------------------------------------------------
@@ -113,9 +113,7 @@ class Signer:
         return cls(user, key)
 
     def sign(self, data: bytes) -> bytes:
-        if isinstance(self.key, rsa.RSAPrivateKey):
-            return self.key.sign(data, _PSS, hashes.SHA256())
-        return self.key.sign(data)
+        return sign(self.key, data)
 
     def frames(self, message: dict[str, Any]) -> list[bytes]:
         """The two frames of a signed request: the JSON with the signed fields added, its signature."""

@@ -329,10 +329,26 @@ def size(n: Any) -> str:
 
 
 # -- call: the response -------------------------------------------------------------------------
-def write_chunk(chunk: bytes) -> None:
-    """A response chunk to stdout as it arrives, unchanged (it may be binary)."""
-    sys.stdout.buffer.write(chunk)
-    sys.stdout.buffer.flush()
+class Response:
+    """``call``'s response on stdout, chunk by chunk as it arrives, unchanged (it may be binary).
+    On a terminal, :meth:`end` finishes the last line, so that the shell's prompt (or an error)
+    starts a line of its own; piped or redirected, the bytes are exactly the app's."""
+
+    def __init__(self) -> None:
+        self.out = sys.stdout.buffer
+        self.terminal = sys.stdout.isatty()
+        self.last = b""
+
+    def write(self, chunk: bytes) -> None:
+        self.out.write(chunk)
+        self.out.flush()
+        if chunk:
+            self.last = chunk[-1:]
+
+    def end(self) -> None:
+        if self.terminal and self.last not in (b"", b"\n"):
+            self.out.write(b"\n")
+            self.out.flush()
 
 
 # -- top: the live view -------------------------------------------------------------------------

@@ -9,9 +9,7 @@ import typer
 
 from cocaine.cli.errors import KeyFileError
 from cocaine.cli.keys import KEY_TYPES, generate_curve_key, generate_signing_key
-
-#: Every action a user's permissions may name; "*" is all of them.
-ACTIONS = ("create", "delete", "reload", "info", "user-add", "user-list", "user-remove")
+from cocaine.core.management import ACTIONS
 MAX_PUBLIC_KEY_BYTES = 16 << 10
 
 

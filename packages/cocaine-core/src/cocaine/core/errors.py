@@ -31,6 +31,14 @@ class StorageError(CocaineError, OSError):
     """The storage cannot read or write an entry."""
 
 
+class InstanceLocked(StorageError):
+    """Another live process serves the storage's instance; ``pid`` is that process (None if unknown)."""
+
+    def __init__(self, message: str, pid: int | None) -> None:
+        super().__init__(message)
+        self.pid = pid
+
+
 class ProtocolError(CocaineError, ValueError):
     """A peer sent a message that does not follow the protocol."""
 

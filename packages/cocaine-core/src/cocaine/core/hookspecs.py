@@ -23,7 +23,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 def cocaine_register_drivers() -> list[type]:
     """Return driver classes: event sources that turn outside events into jobs.
 
-    Each class subclasses :class:`cocaine.core.drivers.Driver` and sets ``name`` to the value of a
+    Each class subclasses :class:`cocaine.core.plugin_api.Driver` and sets ``name`` to the value of a
     task's ``type`` key in a manifest (``"zeromq-server"``).
 
     :returns: a list of driver classes (may be empty).

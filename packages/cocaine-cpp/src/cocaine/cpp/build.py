@@ -69,7 +69,7 @@ def host(build: bool = True) -> Host:
     if found.executable.exists() and found.library.exists():
         return found
     if not build:
-        raise BuildError(f"the C++ worker host is not built yet (run: python -m cocaine.cpp build)")
+        raise BuildError("the C++ worker host is not built yet (run: python -m cocaine.cpp build)")
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building the same key right now

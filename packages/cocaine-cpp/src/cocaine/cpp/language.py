@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from cocaine.core.errors import ConfigError
-from cocaine.core.hookspecs import hookimpl
-from cocaine.core.languages import RuntimeLanguage, WorkerSpec
+from cocaine.core.plugin_api import ConfigError, hookimpl, RuntimeLanguage, WorkerSpec
 from cocaine.cpp import build
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from cocaine.core.drivers import Driver, Responder
-from cocaine.core.validation import field_error
+from cocaine.core.plugin_api import Driver, field_error, Responder
 
 
 def get_bool(config: dict, key: str, where: str, *, default: bool) -> bool:
@@ -23,7 +22,9 @@ def get_str_list(config: dict, key: str, where: str, *, default: list[str] | Non
     value = config.get(key, default)
     expected = "a string or a non-empty list of strings"
     if value is None:
-        raise field_error(f"{where}.{key}", expected) if key not in config else field_error(f"{where}.{key}", expected, None)
+        if key not in config:
+            raise field_error(f"{where}.{key}", expected)
+        raise field_error(f"{where}.{key}", expected, None)
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list) or not items:
         raise field_error(f"{where}.{key}", expected, value)

@@ -8,8 +8,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
-from cocaine.core.drivers import Driver
-from cocaine.core.validation import field_error, get_str, only_keys
+from cocaine.core.plugin_api import Driver, field_error, get_str, only_keys
 from cocaine.drivers.common import OVERLAP_POLICIES, Overlap
 
 CATCH_UP_POLICIES = ("once", "skip")

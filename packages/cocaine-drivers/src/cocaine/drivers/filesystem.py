@@ -16,8 +16,7 @@ import time
 from watchdog.events import FileSystemEventHandler
 from watchdog.observers import Observer
 
-from cocaine.core.drivers import Driver
-from cocaine.core.validation import field_error, get_number, get_str, only_keys
+from cocaine.core.plugin_api import Driver, field_error, get_number, get_str, only_keys
 from cocaine.drivers.common import get_bool, get_str_list
 
 log = logging.getLogger(__name__)

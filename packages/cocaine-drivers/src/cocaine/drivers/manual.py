@@ -6,9 +6,7 @@ import json
 import logging
 import time
 
-from cocaine.core.drivers import Driver
-from cocaine.core.errors import Code
-from cocaine.core.validation import get_number, only_keys
+from cocaine.core.plugin_api import Code, Driver, get_number, only_keys
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ from collections import deque
 import zmq
 
 from cocaine.core.errors import JobError
-from cocaine.drivers import native
-from cocaine.drivers.native import WINDOW, pack
+from cocaine.drivers import native_protocol
+from cocaine.drivers.native_protocol import WINDOW, pack
 
 
 class Client:
@@ -65,12 +65,12 @@ class Client:
         call = Call(self, next(self._ids), stream)
         self._calls[call.id] = call
         if not stream:
-            self._send([pack([native.REQUEST, call.id, options]), body])
+            self._send([pack([native_protocol.REQUEST, call.id, options]), body])
         elif len(body) <= WINDOW:
-            self._send([pack([native.OPEN, call.id, options]), *([body] if body else [])])
+            self._send([pack([native_protocol.OPEN, call.id, options]), *([body] if body else [])])
             call.credit -= len(body)
         else:
-            self._send([pack([native.OPEN, call.id, options])])
+            self._send([pack([native_protocol.OPEN, call.id, options])])
             call.write(body)
         return call
 
@@ -97,18 +97,18 @@ class Client:
         if remaining <= 0 or not self.sock.poll(remaining * 1000):
             raise TimeoutError(f"no answer from the server within {self.timeout:g} s")
         header, *data = self.sock.recv_multipart()
-        message = native.unpack_header(header)
+        message = native_protocol.unpack_header(header)
         call = self._calls.get(message[1])
         if call is None:
             return  # a call we cancelled or gave up on
         kind = message[0]
-        if kind == native.CHUNK:
+        if kind == native_protocol.CHUNK:
             call.chunks.extend(data)
-        elif kind == native.CREDIT:
+        elif kind == native_protocol.CREDIT:
             call.credit += message[2]
-        elif kind == native.END:
+        elif kind == native_protocol.END:
             call._finish(None)
-        elif kind == native.ERROR:
+        elif kind == native_protocol.ERROR:
             call._finish(JobError(message[2], message[3]))
 
 
@@ -140,19 +140,19 @@ class Call:
                     self._raise()
                     return
             piece, view = view[:self.credit], view[self.credit:]
-            self.client._send([pack([native.CHUNK, self.id]), piece])
+            self.client._send([pack([native_protocol.CHUNK, self.id]), piece])
             self.credit -= len(piece)
 
     def end(self) -> None:
         """The request is complete."""
         if self.streaming:
             self.streaming = False
-            self.client._send([pack([native.END, self.id])])
+            self.client._send([pack([native_protocol.END, self.id])])
 
     def cancel(self) -> None:
         """Give up: the server stops the job and sends nothing more for it."""
         if not self.finished:
-            self.client._send([pack([native.CANCEL, self.id])])
+            self.client._send([pack([native_protocol.CANCEL, self.id])])
             self._finish(JobError(503, "cancelled by the client"))
 
     def __iter__(self):

@@ -12,12 +12,11 @@ import time
 
 import zmq
 
-from cocaine.core.errors import Code, ProtocolError
+from cocaine.core.plugin_api import check_endpoint, Code, get_number, only_keys, ProtocolError
 from cocaine.core.transport import NOBLOCK, send_frames
-from cocaine.core.validation import check_endpoint, get_number, only_keys
-from cocaine.drivers import native
+from cocaine.drivers import native_protocol
 from cocaine.drivers.common import SocketDriver
-from cocaine.drivers.native import WINDOW, pack
+from cocaine.drivers.native_protocol import WINDOW, pack
 
 
 class NativeServer(SocketDriver):
@@ -58,7 +57,7 @@ class NativeServer(SocketDriver):
                 continue
             identity = frames[0]
             try:
-                header = native.unpack_header(frames[1])
+                header = native_protocol.unpack_header(frames[1])
                 self._apply(identity, header, frames[2:])
             except (ProtocolError, IndexError, TypeError, ValueError) as e:
                 self.counters["protocol-errors"] += 1
@@ -68,25 +67,25 @@ class NativeServer(SocketDriver):
         """Answer a protocol error with error 400 on its request id (failing that request if it is
         open); without a usable id, the message is only counted."""
         try:
-            request_id = native.unpack_header(header)[1]
+            request_id = native_protocol.unpack_header(header)[1]
         except ProtocolError:
             return
         call = self.calls.get((identity, request_id))
         if call is not None:
             call.handle.cancel(Code.BAD_REQUEST, reason)
         else:
-            self.send(identity, [pack([native.ERROR, request_id, int(Code.BAD_REQUEST), reason])])
+            self.send(identity, [pack([native_protocol.ERROR, request_id, int(Code.BAD_REQUEST), reason])])
 
     def _apply(self, identity: bytes, header: list, data: list[bytes]) -> None:
         kind, request_id = header[0], header[1]
-        if kind in (native.REQUEST, native.OPEN):
-            self._open(identity, request_id, header[2] if len(header) > 2 else {}, data, kind == native.OPEN)
+        if kind in (native_protocol.REQUEST, native_protocol.OPEN):
+            self._open(identity, request_id, header[2] if len(header) > 2 else {}, data, kind == native_protocol.OPEN)
             return
         call = self.calls.get((identity, request_id))
-        if kind in (native.CHUNK, native.END):
+        if kind in (native_protocol.CHUNK, native_protocol.END):
             if call is not None:  # else the request has ended already: its late chunks are dropped
-                call.received(data, kind == native.END)
-        elif kind == native.CANCEL:
+                call.received(data, kind == native_protocol.END)
+        elif kind == native_protocol.CANCEL:
             if call is not None:
                 self.counters["cancelled"] += 1
                 call.silent = True
@@ -104,14 +103,14 @@ class NativeServer(SocketDriver):
         counters["streamed"] += stream
         if timeout is not None and timeout <= 0:
             counters["timed-out"] += 1
-            self.send(identity, [pack([native.ERROR, request_id, int(Code.TIMEOUT),
+            self.send(identity, [pack([native_protocol.ERROR, request_id, int(Code.TIMEOUT),
                                        "deadline exceeded before the request arrived"])])
             return
         body = data[0] if len(data) == 1 else b"".join(data)
         counters["chunks-in"] += len(data)
         counters["bytes-in"] += len(body)
         if stream and len(body) > WINDOW:
-            raise ProtocolError(f"flow control: {len(body)} bytes sent with no credit beyond {WINDOW}")
+            raise ProtocolError(beyond_credit(len(body) - WINDOW))
         call = self.calls[key] = Call(self, identity, request_id, stream)
         call.got = len(body)
         call.handle = self.context.open_job(call, {"id": request_id}, body=body, stream=stream, timeout=timeout,
@@ -129,6 +128,11 @@ class NativeServer(SocketDriver):
             return True
         except zmq.ZMQError:  # EHOSTUNREACH: the client is gone; EAGAIN: it reads too slowly
             return False
+
+
+def beyond_credit(excess: int) -> str:
+    """The error of a streamed request whose chunks (those of its open message too) passed its credit."""
+    return f"flow control: {excess} bytes sent beyond credit"
 
 
 def _options(options) -> tuple[bool, float | None]:
@@ -162,7 +166,7 @@ class Call:
         self.server = server
         self.identity = identity
         self.id = request_id
-        self.head_chunk = pack([native.CHUNK, request_id])
+        self.head_chunk = pack([native_protocol.CHUNK, request_id])
         self.streaming = stream  # request chunks may still come
         self.granted = WINDOW
         self.got = 0
@@ -193,7 +197,7 @@ class Call:
         counters["bytes-in"] += size
         self.got += size
         if self.got > self.granted:
-            self.handle.cancel(Code.BAD_REQUEST, f"flow control: {self.got - self.granted} bytes sent beyond credit")
+            self.handle.cancel(Code.BAD_REQUEST, beyond_credit(self.got - self.granted))
             return
         self.last_chunk_at = time.monotonic()
         push = self.handle.push
@@ -206,7 +210,7 @@ class Call:
     def credit(self, nbytes: int) -> None:
         if self.streaming:
             self.granted += nbytes
-            self._send([pack([native.CREDIT, self.id, nbytes])])
+            self._send([pack([native_protocol.CREDIT, self.id, nbytes])])
 
     # -- the responder ---------------------------------------------------------------------------------
     def chunk(self, data: bytes) -> None:
@@ -217,13 +221,13 @@ class Call:
 
     def end(self) -> None:
         self._finish()
-        self._send([pack([native.END, self.id])])
+        self._send([pack([native_protocol.END, self.id])])
 
     def error(self, code: int, message: str) -> None:
         self._finish()
         if code == Code.TIMEOUT:
             self.server.counters["timed-out"] += 1
-        self._send([pack([native.ERROR, self.id, int(code), message])])
+        self._send([pack([native_protocol.ERROR, self.id, int(code), message])])
 
     def _finish(self) -> None:
         self.done = True

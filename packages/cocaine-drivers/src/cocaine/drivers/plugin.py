@@ -1,6 +1,6 @@
 """Registers the built-in drivers, through the same hook a third-party package would implement."""
 
-from cocaine.core.hookspecs import hookimpl
+from cocaine.core.plugin_api import hookimpl
 from cocaine.drivers.cron import Cron
 from cocaine.drivers.filesystem import FilesystemMonitor
 from cocaine.drivers.manual import ManualScheduler

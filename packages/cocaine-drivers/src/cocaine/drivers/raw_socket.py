@@ -17,10 +17,7 @@ import re
 import socket
 import struct
 
-from cocaine.core.drivers import Driver
-from cocaine.core.engine.handle import REQUEST_WINDOW
-from cocaine.core.errors import Code
-from cocaine.core.validation import field_error, get_int, only_keys
+from cocaine.core.plugin_api import Code, Driver, field_error, get_int, only_keys, REQUEST_WINDOW
 
 log = logging.getLogger(__name__)
 

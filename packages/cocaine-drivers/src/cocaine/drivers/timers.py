@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import time
 
-from cocaine.core.drivers import Driver
-from cocaine.core.validation import get_number, get_str, only_keys
+from cocaine.core.plugin_api import Driver, get_number, get_str, only_keys
 from cocaine.drivers.common import OVERLAP_POLICIES, Finished, Overlap
 
 

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import zmq
 
-from cocaine.core.drivers import Driver
+from cocaine.core.plugin_api import check_endpoint, only_keys
 from cocaine.core.transport import NOBLOCK, send_frames, split_envelope
-from cocaine.core.validation import check_endpoint, only_keys
+from cocaine.drivers.common import SocketDriver
 
 OK = b"ok"
 ERROR = b"error"
 
 
-class ZeroMQServer(Driver):
+class ZeroMQServer(SocketDriver):
     name = "zeromq-server"
 
     @classmethod
@@ -39,12 +39,6 @@ class ZeroMQServer(Driver):
                 return
             envelope, body = split_envelope(frames)
             submit(body[0] if len(body) == 1 else b"".join(body), Reply(self.sock, envelope))
-
-    def stop(self) -> None:
-        sock = getattr(self, "sock", None)
-        if sock is not None:
-            self.context.reactor.remove_reader(sock)
-            sock.close(0)
 
 
 class Reply:

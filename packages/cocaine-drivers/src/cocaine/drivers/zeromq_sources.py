@@ -16,7 +16,7 @@ import logging
 
 import zmq
 
-from cocaine.core.validation import check_endpoint, get_int, get_str, only_keys
+from cocaine.core.plugin_api import check_endpoint, get_int, get_str, only_keys
 from cocaine.drivers.common import Finished, SocketDriver, get_str_list
 
 log = logging.getLogger(__name__)

@@ -6,8 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from cocaine.core.hookspecs import hookimpl
-from cocaine.core.languages import RuntimeLanguage
+from cocaine.core.plugin_api import hookimpl, RuntimeLanguage
 
 RUNTIME = Path(__file__).resolve().parent / "runtime"
 

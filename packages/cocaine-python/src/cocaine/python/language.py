@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from cocaine.core.hookspecs import hookimpl
-from cocaine.core.languages import Language, WorkerSpec, resolve_local_path, worker_args
+from cocaine.core.plugin_api import hookimpl, Language, resolve_local_path, worker_args, WorkerSpec
 
 
 class PythonLanguage(Language):

@@ -46,7 +46,9 @@ def runtime_arguments(description: str, *extra: tuple[str, dict]) -> argparse.Ar
     for name, options in extra:
         parser.add_argument(name, required=True, **options)
     parser.add_argument("--endpoint", required=True)
-    parser.add_argument("--app", required=True)
+    # Every runtime is given the app's name; a worker needs it for nothing (the lines it logs reach
+    # the daemon's log named after the app already), a fork server names the app's module after it.
+    parser.add_argument("--app", default="app")
     parser.add_argument("--path", required=True)
     parser.add_argument("--heartbeat", type=float, default=5.0)
     return parser

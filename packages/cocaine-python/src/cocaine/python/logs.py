@@ -16,7 +16,7 @@ import os
 import threading
 import traceback
 
-from cocaine.core import logs, protocol
+from cocaine.core import logs, worker_protocol
 
 _RUNTIME = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
 #: Logger names not worth repeating in front of the message.
@@ -30,13 +30,14 @@ def app_error(job: int, task: str, error: BaseException) -> bytes:
     while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename == _RUNTIME:
         tb = tb.tb_next
     text = "".join(traceback.format_exception(type(error), error, tb)).rstrip()
-    return protocol.log(logging.ERROR, f"task {task!r} job {job} failed: {type(error).__name__}: {error}\n{text}")
+    summary = f"task {task!r} job {job} failed: {type(error).__name__}: {error}"
+    return worker_protocol.log(logging.ERROR, f"{summary}\n{text}")
 
 
 def load_failure(path: str, error: BaseException) -> bytes:
     """The ``log`` message of a worker whose app cannot load: the summary (which the engine shows as
     the app's broken reason), then the traceback."""
-    return protocol.log(logging.ERROR, f"cannot load {path}: {type(error).__name__}: {error}\n"
+    return worker_protocol.log(logging.ERROR, f"cannot load {path}: {type(error).__name__}: {error}\n"
                                        f"{traceback.format_exc().rstrip()}")
 
 
@@ -77,7 +78,7 @@ class LogForwarder(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            frame = protocol.log(record.levelno, self.text(record))
+            frame = worker_protocol.log(record.levelno, self.text(record))
         except Exception:  # noqa: BLE001 - logging never raises into the app
             self.handleError(record)
             return

@@ -116,7 +116,7 @@ class ChunkSource:
         self._waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future] | None = None
         self._on_taken = on_taken
         self.waiting = False
-        self.progress_at = time.monotonic()  # the handler's last sign of life (see Worker._stuck)
+        self.progress_at = time.monotonic()  # the handler's last sign of life (see PythonWorker._stuck)
 
     # -- the main loop ------------------------------------------------------------------------------
     def feed(self, chunk: bytes) -> None:

@@ -17,7 +17,7 @@ from types import ModuleType
 
 import zmq
 
-from cocaine.core import protocol
+from cocaine.core import worker_protocol
 from cocaine.core.errors import Code, ProtocolError
 from cocaine.core.transport import send_frames
 from cocaine.python import logs
@@ -53,7 +53,7 @@ def _adapt(target):
     return target if takes_request else (lambda _request: target())
 
 
-class Worker:
+class PythonWorker:
     """The main loop: receives the engine's messages, runs whole requests inline, and sends output.
 
     A request that streams in (``invoke`` with ``closed`` false) runs its handler on a thread of its
@@ -99,7 +99,7 @@ class Worker:
 
     def _serve(self) -> None:
         sock = self.sock
-        sock.send(protocol.hello(os.getpid()))
+        sock.send(worker_protocol.hello(os.getpid()))
         heartbeat = self.heartbeat
         while True:
             # Until the next heartbeat is due; while a handler is stuck, look again now and then.
@@ -114,9 +114,9 @@ class Worker:
                         break
                     for frame in frames:
                         try:
-                            message = protocol.unpack(frame)
+                            message = worker_protocol.unpack(frame)
                         except ProtocolError as e:  # drop it, say so, serve on
-                            self.out.append(protocol.log(logging.WARNING, f"dropped a bad message: {e}"))
+                            self.out.append(worker_protocol.log(logging.WARNING, f"dropped a bad message: {e}"))
                             continue
                         if not self.handle(message):
                             self.flush()
@@ -138,31 +138,31 @@ class Worker:
             self.out.clear()  # in place: invoke() holds a reference to this list
             self.last_sent = now
         elif now - self.last_sent >= self.heartbeat:
-            self.sock.send(protocol.HEARTBEAT_FRAME)
+            self.sock.send(worker_protocol.HEARTBEAT_FRAME)
             self.last_sent = now
 
     def handle(self, message: list) -> bool:
         """Apply one engine message; False when the worker must stop."""
         kind = message[0]
-        if kind == protocol.INVOKE:
+        if kind == worker_protocol.INVOKE:
             job, task, meta, body, closed = message[1:6]  # shape checked by unpack; extra fields ignored
             if closed:
                 self.invoke(job, task, meta, body)
             else:
                 self.start_stream(job, task, meta, body)
-        elif kind == protocol.CHUNK:
+        elif kind == worker_protocol.CHUNK:
             stream = self.streams.get(message[1])
             if stream is not None:
                 stream.source.feed(message[2])
-        elif kind == protocol.END:
+        elif kind == worker_protocol.END:
             stream = self.streams.get(message[1])
             if stream is not None:
                 stream.source.end()
-        elif kind == protocol.ERROR:  # the engine gave up on a job: a streamed request fails
+        elif kind == worker_protocol.ERROR:  # the engine gave up on a job: a streamed request fails
             stream = self.streams.get(message[1])
             if stream is not None:
                 stream.source.cancel(message[2], message[3])
-        elif kind == protocol.TERMINATE:
+        elif kind == worker_protocol.TERMINATE:
             return False
         return True
 
@@ -176,27 +176,27 @@ class Worker:
             if result is None:
                 pass
             elif isinstance(result, (bytes, bytearray, memoryview, str)):
-                out.append(protocol.chunk(job, _to_bytes(result)))
+                out.append(worker_protocol.chunk(job, _to_bytes(result)))
             else:
                 # Stream: each chunk leaves as soon as the handler produces it.
                 for item in chunks_of(result, self._run):
-                    out.append(protocol.chunk(job, item))
+                    out.append(worker_protocol.chunk(job, item))
                     self.flush()
         except Exception as e:  # noqa: BLE001 - the app's error becomes this request's error reply
             out.append(logs.app_error(job, task, e))
             out.append(app_error(job, task, e))
             return
-        out.append(protocol.end(job))
+        out.append(worker_protocol.end(job))
 
     def _handler_for(self, job: int, task: str, meta: dict):
         """The handler to run the job with, or None once the job is answered with an error."""
         deadline = meta.get("deadline")
         if type(deadline) in (int, float) and time.time() > deadline:
-            self.out.append(protocol.error(job, Code.TIMEOUT, "deadline exceeded before the job started"))
+            self.out.append(worker_protocol.error(job, Code.TIMEOUT, "deadline exceeded before the job started"))
             return None
         handler = self.handlers.get(task)
         if handler is None:
-            self.out.append(protocol.error(job, Code.APP, f"the app has no callable {task!r}"))
+            self.out.append(worker_protocol.error(job, Code.APP, f"the app has no callable {task!r}"))
         return handler
 
     def _run(self, awaitable):
@@ -251,12 +251,12 @@ class Worker:
 class StreamedJob:
     """A handler running on its own thread, reading its request as the chunks arrive."""
 
-    def __init__(self, worker: Worker, job: int, task: str, meta: dict, handler) -> None:
+    def __init__(self, worker: PythonWorker, job: int, task: str, meta: dict, handler) -> None:
         self.worker = worker
         self.job = job
         self.task = task
         self.handler = handler
-        self.source = ChunkSource(lambda n: worker.post(protocol.credit(job, n)))
+        self.source = ChunkSource(lambda n: worker.post(worker_protocol.credit(job, n)))
         self.request = StreamedRequest(job, task, self.source, meta)
         self.thread = threading.Thread(target=self.run, name=f"job-{job}", daemon=True)
 
@@ -273,10 +273,10 @@ class StreamedJob:
         try:
             for item in chunks_of(self.handler(self.request), run_async):
                 source.progress_at = time.monotonic()
-                post(protocol.chunk(job, item))
-            final = protocol.end(job)
+                post(worker_protocol.chunk(job, item))
+            final = worker_protocol.end(job)
         except RequestCancelled as e:
-            final = protocol.error(job, e.code, e.message)
+            final = worker_protocol.error(job, e.code, e.message)
         except Exception as e:  # noqa: BLE001 - the app's error becomes this request's error reply
             post(logs.app_error(job, self.task, e))
             final = app_error(job, self.task, e)
@@ -317,7 +317,7 @@ def chunks_of(result, run_async):
 
 def app_error(job: int, task: str, e: Exception) -> bytes:
     """The error reply of a handler that raised (its traceback goes as a log message: logs.app_error)."""
-    return protocol.error(job, Code.APP, f"{type(e).__name__}: {e}")
+    return worker_protocol.error(job, Code.APP, f"{type(e).__name__}: {e}")
 
 
 def _to_bytes(item) -> bytes:
@@ -349,7 +349,7 @@ def serve(context: zmq.Context, *, endpoint: str, worker_id: str, path: str, hea
             except BaseException as e:  # noqa: BLE001 - SystemExit at import is a failed load too
                 send_frames(sock, [*forwarder.collect(), logs.load_failure(path, e)])
                 return EXIT_LOAD_FAILED
-        worker = Worker(sock, Handlers(module), heartbeat)
+        worker = PythonWorker(sock, Handlers(module), heartbeat)
         worker.logs = forwarder
         worker.run()
         return 0

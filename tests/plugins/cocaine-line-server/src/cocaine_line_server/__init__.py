@@ -2,9 +2,7 @@
 
 import socket
 
-from cocaine.core.drivers import Driver
-from cocaine.core.hookspecs import hookimpl
-from cocaine.core.validation import get_int, only_keys
+from cocaine.core.plugin_api import Driver, get_int, hookimpl, only_keys
 
 
 class LineServer(Driver):

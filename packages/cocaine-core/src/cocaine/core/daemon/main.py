@@ -19,8 +19,8 @@ import zmq
 
 from cocaine.core import __version__, logs
 from cocaine.core.daemon.node import Node
-from cocaine.core.errors import CocaineError
-from cocaine.core.management import protocol
+from cocaine.core.errors import CocaineError, InstanceLocked
+from cocaine.core.management import handler
 from cocaine.core.management.auth import DEFAULT_MAX_CLOCK_SKEW, Guard
 from cocaine.core.management.users import Users
 from cocaine.core.plugins import Registry
@@ -91,6 +91,14 @@ def positive(value: str) -> float:
 class Daemon:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
+        self.registry = Registry.load()
+        storage_class = self.registry.get("storage", args.storage)
+        self.storage = storage_class(args.storage_location, args.instance)
+        try:
+            self.storage.lock()  # one daemon per instance: two would both write the store
+        except InstanceLocked as e:
+            raise CocaineError(f"{e}: stop that daemon first, or give this one another --instance "
+                               f"or --storage-location") from None
         self.context = zmq.Context()
         self.curve = None
         if args.curve_secret_key:
@@ -98,9 +106,6 @@ class Daemon:
                 MANAGEMENT: args.curve_management_clients or args.curve_clients, APPS: args.curve_clients})
             self.curve.start(self.context)  # before any socket binds: without ZAP, CURVE admits anyone
         self.security = SocketSecurity(max_message_size=args.max_message_size, curve=self.curve)
-        self.registry = Registry.load()
-        storage_class = self.registry.get("storage", args.storage)
-        self.storage = storage_class(args.storage_location, args.instance)
         runtime_dir = args.runtime_dir or default_runtime_dir(args.instance)
         os.makedirs(runtime_dir, mode=0o700, exist_ok=True)
         self.node = Node(registry=self.registry, storage=self.storage, runtime_dir=runtime_dir,
@@ -178,7 +183,7 @@ class Daemon:
             except zmq.Again:
                 return
             envelope, request = split_envelope([frame.bytes for frame in received])
-            reply = protocol.handle(self.node, request, self.guard, _peer(received[-1]))
+            reply = handler.handle(self.node, request, self.guard, _peer(received[-1]))
             body = json.dumps(reply, default=str).encode()
             try:
                 sock.send_multipart([*envelope, body], zmq.NOBLOCK)
@@ -207,6 +212,7 @@ class Daemon:
         terminating.join(TERM_TIMEOUT)
         if terminating.is_alive():
             log.warning("abandoned worker threads still hold sockets; exiting without them")
+        self.storage.unlock()  # last: a daemon started now finds every app of this one stopped
 
 
 def _peer(frame: zmq.Frame) -> str | None:

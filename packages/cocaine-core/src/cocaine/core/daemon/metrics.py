@@ -1,7 +1,7 @@
 """``cocained --metrics HOST:PORT``: the node's figures in the Prometheus text format, at ``/metrics``.
 
 Served by ``prometheus_client``'s HTTP server on its own thread. Each scrape asks every engine for a
-snapshot of its counters (one short call on the engine's reactor: copies, no formatting) and builds
+snapshot of its figures (one short call on the engine's reactor: copies, no formatting) and builds
 the metrics on the server's thread. The metrics are listed in docs/monitoring.md.
 """
 
@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
-from cocaine.core.engine.context import quantile
-from cocaine.core.engine.monitor import read_rss
+from cocaine.core.engine.figures import WORKER_STATES, EngineFigures, TaskFigures, read_rss
+from cocaine.core.engine.stats import quantile
 from cocaine.core.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -35,8 +36,59 @@ def parse_address(value: str) -> tuple[str, int]:
     return ("0.0.0.0" if host in ("", "*") else host), int(match["port"])
 
 
+def _tasks(f: EngineFigures, value: Callable[[TaskFigures], float]) -> Iterator[tuple[tuple[str, ...], float]]:
+    for name, task in sorted(f.tasks.items()):
+        yield (name,), value(task)
+
+
+def _outcomes(f: EngineFigures) -> Iterator[tuple[tuple[str, ...], float]]:
+    for name, task in sorted(f.tasks.items()):
+        yield (name, "succeeded"), task.succeeded
+        yield (name, "failed"), task.failed_total
+        yield (name, "rejected"), task.rejected
+
+
+def _failed_by_code(f: EngineFigures) -> Iterator[tuple[tuple[str, ...], float]]:
+    for name, task in sorted(f.tasks.items()):
+        for code, n in sorted(task.failed.items()):
+            yield (name, str(code)), n
+
+
+def _one(value: Callable[[EngineFigures], float]) -> Callable[[EngineFigures], list]:
+    return lambda f: [((), value(f))]
+
+
+#: Every metric of an app but ``cocaine_app_up`` and the latency summary: (type, name, help, labels
+#: besides ``app``, the samples of one app's figures as (label values, value)).
+METRICS: tuple[tuple[str, str, str, tuple[str, ...], Callable[[EngineFigures], Any]], ...] = (
+    ("gauge", "cocaine_app_broken", "1 while none of the app's workers can start.", (),
+     _one(lambda f: 1 if f.state == "broken" else 0)),
+    ("gauge", "cocaine_app_start_time_seconds", "When the app started, in Unix time.", (),
+     _one(lambda f: f.started_at)),
+    ("counter", "cocaine_jobs_accepted", "Jobs accepted (queued or sent to a worker).", ("task",),
+     lambda f: _tasks(f, lambda t: t.accepted)),
+    ("counter", "cocaine_jobs", "Jobs by final outcome: succeeded, failed, rejected (refused at once).",
+     ("task", "outcome"), _outcomes),
+    ("counter", "cocaine_jobs_failed", "Failed jobs by error code.", ("task", "code"), _failed_by_code),
+    ("gauge", "cocaine_jobs_running", "Jobs on workers now.", (), _one(lambda f: f.running)),
+    ("gauge", "cocaine_workers", "Workers now, by state: busy (with jobs), idle (ready), starting.", ("state",),
+     lambda f: [((state,), getattr(f, state)) for state in WORKER_STATES]),
+    ("gauge", "cocaine_workers_limit", "The app's pool-limit.", (), _one(lambda f: f.pool_limit)),
+    ("gauge", "cocaine_workers_memory_rss_bytes", "Resident memory of the app's process workers.", (),
+     _one(lambda f: sum(filter(None, map(read_rss, f.pids()))))),
+    ("counter", "cocaine_workers_spawned", "Workers started.", (), _one(lambda f: f.spawned_total)),
+    ("counter", "cocaine_worker_exits", "Workers gone, by reason (docs/pubsub.md).", ("reason",),
+     lambda f: [((reason,), n) for reason, n in sorted(f.exits.items())]),
+    ("gauge", "cocaine_queue_depth", "Jobs waiting in the queue now.", (), _one(lambda f: f.queue_depth)),
+    ("gauge", "cocaine_queue_peak", "The most jobs that waited in the queue at once since the app started.", (),
+     _one(lambda f: f.queue_peak)),
+    ("gauge", "cocaine_queue_limit", "The app's queue-limit.", (), _one(lambda f: f.queue_limit)),
+)
+
+
 class NodeCollector:
-    """A ``prometheus_client`` collector of every app the node runs."""
+    """A ``prometheus_client`` collector of every app the node runs, made from each engine's
+    figures (:class:`~cocaine.core.engine.figures.EngineFigures`) by the table :data:`METRICS`."""
 
     def __init__(self, node: Node, timeout: float = SNAPSHOT_TIMEOUT) -> None:
         self.node = node
@@ -49,73 +101,36 @@ class NodeCollector:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
         from prometheus_client.samples import Sample
 
-        def counter(name, doc, *labels):
-            return CounterMetricFamily(name, doc, labels=["app", *labels])
-
-        def gauge(name, doc, *labels):
-            return GaugeMetricFamily(name, doc, labels=["app", *labels])
-
-        up = gauge("cocaine_app_up", "1 while the app runs (broken or not), 0 if it failed to start.")
-        broken = gauge("cocaine_app_broken", "1 while none of the app's workers can start.")
-        started = gauge("cocaine_app_start_time_seconds", "When the app started, in Unix time.")
-        accepted = counter("cocaine_jobs_accepted", "Jobs accepted (queued or sent to a worker).", "task")
-        jobs = counter("cocaine_jobs", "Jobs by final outcome: succeeded, failed, rejected (refused at once).",
-                       "task", "outcome")
-        failed = counter("cocaine_jobs_failed", "Failed jobs by error code.", "task", "code")
+        kinds = {"gauge": GaugeMetricFamily, "counter": CounterMetricFamily}
+        up = GaugeMetricFamily("cocaine_app_up", "1 while the app runs (broken or not), 0 if it failed to start.",
+                               labels=["app"])
         latency = SummaryMetricFamily(
             "cocaine_job_latency_seconds", "Time from a job's acceptance to its final answer; quantiles over "
             "the task's last 1024 jobs.", labels=["app", "task"])
-        running = gauge("cocaine_jobs_running", "Jobs on workers now.")
-        workers = gauge("cocaine_workers", "Workers now, by state: busy (with jobs), idle, starting.", "state")
-        limit = gauge("cocaine_workers_limit", "The app's pool-limit.")
-        memory = gauge("cocaine_workers_memory_rss_bytes", "Resident memory of the app's process workers.")
-        spawned = counter("cocaine_workers_spawned", "Workers started.")
-        exits = counter("cocaine_worker_exits", "Workers gone, by reason (docs/pubsub.md).", "reason")
-        depth = gauge("cocaine_queue_depth", "Jobs waiting in the queue now.")
-        peak = gauge("cocaine_queue_peak", "The most jobs that waited in the queue at once since the app started.")
-        queue_limit = gauge("cocaine_queue_limit", "The app's queue-limit.")
+        families = [kinds[kind](name, doc, labels=["app", *labels]) for kind, name, doc, labels, _ in METRICS]
 
         for app in sorted(self.node.failed):
             up.add_metric([app], 0)
         for app, engine in sorted(self.node.engines.items()):
             try:
-                snap = engine.metrics(self.timeout)
+                figures = engine.figures(self.timeout)
             except Exception as e:  # noqa: BLE001 - one busy or stopping app must not fail the scrape
                 log.debug("app %s: left out of the metrics: %r", app, e)
                 continue
-            if snap is None:
+            if figures is None:
                 continue
             up.add_metric([app], 1)
-            broken.add_metric([app], 1 if snap["state"] == "broken" else 0)
-            started.add_metric([app], snap["started-at"])
-            for task, stats in sorted(snap["tasks"].items()):
-                accepted.add_metric([app, task], stats["accepted"])
-                jobs.add_metric([app, task, "succeeded"], stats["succeeded"])
-                jobs.add_metric([app, task, "failed"], sum(stats["failed"].values()))
-                jobs.add_metric([app, task, "rejected"], stats["rejected"])
-                for code, n in sorted(stats["failed"].items()):
-                    failed.add_metric([app, task, str(code)], n)
-                finished = stats["succeeded"] + sum(stats["failed"].values())
-                latency.add_metric([app, task], finished, stats["latency-sum"])
-                ordered = sorted(stats["latencies"])
+            for family, (*_, samples) in zip(families, METRICS):
+                for labels, value in samples(figures):
+                    family.add_metric([app, *labels], value)
+            for task, stats in sorted(figures.tasks.items()):
+                latency.add_metric([app, task], stats.succeeded + stats.failed_total, stats.latency_sum)
+                ordered = sorted(stats.latencies)
                 for q in QUANTILES:
                     value = quantile(ordered, q)
                     latency.samples.append(Sample(latency.name, {"app": app, "task": task, "quantile": str(q)},
                                                   float("nan") if value is None else value))
-            pool = snap["pool"]
-            for state in ("busy", "idle", "starting"):
-                workers.add_metric([app, state], pool[state])
-            limit.add_metric([app], pool["limit"])
-            memory.add_metric([app], sum(filter(None, map(read_rss, pool["pids"]))))
-            spawned.add_metric([app], snap["spawned"])
-            for reason, n in sorted(snap["exits"].items()):
-                exits.add_metric([app, reason], n)
-            running.add_metric([app], snap["running"])
-            depth.add_metric([app], snap["queue"]["depth"])
-            peak.add_metric([app], snap["queue"]["peak"])
-            queue_limit.add_metric([app], snap["queue"]["limit"])
-        yield from (up, broken, started, accepted, jobs, failed, latency, running, workers, limit, memory, spawned,
-                    exits, depth, peak, queue_limit)
+        yield from (up, *families, latency)
 
 
 class MetricsServer:

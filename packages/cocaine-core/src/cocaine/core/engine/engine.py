@@ -17,12 +17,15 @@ from typing import Any
 
 import zmq
 
-from cocaine.core.engine.context import TaskContext
+from cocaine.core.engine.context import EngineTaskContext
+from cocaine.core.engine.figures import (BUSY, IDLE, STARTING, EngineFigures, QueuePeaks, TaskFigures, WorkerFigures,
+                                         read_pss, read_rss)
 from cocaine.core.engine.job import Job
-from cocaine.core.engine.monitor import Monitor, read_pss, read_rss
-from cocaine.core.engine.pool import WorkerPool
+from cocaine.core.engine.monitor import Monitor
+from cocaine.core.engine.pool import PooledWorker, WorkerPool
 from cocaine.core.engine.pubsub import Publisher
 from cocaine.core.engine.reactor import Reactor
+from cocaine.core.engine.stats import TaskStats
 from cocaine.core.errors import CocaineError, Code
 from cocaine.core.manifest import Manifest
 from cocaine.core.plugins import Registry
@@ -35,6 +38,9 @@ CLOSE_GRACE = 2.0
 
 
 class Engine:
+    """Owns one app's drivers, queue, pools and monitor; listens to its pools (PoolListener) and
+    takes its drivers' jobs (JobIntake)."""
+
     def __init__(self, manifest: Manifest, registry: Registry, *, zmq_context: zmq.Context,
                  runtime_dir: str, security: SocketSecurity | None = None) -> None:
         self.manifest = manifest
@@ -47,18 +53,18 @@ class Engine:
         self.state = "created"
         self.started_at: float | None = None
         self.queue: deque[Job] = deque()
-        self.queue_peak = 0
+        self.queue_peaks = QueuePeaks()
         self._ids = itertools.count(1)
         self._deadlines: list = []  # heap of (deadline, job id, job)
         self._deadline_timer = None
-        self.contexts: dict[str, TaskContext] = {}
+        self.contexts: dict[str, EngineTaskContext] = {}
         self.drivers: dict[str, Any] = {}
         self.pool: WorkerPool | None = None
         self.old_pools: list[WorkerPool] = []  # earlier generations finishing their jobs
         self.generation = 0
         self.broken = False  # since a worker failed to start, until one starts
         self.publisher: Publisher | None = None
-        self.monitor = Monitor(self)  # statistics, worker events and worker logs on pubsub
+        self.monitor: Monitor | None = None  # statistics, worker events and worker logs on pubsub
         self._stopped: Future | None = None
         self._closing_pools: set = set()
 
@@ -113,11 +119,12 @@ class Engine:
             return {"running": False, "state": self.state}
         return with_memory(self._call(self._info, timeout=timeout))
 
-    def metrics(self, timeout: float = 2.0) -> dict[str, Any] | None:
-        """A copy of the figures the Prometheus endpoint shows (None unless the app runs)."""
+    def figures(self, timeout: float = 2.0) -> EngineFigures | None:
+        """A snapshot of the engine's figures (None unless the app runs): what the Prometheus
+        endpoint shows, and what a node reports of its load."""
         if self.state not in ("running", "stopping"):
             return None
-        return self._call(self.monitor.snapshot, timeout=timeout)
+        return self._call(self._figures, timeout=timeout)
 
     def _call(self, fn, *args, timeout: float):
         future: Future = Future()
@@ -136,14 +143,20 @@ class Engine:
         language = self.registry.get("language", manifest.type)(manifest.args)
         backend = self.registry.get("backend", manifest.engine.backend)(self.zmq_context)
         self.generation += 1
-        return WorkerPool(self, manifest.engine, language, backend, self.generation)
+        return WorkerPool(manifest.engine, language, backend, app=self.app, generation=self.generation,
+                          reactor=self.reactor, zmq_context=self.zmq_context, runtime_dir=self.runtime_dir,
+                          listener=self)
 
     def _start(self, started: Future) -> None:
         try:
             self.publisher = Publisher(self.zmq_context, self.app, self.manifest.pubsub, self.security)
+            self.monitor = Monitor(self.app, publisher=self.publisher, reactor=self.reactor, figures=self._figures,
+                                   peaks=self.queue_peaks)
             self.pool = self._new_pool(self.manifest)
             for name, task in self.manifest.tasks.items():
-                context = self.contexts[name] = TaskContext(self, name)
+                context = self.contexts[name] = EngineTaskContext(
+                    self.app, name, intake=self, reactor=self.reactor, zmq_context=self.zmq_context,
+                    security=self.security, publisher=self.publisher)
                 driver = task.driver(context, task.config)
                 driver.start()
                 self.drivers[name] = driver
@@ -157,7 +170,7 @@ class Engine:
             return
         self.state = "running"
         self.started_at = time.time()
-        self.monitor.start()
+        self.monitor.start(self.manifest.stats_interval)
         self.publisher.event("started", {"generation": self.generation})
         log.info("app %s: started with tasks %s", self.app, ", ".join(self.drivers))
         started.set_result(None)
@@ -176,7 +189,7 @@ class Engine:
             if not worker.jobs:
                 old.ask_to_exit(worker, "reload")
         self._retire_old_pools()
-        self.monitor.start()  # the stats interval may have changed
+        self.monitor.start(manifest.stats_interval)  # the interval may have changed
         self.publisher.event("reloaded", {"generation": self.generation})
         self.dispatch()
         return self._info()
@@ -239,22 +252,18 @@ class Engine:
             if not pool.running_jobs() and not pool.closing:
                 pool.close(CLOSE_GRACE, lambda pool=pool: self.old_pools.remove(pool), reason="reload")
 
-    # -- jobs -------------------------------------------------------------------------------------
-    def submit(self, context: TaskContext, body: bytes | None, meta: dict, responder, *,
-               timeout: float | None = None, urgent: bool = False) -> None:
-        self.admit(context, self.new_job(context, body, meta, responder, timeout), urgent)
-
-    def new_job(self, context: TaskContext, body: bytes | None, meta: dict, responder,
+    # -- jobs (JobIntake) ---------------------------------------------------------------------------
+    def new_job(self, task: str, stats: TaskStats, body: bytes | None, meta: dict, responder,
                 timeout: float | None = None) -> Job:
-        """A job for ``context``'s task; ``timeout`` defaults to the engine's ``request-timeout``."""
+        """A job for ``task``; ``timeout`` defaults to the engine's ``request-timeout``."""
         if timeout is None:
             timeout = self.manifest.engine.request_timeout
-        return Job(next(self._ids), context.task, body, meta, responder, context.stats, timeout)
+        return Job(next(self._ids), task, body, meta, responder, stats, timeout)
 
-    def admit(self, context: TaskContext, job: Job, urgent: bool = False) -> bool:
+    def admit(self, job: Job, urgent: bool = False) -> bool:
         """Run ``job`` on a worker with free credit, or queue it (at the head if ``urgent``), or
         refuse it at once with 503. Returns whether it was accepted."""
-        stats = context.stats
+        stats = job.stats
         if self.state != "running":
             return self._refuse(stats, job, f"app {self.app!r} is {self.state}")
         pool = self.pool
@@ -283,12 +292,17 @@ class Engine:
         else:
             queue.append(job)
         depth = len(queue)
-        if depth > self.monitor.queue_peak:  # the peak of this stats interval, never above the all-time one
-            self.monitor.queue_peak = depth
-            if depth > self.queue_peak:
-                self.queue_peak = depth
+        if depth > self.queue_peaks.interval:  # the interval's peak is never above the all-time one
+            self.queue_peaks.raise_to(depth)
         self.dispatch()
         return True
+
+    def withdraw(self, job: Job) -> None:
+        """Take a job that has not reached a worker out of the queue (a driver cancelled it)."""
+        try:
+            self.queue.remove(job)
+        except ValueError:
+            pass
 
     @staticmethod
     def _refuse(stats, job: Job, message: str) -> bool:
@@ -322,7 +336,8 @@ class Engine:
         if self.state == "stopping":
             self._maybe_finish_stop()
 
-    def on_capacity(self, pool: WorkerPool) -> None:
+    # -- what the pools tell (PoolListener) -------------------------------------------------------
+    def capacity_freed(self, pool: WorkerPool) -> None:
         """A pool has free credit or lost a worker: move the queue, retire drained generations."""
         if pool is self.pool:
             self.dispatch()
@@ -331,18 +346,28 @@ class Engine:
         if self.state == "stopping":
             self._maybe_finish_stop()
 
-    def on_start_failed(self, pool: WorkerPool, reason: str, attempt: int, retry_in: float) -> None:
+    def start_failed(self, pool: WorkerPool, reason: str, attempt: int, retry_in: float) -> None:
         """A worker could not start: if none can serve, answer the waiting jobs rather than hang them."""
         if pool is not self.pool:
             return
         self.broken = True
         self.publisher.event("broken", {"reason": reason, "attempt": attempt, "retry-in": retry_in})
         # Try again once the backoff is over, even if no new request comes to trigger it.
-        self.reactor.call_at(pool.retry_at, self.on_capacity, pool)
+        self.reactor.call_at(pool.retry_at, self.capacity_freed, pool)
         if not any(w.ready for w in pool.workers.values()) and not pool.starting():
             self._fail_queue(f"app {self.app!r} is broken: {reason}")
 
-    def on_worker_ready(self, pool: WorkerPool) -> None:
+    def worker_spawned(self, pool: WorkerPool, worker: PooledWorker) -> None:
+        self.monitor.worker_spawned(pool, worker)
+
+    def worker_exited(self, pool: WorkerPool, worker: PooledWorker, description: str) -> None:
+        self.monitor.worker_exited(pool, worker, description)
+
+    def worker_log(self, worker_id: str, level: int, message: str, stream: str = "log") -> None:
+        self.monitor.worker_log(worker_id, level, message, stream)
+
+    def worker_ready(self, pool: WorkerPool, worker: PooledWorker) -> None:
+        self.monitor.worker_ready(pool, worker)
         if self.broken and pool is self.pool:
             self.broken = False
             log.info("app %s: recovered: a worker started", self.app)
@@ -370,7 +395,7 @@ class Engine:
                     job.fail(Code.TIMEOUT, message)
         self._deadline_timer = self.reactor.call_at(deadlines[0][0], self._expire) if deadlines else None
 
-    # -- info -------------------------------------------------------------------------------------
+    # -- figures and info ---------------------------------------------------------------------------
     def public_state(self) -> str:
         """The state ``info`` shows: ``broken`` while no worker can start, else the engine's state."""
         pool = self.pool
@@ -380,49 +405,60 @@ class Engine:
     def running_jobs(self) -> int:
         return self.pool.running_jobs() + sum(p.running_jobs() for p in self.old_pools)
 
-    def _info(self) -> dict[str, Any]:
+    def _figures(self) -> EngineFigures:
+        """The snapshot ``info``, ``@stats`` and the metrics are made from; on the reactor, copies only."""
         pool = self.pool
-        contexts = self.contexts.values()
-        busy = pool.busy()
         now = time.monotonic()
+        workers = tuple(
+            WorkerFigures(w.id, w.handle.pid, p.generation, BUSY if w.jobs else IDLE if w.ready else STARTING,
+                          len(w.jobs), round(now - w.spawned_at, 3))
+            for p in (pool, *self.old_pools) for w in p.workers.values())
+        busy, starting = pool.busy(), pool.starting()
+        config = self.manifest.engine
+        return EngineFigures(
+            state=self.public_state(), started_at=self.started_at, generation=self.generation,
+            busy=busy, idle=pool.total - busy - starting, starting=starting, stalled=pool.stalled(),
+            exiting=len(pool.exiting) + sum(p.total + len(p.exiting) for p in self.old_pools),
+            pool_limit=config.pool_limit, spawned=pool.spawned, spawn_failures=pool.spawn_failures,
+            broken_reason=pool.broken_reason, spawned_total=self.monitor.spawned, exits=dict(self.monitor.exits),
+            workers=workers, running=self.running_jobs(), queue_depth=len(self.queue),
+            queue_peak=self.queue_peaks.all_time, queue_interval_peak=self.queue_peaks.interval,
+            queue_limit=config.queue_limit,
+            tasks={name: TaskFigures.of(context.stats) for name, context in self.contexts.items()})
+
+    def _info(self) -> dict[str, Any]:
+        figures = self._figures()
+        manifest = self.manifest
         return {
             "running": True,
-            "state": self.public_state(),
-            "broken-reason": pool.broken_reason,
-            "type": self.manifest.type,
-            "args": self.manifest.args,
-            "version": self.manifest.version,
-            "uptime": round(time.time() - self.started_at, 3),
-            "engine": self.manifest.engine.to_json(),
-            "pubsub": self.manifest.pubsub,
-            "stats-interval": self.manifest.stats_interval,
+            "state": figures.state,
+            "broken-reason": figures.broken_reason,
+            "type": manifest.type,
+            "args": manifest.args,
+            "version": manifest.version,
+            "uptime": round(time.time() - figures.started_at, 3),
+            "engine": manifest.engine.to_json(),
+            "pubsub": manifest.pubsub,
+            "stats-interval": manifest.stats_interval,
             "pool": {
-                "total": pool.total,
-                "busy": busy,
-                "idle": pool.total - busy,
-                "starting": pool.starting(),
-                "stalled": pool.stalled(),
-                "exiting": len(pool.exiting) + sum(p.total + len(p.exiting) for p in self.old_pools),
-                "generation": self.generation,
-                "spawned": pool.spawned,
-                "spawn-failures": pool.spawn_failures,
-                "fork-server": pool.backend.info(),
-                "spawned-total": self.monitor.spawned,
-                "exits": dict(self.monitor.exits),
-                "workers": [{"id": w.id, "pid": w.handle.pid, "generation": p.generation,
-                             "state": "busy" if w.jobs else "idle" if w.ready else "starting",
-                             "jobs": len(w.jobs), "uptime": round(now - w.spawned_at, 3)}
-                            for p in (pool, *self.old_pools) for w in p.workers.values()],
+                "total": figures.total,
+                "busy": figures.busy,
+                "idle": figures.idle,
+                "starting": figures.starting,
+                "stalled": figures.stalled,
+                "exiting": figures.exiting,
+                "generation": figures.generation,
+                "spawned": figures.spawned,
+                "spawn-failures": figures.spawn_failures,
+                "fork-server": self.pool.backend.info(),
+                "spawned-total": figures.spawned_total,
+                "exits": figures.exits,
+                "workers": [{"id": w.id, "pid": w.pid, "generation": w.generation, "state": w.state, "jobs": w.jobs,
+                             "uptime": w.uptime} for w in figures.workers],
             },
-            "queue": {"depth": len(self.queue), "peak": self.queue_peak, "limit": self.manifest.engine.queue_limit},
-            "jobs": {
-                "running": self.running_jobs(),
-                "accepted": sum(c.stats.accepted for c in contexts),
-                "succeeded": sum(c.stats.succeeded for c in contexts),
-                "failed": sum(sum(c.stats.failed.values()) for c in contexts),
-                "rejected": sum(c.stats.rejected for c in contexts),
-            },
-            "tasks": {name: {"type": driver.name, **driver.info(), "stats": self.contexts[name].stats.snapshot()}
+            "queue": {"depth": figures.queue_depth, "peak": figures.queue_peak, "limit": figures.queue_limit},
+            "jobs": figures.jobs(),
+            "tasks": {name: {"type": driver.name, **driver.info(), "stats": figures.tasks[name].to_json()}
                       for name, driver in self.drivers.items()},
         }
 

@@ -8,8 +8,9 @@ then, the worker gets it whole.
 
 Flow control is end to end and counted in bytes: the worker reports each request chunk its handler
 consumes (``credit``) and the handle passes it to the driver's ``on_credit``. A driver lets its
-source send at most :data:`REQUEST_WINDOW` bytes beyond what was credited, so a streamed request
-holds at most that much memory wherever it waits (driver, engine, worker), however slow the handler.
+source send at most :data:`~cocaine.core.plugin_api.REQUEST_WINDOW` bytes beyond what was credited,
+so a streamed request holds at most that much memory wherever it waits (driver, engine, worker),
+however slow the handler.
 """
 
 from __future__ import annotations
@@ -17,25 +18,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from cocaine.core import protocol
+from cocaine.core import worker_protocol
 
 if TYPE_CHECKING:
-    from cocaine.core.engine.engine import Engine
     from cocaine.core.engine.job import Job
     from cocaine.core.engine.pool import WorkerPool
 
-#: Bytes of a streamed request a driver may accept beyond what the handler has consumed.
-REQUEST_WINDOW = 256 * 1024
-
-
 class JobHandle:
-    """A job as the driver that opened it sees it. Use only from the reactor thread."""
+    """A job as the driver that opened it sees it (:class:`cocaine.core.plugin_api.JobHandle`). Use
+    only from the reactor thread. ``withdraw(job)`` takes a job that has not reached a worker out of
+    the engine's queue."""
 
-    __slots__ = ("engine", "job", "stream", "closed", "pending", "on_credit", "pool")
+    __slots__ = ("withdraw", "job", "stream", "closed", "pending", "on_credit", "pool")
 
-    def __init__(self, engine: Engine, job: Job, *, stream: bool,
+    def __init__(self, job: Job, withdraw: Callable[[Job], None], *, stream: bool,
                  on_credit: Callable[[int], None] | None) -> None:
-        self.engine = engine
+        self.withdraw = withdraw
         self.job = job
         self.stream = stream
         self.closed = not stream  # no more request chunks will come
@@ -57,7 +55,7 @@ class JobHandle:
         if self.pool is None:
             self.pending.append(data)
         else:
-            self.pool.send_to(job.worker, protocol.chunk(job.id, data))
+            self.pool.send_to(job.worker, worker_protocol.chunk(job.id, data))
 
     def close(self) -> None:
         """The streamed request is complete."""
@@ -66,7 +64,7 @@ class JobHandle:
         self.closed = True
         job = self.job
         if self.pool is not None and not job.done:
-            self.pool.send_to(job.worker, protocol.end(job.id))
+            self.pool.send_to(job.worker, worker_protocol.end(job.id))
 
     def cancel(self, code: int, message: str) -> None:
         """Give up on the job: it is answered with ``(code, message)`` at once (the responder's
@@ -78,13 +76,10 @@ class JobHandle:
         self.closed = True
         self.pending = []
         if self.pool is None:
-            try:
-                self.engine.queue.remove(job)
-            except ValueError:
-                pass
+            self.withdraw(job)
         else:
             # The job keeps its place in the worker's credit until the worker answers it.
-            self.pool.send_to(job.worker, protocol.error(job.id, code, message))
+            self.pool.send_to(job.worker, worker_protocol.error(job.id, code, message))
         job.fail(code, message)
 
     # -- called by the pool -------------------------------------------------------------------------

@@ -6,10 +6,10 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from cocaine.core.drivers import Responder
+from cocaine.core.plugin_api import Responder
 
 if TYPE_CHECKING:
-    from cocaine.core.engine.context import TaskStats
+    from cocaine.core.engine.stats import TaskStats
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +47,13 @@ class Job:
     def end(self) -> None:
         if not self.done:
             self.done = True
-            self.stats.finished(self, None)
+            self.stats.finished(self.accepted_at, None)
             self._call(self.responder.end)
 
     def fail(self, code: int, message: str) -> None:
         if not self.done:
             self.done = True
-            self.stats.finished(self, int(code))
+            self.stats.finished(self.accepted_at, int(code))
             self._call(self.responder.error, int(code), message)
 
     def _call(self, method, *args) -> None:

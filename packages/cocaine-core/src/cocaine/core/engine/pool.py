@@ -12,22 +12,23 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import zmq
 
-from cocaine.core import protocol
+from cocaine.core import worker_protocol
 from cocaine.core.backends import Backend, WorkerHandle
-from cocaine.core.engine import monitor
-from cocaine.core.engine.output import READER, OutputWatch
+from cocaine.core.engine import exits
+from cocaine.core.engine.exits import describe_exit
+from cocaine.core.engine.output import READER, OutputReader, OutputWatch
 from cocaine.core.errors import Code, ProtocolError
 from cocaine.core.languages import Language
 from cocaine.core.manifest import EngineConfig
 from cocaine.core.transport import NOBLOCK, send_frames
 
 if TYPE_CHECKING:
-    from cocaine.core.engine.engine import Engine
     from cocaine.core.engine.job import Job
+    from cocaine.core.engine.reactor import Reactor
 
 log = logging.getLogger(__name__)
 
@@ -40,47 +41,70 @@ BACKOFF_MAX = 30.0
 _pool_numbers = itertools.count(1)
 
 
-class Worker:
+class PooledWorker:
+    """The engine's record of one worker of a pool (the worker itself runs elsewhere)."""
+
     __slots__ = ("id", "identity", "handle", "jobs", "ready", "last_seen", "spawned_at", "idle_since",
                  "last_error", "retiring", "exit_reason", "output")
 
-    def __init__(self, worker_id: str, handle: WorkerHandle) -> None:
+    def __init__(self, worker_id: str, handle: WorkerHandle, now: float) -> None:
         self.id = worker_id
         self.identity = worker_id.encode()
         self.handle = handle
         self.jobs: dict[int, Job] = {}  # in the order they were sent: the first is the running one
         self.ready = False  # said hello
-        self.spawned_at = self.last_seen = self.idle_since = time.monotonic()
+        self.spawned_at = self.last_seen = self.idle_since = now
         self.last_error: str | None = None  # the last error the worker logged (a failed import, say)
         self.retiring: str | None = None  # why it was asked to exit, once it was
-        self.exit_reason: str | None = None  # one of monitor's reasons, once it is on its way out
+        self.exit_reason: str | None = None  # one of the exits module's reasons, once it is on its way out
         self.output: OutputWatch | None = None  # its stdout and stderr, for a process
 
 
 #: ask_to_exit's reasons as the exit reasons that monitoring reports.
-EXIT_REASONS = {"idle": monitor.IDLE, "reload": monitor.RELOAD, "engine stopping": monitor.STOPPING}
+EXIT_REASONS = {"idle": exits.IDLE, "reload": exits.RELOAD, "engine stopping": exits.STOPPING}
+#: The level of a line a worker writes, by stream: an interpreter's dying traceback or a native
+#: library's complaint on stderr is captured even when the runtime cannot speak any more.
+OUTPUT_LEVELS = {"stdout": logging.INFO, "stderr": logging.WARNING}
 
 
-def describe_exit(returncode: int | None) -> str:
-    if returncode is None:
-        return "is gone"
-    name = monitor.signal_name(returncode)
-    return f"was killed by {name}" if name else f"exited with status {returncode}"
+class PoolListener(Protocol):
+    """What a pool tells its owner (the engine). Called on the reactor thread."""
+
+    def worker_spawned(self, pool: WorkerPool, worker: PooledWorker) -> None: ...
+
+    def worker_ready(self, pool: WorkerPool, worker: PooledWorker) -> None: ...
+
+    def worker_exited(self, pool: WorkerPool, worker: PooledWorker, description: str) -> None: ...
+
+    def worker_log(self, worker_id: str, level: int, message: str, stream: str = "log") -> None:
+        """A ``log`` message from a worker (``stream`` "log"), or a line of its stdout or stderr."""
+
+    def capacity_freed(self, pool: WorkerPool) -> None:
+        """Credit was freed or a worker lost: queued jobs may go, a drained pool may close."""
+
+    def start_failed(self, pool: WorkerPool, reason: str, attempt: int, retry_in: float) -> None: ...
 
 
 class WorkerPool:
-    def __init__(self, engine: Engine, config: EngineConfig, language: Language, backend: Backend,
-                 generation: int) -> None:
-        self.engine = engine
-        self.app = engine.app
+    """The workers of one generation. Its inputs are explicit: the ``reactor`` it runs on (timers
+    and readers), the ``clock`` (monotonic seconds; every time rule reads it), the ZeroMQ context,
+    the folder for ipc sockets, and the ``listener`` it reports to."""
+
+    def __init__(self, config: EngineConfig, language: Language, backend: Backend, *, app: str, generation: int,
+                 reactor: Reactor, zmq_context: zmq.Context, runtime_dir: str, listener: PoolListener,
+                 clock: Callable[[], float] = time.monotonic, output_reader: OutputReader = READER) -> None:
+        self.app = app
         self.config = config
         self.language = language
         self.backend = backend
         self.generation = generation
-        self.reactor = engine.reactor
-        self.workers: dict[bytes, Worker] = {}
-        self.outbox: dict[Worker, list] = {}
-        self.exiting: dict[bytes, Worker] = {}  # told to exit or killed, not yet gone
+        self.reactor = reactor
+        self.listener = listener
+        self.clock = clock
+        self.output_reader = output_reader
+        self.workers: dict[bytes, PooledWorker] = {}
+        self.outbox: dict[PooledWorker, list] = {}
+        self.exiting: dict[bytes, PooledWorker] = {}  # told to exit or killed, not yet gone
         self.spawned = 0
         self.spawn_failures = 0
         self.failed_in_a_row = 0
@@ -97,10 +121,10 @@ class WorkerPool:
         if backend.transport == "inproc":
             self.endpoint = f"inproc://cocaine-{stem}"
         else:
-            self.endpoint = f"ipc://{engine.runtime_dir}/{stem}.sock"
+            self.endpoint = f"ipc://{runtime_dir}/{stem}.sock"
             if len(self.endpoint) - len("ipc://") > 107:
-                raise OSError(f"runtime folder {engine.runtime_dir!r} is too long for an ipc socket path")
-        self.sock = engine.zmq_context.socket(zmq.ROUTER)
+                raise OSError(f"runtime folder {runtime_dir!r} is too long for an ipc socket path")
+        self.sock = zmq_context.socket(zmq.ROUTER)
         self.sock.linger = 0
         self.sock.router_mandatory = True  # a send to a vanished worker raises instead of vanishing
         self.sock.sndhwm = self.sock.rcvhwm = 0
@@ -124,18 +148,18 @@ class WorkerPool:
 
     def stalled(self) -> int:
         """Workers whose running job has taken longer than STALL_AFTER (they get no new jobs)."""
-        before = time.monotonic() - STALL_AFTER
+        before = self.clock() - STALL_AFTER
         return sum(1 for w in self.workers.values() if w.jobs and next(iter(w.jobs.values())).dispatched_at < before)
 
     def running_jobs(self) -> int:
         return sum(len(w.jobs) for w in self.workers.values()) + sum(len(w.jobs) for w in self.exiting.values())
 
-    def least_loaded(self) -> Worker | None:
+    def least_loaded(self) -> PooledWorker | None:
         """The ready worker with the most free credit, idle ones first. A worker stuck on a long job
         gets nothing more, so no queued job waits behind it while the engine could wait for another."""
         best = None
         best_load = self.config.concurrency
-        stalled_before = time.monotonic() - STALL_AFTER
+        stalled_before = self.clock() - STALL_AFTER
         for worker in self.workers.values():
             load = len(worker.jobs)
             if load < best_load and worker.ready:
@@ -147,7 +171,7 @@ class WorkerPool:
         return best
 
     def backing_off(self) -> bool:
-        return self.broken_reason is not None and time.monotonic() < self.retry_at
+        return self.broken_reason is not None and self.clock() < self.retry_at
 
     # -- growing ----------------------------------------------------------------------------------
     def grow(self, waiting: int) -> None:
@@ -171,7 +195,7 @@ class WorkerPool:
         except Exception as e:  # noqa: BLE001 - a failed spawn must never take the daemon down
             self._start_failed(f"cannot start a worker: {e}")
             return False
-        worker = Worker(worker_id, handle)
+        worker = PooledWorker(worker_id, handle, self.clock())
         self.workers[worker.identity] = worker
         self.spawned += 1
         fd = handle.exit_fd()
@@ -179,35 +203,36 @@ class WorkerPool:
             self.reactor.add_reader(fd, lambda: self._on_exit(worker))
         fds = handle.output_fds()
         if fds:
-            worker.output = READER.watch(self.reactor, fds, lambda stream, line: self.engine.monitor.worker_output(
-                worker_id, stream, line))
+            listener = self.listener
+            worker.output = self.output_reader.watch(self.reactor, fds, lambda stream, line: listener.worker_log(
+                worker_id, OUTPUT_LEVELS[stream], line, stream))
         log.info("app %s: worker %s started%s", self.app, worker_id, f" (pid {handle.pid})" if handle.pid else "")
-        self.engine.monitor.worker_spawned(self, worker)
+        self.listener.worker_spawned(self, worker)
         return True
 
     def _start_failed(self, reason: str) -> None:
         self.spawn_failures += 1
         self.failed_in_a_row += 1
         delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (self.failed_in_a_row - 1))
-        self.retry_at = time.monotonic() + delay
+        self.retry_at = self.clock() + delay
         self.broken_reason = reason
         log.error("app %s: %s (next start attempt in %.1f s)", self.app, reason, delay)
-        self.engine.on_start_failed(self, reason, self.failed_in_a_row, delay)
+        self.listener.start_failed(self, reason, self.failed_in_a_row, delay)
 
     # -- sending ----------------------------------------------------------------------------------
-    def assign(self, worker: Worker, job: Job) -> None:
+    def assign(self, worker: PooledWorker, job: Job) -> None:
         job.worker = worker
-        job.dispatched_at = time.monotonic()
+        job.dispatched_at = self.clock()
         worker.jobs[job.id] = job
         handle = job.handle
         closed = True if handle is None else handle.dispatching(self)
-        self._send(worker, protocol.invoke(job.id, job.task, job.worker_meta(), job.body, closed))
+        self._send(worker, worker_protocol.invoke(job.id, job.task, job.worker_meta(), job.body, closed))
 
-    def send_to(self, worker: Worker, frame: bytes) -> None:
+    def send_to(self, worker: PooledWorker, frame: bytes) -> None:
         """Queue one protocol message for ``worker``; it leaves with this reactor round's batch."""
         self._send(worker, frame)
 
-    def _send(self, worker: Worker, frame: bytes) -> None:
+    def _send(self, worker: PooledWorker, frame: bytes) -> None:
         frames = self.outbox.get(worker)
         if frames is None:
             self.outbox[worker] = [worker.identity, frame]
@@ -232,7 +257,7 @@ class WorkerPool:
     def _on_readable(self) -> None:
         recv = self.sock.recv_multipart
         workers = self.workers
-        now = time.monotonic()
+        now = self.clock()
         freed = False
         while True:
             try:
@@ -245,55 +270,54 @@ class WorkerPool:
             worker.last_seen = now
             for frame in frames[1:]:
                 try:
-                    freed |= self._handle(worker, protocol.unpack(frame))
+                    freed |= self._handle(worker, worker_protocol.unpack(frame))
                 except (ProtocolError, IndexError, TypeError, ValueError) as e:
                     log.warning("app %s: worker %s sent a bad message: %s", self.app, worker.id, e)
             if not worker.jobs:
                 worker.idle_since = now
         if freed:
-            self.engine.on_capacity(self)
+            self.listener.capacity_freed(self)
 
-    def _handle(self, worker: Worker, message: list) -> bool:
+    def _handle(self, worker: PooledWorker, message: list) -> bool:
         """Apply one message; True if it freed credit or a worker (so queued jobs may go)."""
         kind = message[0]
-        if kind == protocol.CHUNK:
+        if kind == worker_protocol.CHUNK:
             job = worker.jobs.get(message[1])
             if job is not None:
                 job.chunk(message[2])
             return False
-        if kind == protocol.END:
+        if kind == worker_protocol.END:
             job = worker.jobs.pop(message[1], None)
             if job is not None:
                 job.end()
             return True
-        if kind == protocol.ERROR:
+        if kind == worker_protocol.ERROR:
             job = worker.jobs.pop(message[1], None)
             if job is not None:
                 job.fail(message[2], message[3])
             return True
-        if kind == protocol.CREDIT:
+        if kind == worker_protocol.CREDIT:
             job = worker.jobs.get(message[1])
             if job is not None and job.handle is not None:
                 job.handle.credited(message[2])
             return False
-        if kind == protocol.HELLO:
-            if message[1] != protocol.VERSION:
-                self.retire(worker, Code.SERVER, f"speaks protocol version {message[1]}, not {protocol.VERSION}",
-                            cause=monitor.PROTOCOL_ERROR)
+        if kind == worker_protocol.HELLO:
+            if message[1] != worker_protocol.VERSION:
+                self.retire(worker, Code.SERVER, f"speaks protocol version {message[1]}, not {worker_protocol.VERSION}",
+                            cause=exits.PROTOCOL_ERROR)
                 return False
             worker.ready = True
-            self.engine.monitor.worker_ready(self, worker)
             self.failed_in_a_row = 0
             self.broken_reason = None
-            self.engine.on_worker_ready(self)
+            self.listener.worker_ready(self, worker)
             return True
-        if kind == protocol.HEARTBEAT:
+        if kind == worker_protocol.HEARTBEAT:
             return False
-        if kind == protocol.LOG:
+        if kind == worker_protocol.LOG:
             level, text = message[1], message[2]
             if level >= logging.ERROR:
                 worker.last_error = text.partition("\n")[0]  # a traceback's summary comes first
-            self.engine.monitor.worker_log(worker.id, level, text)
+            self.listener.worker_log(worker.id, level, text)
             return False
         log.warning("app %s: worker %s sent unknown message type %r", self.app, worker.id, kind)
         return False
@@ -301,7 +325,7 @@ class WorkerPool:
     # -- liveness and size ------------------------------------------------------------------------
     def _check(self) -> None:
         """Runs at least once a second: timeouts, idle workers, warm workers, heartbeats."""
-        now = time.monotonic()
+        now = self.clock()
         config = self.config
         send_heartbeats = now >= self._heartbeat_due
         if send_heartbeats:
@@ -314,16 +338,16 @@ class WorkerPool:
                 if now - worker.spawned_at > config.startup_timeout:
                     self.retire(worker, Code.UNAVAILABLE,
                                 f"did not say hello within startup-timeout ({config.startup_timeout:g} s)",
-                                cause=monitor.STARTUP_FAILURE)
+                                cause=exits.STARTUP_FAILURE)
             elif now - worker.last_seen > config.heartbeat_timeout:
                 self.retire(worker, Code.TIMEOUT,
                             f"did not answer within heartbeat-timeout ({config.heartbeat_timeout:g} s)",
-                            cause=monitor.HEARTBEAT_TIMEOUT)
+                            cause=exits.HEARTBEAT_TIMEOUT)
             elif not worker.jobs and idle_spare > 0 and now - worker.idle_since > config.idle_timeout:
                 idle_spare -= 1
                 self.ask_to_exit(worker, "idle")
             elif send_heartbeats:
-                self._send(worker, protocol.HEARTBEAT_FRAME)
+                self._send(worker, worker_protocol.HEARTBEAT_FRAME)
         for worker in list(self.exiting.values()):
             if worker.handle.exit_fd() is None and worker.handle.returncode() is not None:
                 self._on_exit(worker)
@@ -332,34 +356,34 @@ class WorkerPool:
                 pass
         self._tick = self.reactor.call_later(min(1.0, self.heartbeat_interval), self._check)
 
-    def _on_exit(self, worker: Worker) -> None:
+    def _on_exit(self, worker: PooledWorker) -> None:
         # Read what it said before exiting (a failed import's reason) before giving up on it.
         self._on_readable()
         if self.workers.get(worker.identity) is worker:
             self.retire(worker, Code.SERVER, describe_exit(worker.handle.returncode()))
         self._forget(worker)
 
-    def ask_to_exit(self, worker: Worker, reason: str) -> None:
+    def ask_to_exit(self, worker: PooledWorker, reason: str) -> None:
         """Let a worker finish what it has and exit; it gets no new jobs."""
         if self.workers.pop(worker.identity, None) is None:
             return
         worker.retiring = reason
         worker.exit_reason = worker.exit_reason or EXIT_REASONS.get(reason, reason)
         self.exiting[worker.identity] = worker
-        self._send(worker, protocol.terminate(reason))
+        self._send(worker, worker_protocol.terminate(reason))
         log.info("app %s: worker %s asked to exit (%s)", self.app, worker.id, reason)
 
-    def retire(self, worker: Worker, code: int, reason: str, cause: str = monitor.CRASH) -> None:
+    def retire(self, worker: PooledWorker, code: int, reason: str, cause: str = exits.CRASH) -> None:
         """Give up on a worker now: kill it, answer its jobs with an error, let the engine replace it.
         ``cause`` is the exit reason published (a worker that never said hello failed to start)."""
         known = self.workers.pop(worker.identity, None) or self.exiting.pop(worker.identity, None)
         if known is None:
             return
         if worker.exit_reason is None:
-            worker.exit_reason = cause if worker.ready else monitor.STARTUP_FAILURE
+            worker.exit_reason = cause if worker.ready else exits.STARTUP_FAILURE
         self.outbox.pop(worker, None)
         if worker.handle.returncode() is None:
-            self._send(worker, protocol.terminate(reason))  # a thread backend's worker can only be told
+            self._send(worker, worker_protocol.terminate(reason))  # a thread backend's worker can only be told
         worker.handle.kill()
         self.exiting[worker.identity] = worker
         if worker.retiring is None:
@@ -371,9 +395,9 @@ class WorkerPool:
             detail = f": {worker.last_error}" if worker.last_error else ""
             self._start_failed(f"worker {reason} before it was ready{detail}")
         else:
-            self.engine.on_capacity(self)
+            self.listener.capacity_freed(self)
 
-    def _forget(self, worker: Worker) -> None:
+    def _forget(self, worker: PooledWorker) -> None:
         """The worker has exited: release what its handle holds."""
         if worker.handle.returncode() is None:
             return
@@ -386,10 +410,10 @@ class WorkerPool:
         if self.closing and not self.workers and not self.exiting:
             self._closed()
 
-    def _gone(self, worker: Worker) -> None:
+    def _gone(self, worker: PooledWorker) -> None:
         if worker.output is not None:
             worker.output.close()
-        self.engine.monitor.worker_exited(self, worker, describe_exit(worker.handle.returncode()))
+        self.listener.worker_exited(self, worker, describe_exit(worker.handle.returncode()))
 
     # -- closing ----------------------------------------------------------------------------------
     def close(self, grace: float, on_closed: Callable[[], None], reason: str = "engine stopping") -> None:

@@ -3,20 +3,20 @@
 A version 3 request is admitted when, in this order: its user has a key in storage ("unknown user"),
 the second frame is that key's signature of the first ("bad signature"), its ``timestamp`` is within
 ``max_clock_skew`` seconds of the daemon's clock ("stale timestamp"), its ``nonce`` was not used by
-the same user within that window ("replayed nonce"), and the user may call the action ("permission
-denied"). With ``require_signatures``, version 2 requests are refused ("signature required").
+the same user within that window, before a restart too ("replayed nonce"), and the user may call the
+action ("permission denied"). With ``require_signatures``, version 2 requests are refused ("signature required").
 Every refusal is counted by reason and logged (at most :data:`LOG_BURST` lines a second).
 """
 
 from __future__ import annotations
 
-import heapq
 import logging
 import time
 from collections import Counter
 from typing import Any
 
-from cocaine.core.errors import CocaineError
+from cocaine.core.errors import CocaineError, StorageError
+from cocaine.core.management.nonces import MAX_NONCES, Nonces
 from cocaine.core.management.signing import verify
 from cocaine.core.management.users import UnknownUser, User, Users
 
@@ -25,8 +25,6 @@ log = logging.getLogger(__name__)
 REFUSALS = ("unknown user", "bad signature", "stale timestamp", "replayed nonce", "signature required",
             "permission denied")
 DEFAULT_MAX_CLOCK_SKEW = 60.0
-#: Nonces remembered at once; past it signed requests wait (bounds memory whatever the request rate).
-MAX_NONCES = 100_000
 #: Refusals logged per second; the rest are counted and summarized.
 LOG_BURST = 20
 
@@ -40,7 +38,7 @@ class Refused(CocaineError, PermissionError):
 
 
 class Busy(CocaineError):
-    """Too many signed requests within the replay window."""
+    """Too many signed requests within the replay window, or their nonces cannot be stored."""
 
 
 class Guard:
@@ -51,8 +49,8 @@ class Guard:
         self.max_clock_skew = max_clock_skew
         self.refused: Counter[str] = Counter()
         self.accepted_signed = 0
-        self._nonces: set[tuple[str, str]] = set()
-        self._expiry: list[tuple[float, tuple[str, str]]] = []  # heap of (forget after, (user, nonce))
+        self.nonces = Nonces(users.storage, max_clock_skew)
+        self.nonces.load()
         self._log_second = 0
         self._logged = 0
         self._unlogged = 0
@@ -61,7 +59,8 @@ class Guard:
         """Check a parsed request against its frames; return the signing user (None for version 2).
 
         :raises Refused: the request is refused; the message never includes key material.
-        :raises Busy: the replay window holds too many nonces to take another.
+        :raises Busy: the replay window holds too many nonces to take another, or the nonce cannot be
+            stored (a request whose replay could not be refused after a restart is not served).
         """
         user = None
         try:
@@ -78,7 +77,11 @@ class Guard:
             self.refused[e.reason] += 1
             self._log_refusal(e, request.get("username"), peer)
             raise
-        self._remember(user.name, request["nonce"], request["timestamp"])
+        try:
+            self.nonces.remember(user.name, request["nonce"], request["timestamp"])
+        except StorageError as e:
+            log.error("management: cannot store the nonce of a signed request: %s", e)
+            raise Busy(f"cannot record the request's nonce, try again later: {e}") from None
         self.accepted_signed += 1
         return user
 
@@ -96,25 +99,13 @@ class Guard:
         if not abs(skew) <= self.max_clock_skew:
             raise Refused("stale timestamp", f"the request is {abs(skew):.1f} s {'behind' if skew > 0 else 'ahead of'}"
                                              f" the daemon's clock (allowed: {self.max_clock_skew:g} s)")
-        self._forget_expired()
-        if (name, request["nonce"]) in self._nonces:
+        self.nonces.forget_expired()
+        if self.nonces.seen(name, request["nonce"]):
             raise Refused("replayed nonce", f"this nonce was already used by {name!r} "
                                             f"within the last {self.max_clock_skew:g} s")
-        if len(self._nonces) >= MAX_NONCES:
+        if len(self.nonces) >= MAX_NONCES:
             raise Busy(f"more than {MAX_NONCES} signed requests within {self.max_clock_skew:g} s; try again later")
         return user
-
-    def _remember(self, name: str, nonce: str, timestamp: float) -> None:
-        # Past timestamp + skew the timestamp check alone refuses the request: the nonce can go.
-        key = (name, nonce)
-        self._nonces.add(key)
-        heapq.heappush(self._expiry, (timestamp + self.max_clock_skew, key))
-
-    def _forget_expired(self) -> None:
-        now = time.time()
-        expiry = self._expiry
-        while expiry and expiry[0][0] < now:
-            self._nonces.discard(heapq.heappop(expiry)[1])
 
     def _log_refusal(self, error: Refused, username: Any, peer: str | None) -> None:
         second = int(time.monotonic())

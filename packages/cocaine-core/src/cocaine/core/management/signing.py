@@ -4,7 +4,7 @@ A signature covers the exact bytes of the request's JSON frame:
 
 - **Ed25519** keys: a plain Ed25519 signature (64 bytes).
 - **RSA** keys (2048 bits or more): RSASSA-PSS with SHA-256 and MGF1-SHA-256. Any salt length is
-  accepted; ``cocaine-admin`` uses 32 bytes (the digest length), as does
+  accepted; :func:`sign` (``cocaine-admin``) uses 32 bytes (the digest length), as does
   ``openssl dgst -sha256 -sigopt rsa_padding_mode:pss -sigopt rsa_pss_saltlen:digest``.
   PKCS#1 v1.5 signatures are refused.
 """
@@ -17,6 +17,7 @@ import hashlib
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from cocaine.core.errors import ConfigError
 
@@ -26,7 +27,18 @@ MAX_KEY_CHARS = 16 << 10
 
 PublicKey = rsa.RSAPublicKey | ed25519.Ed25519PublicKey
 
-_PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.AUTO)
+#: RSASSA-PSS: the digest, and the salt length a signer uses (a verifier accepts any).
+PSS_HASH = hashes.SHA256
+PSS_SALT_BYTES = 32
+_PSS_VERIFY = padding.PSS(mgf=padding.MGF1(PSS_HASH()), salt_length=padding.PSS.AUTO)
+_PSS_SIGN = padding.PSS(mgf=padding.MGF1(PSS_HASH()), salt_length=PSS_SALT_BYTES)
+
+
+def sign(key: PrivateKeyTypes, data: bytes) -> bytes:
+    """The signature of ``data`` that :func:`verify` checks, by an Ed25519 or RSA private key."""
+    if isinstance(key, rsa.RSAPrivateKey):
+        return key.sign(data, _PSS_SIGN, PSS_HASH())
+    return key.sign(data)
 
 
 def load_public_key(pem, where: str = "public-key") -> PublicKey:
@@ -69,7 +81,7 @@ def verify(key: PublicKey, data: bytes, signature: bytes) -> bool:
         return False
     try:
         if isinstance(key, rsa.RSAPublicKey):
-            key.verify(signature, data, _PSS, hashes.SHA256())
+            key.verify(signature, data, _PSS_VERIFY, PSS_HASH())
         else:
             key.verify(signature, data)
     except (InvalidSignature, ValueError):

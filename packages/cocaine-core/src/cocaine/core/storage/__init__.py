@@ -14,6 +14,18 @@ class Storage:
         self.location = location
         self.instance = instance
 
+    def lock(self) -> None:
+        """Claim the instance for this process, the only one that may write it, until :meth:`unlock`
+        or the process's death. Called by the daemon before it reads or writes anything.
+
+        The base class claims nothing: keep it for a store that several daemons share on purpose.
+
+        :raises InstanceLocked: another live process holds the instance.
+        """
+
+    def unlock(self) -> None:
+        """Give the instance up (the daemon's last step)."""
+
     def list(self, namespace: str) -> list[str]:
         """Keys in ``namespace``, sorted; empty if the namespace does not exist."""
         raise NotImplementedError

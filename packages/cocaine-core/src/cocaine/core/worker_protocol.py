@@ -71,7 +71,7 @@ def unpack(frame) -> list:
     """
     try:
         message = msgpack.unpackb(frame, raw=False, use_list=True)
-    except Exception as e:  # msgpack raises several unrelated types on garbage
+    except Exception as e:  # noqa: BLE001 - msgpack raises several unrelated types on garbage
         raise ProtocolError(f"frame is not valid msgpack: {e}") from None
     if not isinstance(message, list) or not message or type(message[0]) is not int:
         raise ProtocolError("frame is not a msgpack array starting with a message type")

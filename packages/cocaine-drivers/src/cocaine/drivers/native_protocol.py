@@ -10,8 +10,7 @@ from typing import Any
 
 import msgpack
 
-from cocaine.core.engine.handle import REQUEST_WINDOW
-from cocaine.core.errors import ProtocolError
+from cocaine.core.plugin_api import ProtocolError, REQUEST_WINDOW
 
 # client -> server
 REQUEST = 1  # [REQUEST, id, options] + body frames: a whole request
@@ -36,7 +35,7 @@ def unpack_header(frame: bytes) -> list:
     """Decode a header frame into ``[type, id, ...]`` or raise ProtocolError saying what is wrong."""
     try:
         header = msgpack.unpackb(frame, raw=False, use_list=True)
-    except Exception as e:  # msgpack raises several unrelated types on garbage
+    except Exception as e:  # noqa: BLE001 - msgpack raises several unrelated types on garbage
         raise ProtocolError(f"header is not valid msgpack: {e}") from None
     if not isinstance(header, list) or len(header) < 2 or not isinstance(header[0], int):
         raise ProtocolError("header is not a msgpack array [type, id, ...]")

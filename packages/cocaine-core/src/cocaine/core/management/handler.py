@@ -9,16 +9,14 @@ from typing import Any
 
 from cocaine.core.daemon.node import Node
 from cocaine.core.errors import CocaineError
-from cocaine.core.management import ACTIONS
+from cocaine.core.management import ACTIONS, SIGNED_VERSION, UNSIGNED_VERSION, USER_ACTIONS, VERSIONS
 from cocaine.core.management.auth import Busy, Guard, Refused
 from cocaine.core.management.users import Users, check_user_name
 
 log = logging.getLogger(__name__)
 
-VERSIONS = (2, 3)  # 2: unsigned; 3: signed (docs/security.md)
 MAX_REQUEST_BYTES = 1 << 20  # a manifest is small; larger requests get an error reply
 NONCE_CHARS = (8, 128)
-USER_ACTIONS = ("user-add", "user-list", "user-remove")
 
 
 class RequestError(Exception):
@@ -51,10 +49,11 @@ def parse(frames: list[bytes]) -> dict[str, Any]:
         raise RequestError(f"request must be a JSON object, got {type(request).__name__}")
     version = request.get("version")
     if type(version) is not int or version not in VERSIONS:
-        raise RequestError(f"version: expected 2 (or 3 for signed requests), got {version!r}")
-    if version == 2 and len(frames) > 1:
-        raise RequestError(f"version 2 requests are one frame, got {len(frames)}")
-    if version == 3:
+        raise RequestError(f"version: expected {UNSIGNED_VERSION} (or {SIGNED_VERSION} for signed requests), "
+                           f"got {version!r}")
+    if version == UNSIGNED_VERSION and len(frames) > 1:
+        raise RequestError(f"version {UNSIGNED_VERSION} requests are one frame, got {len(frames)}")
+    if version == SIGNED_VERSION:
         parse_signed_fields(request, frames)
     action = request.get("action")
     if action not in ACTIONS:

@@ -1,0 +1,222 @@
+"""The pool's rules one by one, on a clock the test moves and workers the test speaks for
+(tests/pool_doubles.py): choosing a worker, growing, backing off, dropping silent workers. Fast and
+deterministic; tests/test_pools.py proves the same rules end to end with real workers."""
+
+import pytest
+
+from cocaine.core import worker_protocol
+from cocaine.core.engine.pool import BACKOFF_FIRST, BACKOFF_MAX, STALL_AFTER
+from cocaine.core.errors import Code
+from pool_doubles import PoolRig
+
+
+@pytest.fixture
+def rig(zmq_context, tmp_path):
+    rigs = []
+
+    def make(**config):
+        rigs.append(PoolRig(zmq_context, str(tmp_path), **config))
+        return rigs[-1]
+
+    yield make
+    for made in rigs:
+        made.close()
+
+
+def kinds(messages):
+    return [worker_protocol.NAMES[m[0]] for m in messages]
+
+
+# -- choosing a worker ---------------------------------------------------------------------------
+
+def test_an_idle_worker_comes_first_then_the_one_with_most_free_credit(rig):
+    r = rig(concurrency=4)
+    one, two = r.ready_worker(), r.ready_worker()
+    pool = r.pool
+    for _ in range(2):
+        pool.assign(r.pooled(one), r.job()[0])
+    assert pool.least_loaded() is r.pooled(two)  # idle
+    pool.assign(r.pooled(two), r.job()[0])
+    assert pool.least_loaded() is r.pooled(two)  # 1 job against 2
+    for _ in range(3):
+        pool.assign(r.pooled(two), r.job()[0])
+    pool.assign(r.pooled(one), r.job()[0])
+    pool.assign(r.pooled(one), r.job()[0])
+    assert pool.least_loaded() is None  # every worker holds `concurrency` jobs
+    r.reactor.round()
+    assert kinds(one.received()) == ["invoke"] * 4  # one batch per round, in order
+
+
+def test_a_worker_that_has_not_said_hello_gets_nothing(rig):
+    r = rig()
+    assert r.pool.spawn()
+    assert r.pool.starting() == 1
+    assert r.pool.least_loaded() is None
+    r.backend.workers[0].hello()
+    r.reactor.round()
+    assert r.pool.least_loaded() is r.pooled(r.backend.workers[0])
+    assert r.listener.kinds() == ["spawned", "ready", "capacity"]
+
+
+def test_a_worker_stuck_on_a_long_job_gets_no_more(rig):
+    r = rig(concurrency=8)
+    stuck = r.ready_worker()
+    r.pool.assign(r.pooled(stuck), r.job()[0])
+    assert r.pool.least_loaded() is r.pooled(stuck)  # its job may yet be short
+    r.clock.now += STALL_AFTER * 1.5
+    assert r.pool.least_loaded() is None
+    assert r.pool.stalled() == 1
+    other = r.ready_worker()
+    r.pool.assign(r.pooled(other), r.job()[0])
+    assert r.pool.least_loaded() is r.pooled(other)  # a fresh job is no reason to hold back
+
+
+def test_an_answer_frees_credit(rig):
+    r = rig(concurrency=1)
+    worker = r.ready_worker()
+    job, answers = r.job()
+    r.pool.assign(r.pooled(worker), job)
+    assert r.pool.least_loaded() is None
+    r.reactor.round()
+    [invoke] = worker.received()
+    worker.send(worker_protocol.chunk(invoke[1], b"reply"), worker_protocol.end(invoke[1]))
+    r.reactor.round()
+    assert answers.chunks == [b"reply"] and answers.final == ("end",)
+    assert r.listener.events[-1] == ("capacity",)
+    assert r.pool.least_loaded() is r.pooled(worker)
+
+
+# -- growing -------------------------------------------------------------------------------------
+
+def test_the_first_worker_starts_at_once_then_one_per_grow_threshold(rig):
+    r = rig(pool_limit=4, grow_threshold=3)
+    r.pool.grow(1)
+    assert r.pool.total == 1  # the first one, for a single job
+    r.pool.grow(5)
+    assert r.pool.total == 1  # 5 waiting < 3 x (1 starting + 1)
+    r.pool.grow(6)
+    assert r.pool.total == 2
+    r.pool.grow(1000)
+    assert r.pool.total == 4  # pool-limit
+    assert r.backend.attempts == 4
+
+
+def test_workers_already_ready_do_not_count_as_starting(rig):
+    r = rig(pool_limit=4, grow_threshold=2)
+    r.ready_worker()
+    r.pool.grow(2)
+    assert r.pool.total == 2  # 2 waiting >= 2 x (0 starting + 1)
+
+
+def test_pool_min_workers_are_started_by_the_check_and_kept(rig):
+    r = rig(pool_min=2, pool_limit=4, idle_timeout=5.0)
+    r.reactor.round()
+    assert r.pool.total == 2
+    for worker in r.backend.workers:
+        worker.hello()
+    r.reactor.advance(10)
+    assert r.pool.total == 2 and not r.pool.exiting
+
+
+def test_an_idle_worker_above_pool_min_is_asked_to_exit(rig):
+    r = rig(pool_min=1, pool_limit=4, idle_timeout=5.0, heartbeat_timeout=300.0)
+    r.reactor.round()
+    r.backend.workers[0].hello()
+    r.ready_worker()
+    r.reactor.advance(4)
+    assert r.pool.total == 2
+    r.reactor.advance(2)
+    assert r.pool.total == 1  # one of the two, never both: pool-min
+    [spare] = [w for w in r.backend.workers if r.pooled(w) in r.pool.exiting.values()]
+    assert [k for k in kinds(spare.received()) if k != "heartbeat"] == ["terminate"]
+    assert r.pooled(spare).exit_reason == "idle"
+    spare.exit(0)
+    r.reactor.advance(1)
+    assert ("exited", spare.id, "idle") in r.listener.events
+    r.reactor.advance(10)
+    assert r.pool.total == 1
+
+
+# -- backing off -----------------------------------------------------------------------------------
+
+def test_failed_starts_back_off_exponentially_up_to_a_cap(rig):
+    r = rig()
+    r.backend.failing = True
+    delays = []
+    for _ in range(9):
+        r.pool.grow(1)
+        attempts = r.backend.attempts
+        assert r.pool.backing_off()
+        r.pool.grow(1)
+        assert r.backend.attempts == attempts  # no attempt while backing off
+        delays.append(r.listener.events[-1][3])
+        r.clock.now = r.pool.retry_at
+    assert delays == [min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** n) for n in range(9)]
+    assert delays[-1] == BACKOFF_MAX
+    assert r.listener.events[-1][:3] == ("start-failed", "cannot start a worker: no room for a worker", 9)
+
+
+def test_a_worker_that_starts_ends_the_backoff(rig):
+    r = rig()
+    r.backend.failing = True
+    r.pool.grow(1)
+    r.pool.grow(1)
+    r.clock.now = r.pool.retry_at
+    r.backend.failing = False
+    r.pool.grow(1)
+    assert r.pool.broken_reason is not None  # until it says hello
+    r.backend.workers[0].hello()
+    r.reactor.round()
+    assert r.pool.broken_reason is None and r.pool.failed_in_a_row == 0 and not r.pool.backing_off()
+
+
+def test_a_worker_that_never_says_hello_fails_its_start(rig):
+    r = rig(startup_timeout=3.0)
+    r.pool.grow(1)
+    r.reactor.advance(2.5)
+    assert r.pool.total == 1
+    r.reactor.advance(1)
+    assert r.pool.total == 0
+    [failure] = [e for e in r.listener.events if e[0] == "start-failed"]
+    assert failure[1:3] == ("worker did not say hello within startup-timeout (3 s) before it was ready", 1)
+    assert r.pool.backing_off()
+
+
+# -- dropping silent workers -----------------------------------------------------------------------
+
+def test_a_silent_worker_is_dropped_and_its_jobs_fail_with_504(rig):
+    r = rig(heartbeat_timeout=3.0)
+    silent, talking = r.ready_worker(), r.ready_worker()
+    job, answers = r.job()
+    r.pool.assign(r.pooled(silent), job)
+    for _ in range(7):
+        talking.heartbeat()
+        r.reactor.advance(0.5)
+    assert r.pooled(silent) is not None and answers.final is None  # 3 s silent, not more
+    talking.heartbeat()
+    r.reactor.advance(0.75)
+    assert answers.final == ("error", Code.TIMEOUT, "worker did not answer within heartbeat-timeout (3 s)")
+    assert silent.identity not in r.pool.workers
+    assert silent.handle.code == -9  # killed
+    assert r.pooled(talking) in r.pool.workers.values()
+    r.reactor.round()
+    assert ("exited", silent.id, "heartbeat-timeout") in r.listener.events
+
+
+def test_the_pool_sends_heartbeats_to_idle_workers(rig):
+    r = rig(heartbeat_timeout=3.0)  # heartbeats every second
+    worker = r.ready_worker()
+    r.reactor.advance(3)
+    assert kinds(worker.received()).count("heartbeat") >= 2
+
+
+def test_a_worker_that_exits_is_forgotten_and_its_jobs_fail(rig):
+    r = rig()
+    worker = r.ready_worker()
+    job, answers = r.job()
+    r.pool.assign(r.pooled(worker), job)
+    worker.exit(3)
+    r.reactor.advance(1)
+    assert answers.final == ("error", Code.SERVER, "worker exited with status 3")
+    assert r.pool.total == 0 and not r.pool.exiting
+    assert ("exited", worker.id, "crash") in r.listener.events
