@@ -11,7 +11,7 @@ import msgpack
 import pytest
 import zmq
 
-from cocaine.drivers import native
+from cocaine.drivers import native_protocol as native
 from support import APP_WAIT_FOR_FILE, ROOT, endpoint, manifest, python_app
 
 DOC = (ROOT / "docs" / "native-protocol.md").read_text()
