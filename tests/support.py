@@ -44,6 +44,21 @@ def endpoint() -> str:
     return f"tcp://127.0.0.1:{free_port()}"
 
 
+def tcp_connect(port: int, timeout: float = 10.0) -> socket.socket:
+    """A TCP connection to a local port, with ``timeout`` on every operation."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    sock.settimeout(timeout)
+    return sock
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    """Everything the peer sends until it closes the connection."""
+    data = bytearray()
+    while chunk := sock.recv(65536):
+        data += chunk
+    return bytes(data)
+
+
 def wait_for(condition, timeout: float = 10.0, interval: float = 0.02, message: str = "condition"):
     """Poll ``condition()`` until it returns something truthy; fail the test at the deadline."""
     deadline = time.monotonic() + timeout

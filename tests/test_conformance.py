@@ -3,6 +3,7 @@
 worker processes. A new language is done when it passes.
 """
 
+import http.client
 import json
 from dataclasses import dataclass
 
@@ -40,7 +41,7 @@ def served(language, module_daemon, request):
         manifest["args"] = str(request.getfixturevalue("cpp_conformance_app"))
     addresses = {}
     for name, task in manifest["tasks"].items():
-        if "endpoint" in task:  # zeromq-server and native-server tasks
+        if "endpoint" in task:  # zeromq-server, native-server and http-server tasks
             task["endpoint"] = addresses[name] = endpoint()
     manifest["pubsub"]["endpoint"] = endpoint()
     app = f"conformance-{language}"
@@ -94,6 +95,22 @@ def test_a_large_streamed_request_flows_on_credit(served):
             call.write(data[start:start + 65536])
         call.end()
         assert call.read() == data
+
+
+def test_http_metadata_reaches_the_handler_and_its_response_metadata_the_client(served):
+    host, port = served.addresses["respond"].rpartition("/")[2].split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=15)
+    try:
+        connection.request("POST", "/p?a=1", body=b"x", headers={"X-Test": "t"})
+        response = connection.getresponse()
+        body = response.read().decode()
+        local = connection.sock.getsockname()
+    finally:
+        connection.close()
+    assert response.status == 201
+    assert response.getheader("content-type") == "text/plain"
+    assert response.getheader("x-conformance") == "yes"
+    assert body == f"POST /p?a=1 t {local[0]}:{local[1]}"
 
 
 def test_an_application_error_is_502_and_the_app_keeps_serving(served):

@@ -75,7 +75,7 @@ def test_the_seed_example_validates(registry, app):
     (lambda m: m.update(tasks={"echo": "zeromq-server"}), "tasks.echo: expected an object like"),
     (lambda m: m.update(tasks={"bad name": {"type": "zeromq-server"}}), "tasks.bad name: expected a task name"),
     (lambda m: m.update(tasks={"e": {}}), "tasks.e.type: expected a non-empty string, it is missing"),
-    (lambda m: m.update(tasks={"e": {"type": "zmq"}}), "tasks.e.type: unknown driver 'zmq' (known: cron, drifting-timer, filesystem-monitor, manual-scheduler, native-server, raw-socket-server, recurring-timer, zeromq-server, zeromq-sink, zeromq-subscriber)"),
+    (lambda m: m.update(tasks={"e": {"type": "zmq"}}), "tasks.e.type: unknown driver 'zmq' (known: cron, drifting-timer, filesystem-monitor, http-server, manual-scheduler, native-server, raw-socket-server, recurring-timer, zeromq-server, zeromq-sink, zeromq-subscriber)"),
     (lambda m: m.update(tasks=server(endpoint="tcp://127.0.0.1:99999")), "tasks.echo.endpoint: expected a ZeroMQ endpoint such as tcp://127.0.0.1:9100, tcp://lo:9100 or ipc:///path with a port from 1 to 65535"),
     (lambda m: m.update(tasks=server(endpoint="udp://x:1")), "tasks.echo.endpoint: expected a ZeroMQ endpoint"),
     (lambda m: m.update(tasks=server(endpoint="tcp://nohost")), "tasks.echo.endpoint: expected a ZeroMQ endpoint"),

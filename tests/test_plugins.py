@@ -19,7 +19,7 @@ def test_builtins_come_from_entry_points():
     for language in ("python", "cpp", "perl", "js"):
         assert names[language] == f"cocaine.{language}.language"
     registry = Registry.load()
-    assert registry.names("driver") == ["cron", "drifting-timer", "filesystem-monitor", "manual-scheduler",
+    assert registry.names("driver") == ["cron", "drifting-timer", "filesystem-monitor", "http-server", "manual-scheduler",
                                         "native-server", "raw-socket-server", "recurring-timer", "zeromq-server",
                                         "zeromq-sink", "zeromq-subscriber"]
     assert registry.names("language") == ["cpp", "js", "perl", "python"]

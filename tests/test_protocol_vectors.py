@@ -17,6 +17,7 @@ ENCODERS = {
     "error": lambda m: worker_protocol.error(m[1], m[2], m[3]),
     "log": lambda m: worker_protocol.log(m[1], m[2]),
     "credit": lambda m: worker_protocol.credit(m[1], m[2]),
+    "meta": lambda m: worker_protocol.meta(m[1], m[2]),
 }
 KINDS = worker_protocol.NAMES
 

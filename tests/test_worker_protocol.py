@@ -208,3 +208,10 @@ def test_a_reply_does_not_wait_for_the_next_slow_job(language, start, tmp_path):
     started = time.monotonic()
     assert engine.frames(2, timeout=4) == [worker_protocol.chunk(1, b"awake"), worker_protocol.end(1)]
     assert time.monotonic() - started < 3
+
+
+def test_response_metadata_goes_before_the_first_chunk(worker):
+    # The respond task answers with the vector's status and headers, then what the HTTP metadata says.
+    worker.send(frame("invoke, http metadata"))
+    assert worker.frames(3) == [frame("meta"), worker_protocol.chunk(12, b"POST /p?a=1 t 127.0.0.1:1"),
+                                worker_protocol.end(12)]

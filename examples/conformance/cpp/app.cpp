@@ -47,5 +47,16 @@ static void stream(cocaine::Request& request, cocaine::Response& response) {
     while (request.read(chunk)) response.write(chunk);
 }
 
+// Answers with response metadata (status 201, two headers) and what the request's HTTP metadata says.
+static void respond(cocaine::Request& request, cocaine::Response& response) {
+    const cocaine::Value& meta = request.meta();
+    response.status(201);
+    response.header("content-type", "text/plain");
+    response.header("x-conformance", "yes");
+    response.write(meta.find("method")->as_string() + " " + meta.find("path")->as_string() + "?" +
+                   meta.find("query")->as_string() + " " + meta.find("headers")->find("x-test")->as_string() + " " +
+                   meta.find("peer")->as_string());
+}
+
 COCAINE_APP({"echo", echo}, {"chunks", chunks}, {"fail", fail}, {"crash", crash}, {"hang", hang},
-            {"tick", tick}, {"upper", upper}, {"stream", stream})
+            {"tick", tick}, {"upper", upper}, {"stream", stream}, {"respond", respond})

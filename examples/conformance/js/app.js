@@ -28,3 +28,13 @@ exports.upper = async (request) => (await request.read()).toString().toUpperCase
 exports.stream = async function* (request) {
   for await (const chunk of request) yield chunk;
 };
+
+// Answers with response metadata (status 201, two headers: a Fetch API Response) and what the
+// request's HTTP metadata says.
+exports.respond = (request) => {
+  const { method, path, query, headers, peer } = request.meta;
+  return new Response(`${method} ${path}?${query} ${headers['x-test']} ${peer}`, {
+    status: 201,
+    headers: { 'content-type': 'text/plain', 'x-conformance': 'yes' },
+  });
+};

@@ -2,6 +2,7 @@
 use strict;
 use warnings;
 use POSIX ();
+use Cocaine::Response;
 
 sub echo {
     my ($request) = @_;
@@ -40,4 +41,12 @@ sub upper {
 sub stream {
     my ($request) = @_;
     return sub { $request->read };
+}
+
+# Answers with response metadata (status 201, two headers) and what the request's HTTP metadata says.
+sub respond {
+    my ($request) = @_;
+    my $meta = $request->meta;
+    return Cocaine::Response->new(201, [ 'content-type' => 'text/plain', 'x-conformance' => 'yes' ],
+        "$meta->{method} $meta->{path}?$meta->{query} $meta->{headers}{'x-test'} $meta->{peer}");
 }

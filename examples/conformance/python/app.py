@@ -3,6 +3,8 @@
 import os
 import time
 
+from cocaine.python import Response
+
 
 def echo(request):
     return request.body
@@ -39,3 +41,10 @@ def stream(request):
     """Each chunk of a streamed request goes back as a response chunk as soon as it arrives."""
     for chunk in request:
         yield chunk
+
+
+def respond(request):
+    """Answers with response metadata (status 201, two headers) and what the request's HTTP metadata says."""
+    meta = request.meta
+    body = f"{meta['method']} {meta['path']}?{meta['query']} {meta['headers']['x-test']} {meta['peer']}"
+    return Response(body, status=201, headers=[("content-type", "text/plain"), ("x-conformance", "yes")])

@@ -49,7 +49,9 @@ REQUEST_WINDOW = 256 * 1024
 
 class Responder(Protocol):
     """Where a job's response goes. The engine calls ``chunk`` zero or more times, then exactly one
-    of ``end`` or ``error``."""
+    of ``end`` or ``error``. A responder that also has a ``meta(meta: dict)`` method receives the
+    handler's response metadata (``{"status": int, "headers": [[name, value], ...]}``, see
+    docs/protocol.md), at most once and before the first chunk; others never see it."""
 
     def chunk(self, data: bytes) -> None: ...
 

@@ -29,6 +29,8 @@ ERROR = 7  # [ERROR, job, code, message]
 LOG = 8  # [LOG, level, message]
 # worker -> engine: the handler consumed this many more bytes of a streamed request (flow control)
 CREDIT = 9  # [CREDIT, job, bytes]
+# worker -> engine: the response's metadata (an HTTP status and headers), before its first chunk
+META = 10  # [META, job, meta]
 
 NAMES = {
     HELLO: "hello",
@@ -40,6 +42,7 @@ NAMES = {
     ERROR: "error",
     LOG: "log",
     CREDIT: "credit",
+    META: "meta",
 }
 
 _packer = msgpack.Packer(use_bin_type=True)
@@ -60,6 +63,7 @@ SHAPES: dict[int, tuple] = {
     ERROR: (_INT, _INT, str),
     LOG: (_INT, str),
     CREDIT: (_INT, _INT),
+    META: (_INT, dict),
 }
 
 
@@ -116,3 +120,7 @@ def log(level: int, message: str) -> bytes:
 
 def credit(job: int, nbytes: int) -> bytes:
     return pack([CREDIT, job, nbytes])
+
+
+def meta(job: int, meta: dict) -> bytes:
+    return pack([META, job, meta])

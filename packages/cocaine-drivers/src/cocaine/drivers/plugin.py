@@ -3,6 +3,7 @@
 from cocaine.core.plugin_api import hookimpl
 from cocaine.drivers.cron import Cron
 from cocaine.drivers.filesystem import FilesystemMonitor
+from cocaine.drivers.http.server import HttpServer
 from cocaine.drivers.manual import ManualScheduler
 from cocaine.drivers.native_server import NativeServer
 from cocaine.drivers.raw_socket import RawSocketServer
@@ -14,4 +15,4 @@ from cocaine.drivers.zeromq_sources import ZeroMQSink, ZeroMQSubscriber
 @hookimpl
 def cocaine_register_drivers():
     return [RecurringTimer, DriftingTimer, Cron, ManualScheduler, FilesystemMonitor, ZeroMQServer, ZeroMQSink,
-            ZeroMQSubscriber, NativeServer, RawSocketServer]
+            ZeroMQSubscriber, NativeServer, RawSocketServer, HttpServer]

@@ -13,30 +13,18 @@ client that reads too slowly has its replies buffered up to ``write-buffer`` byt
 from __future__ import annotations
 
 import logging
-import re
 import socket
-import struct
 
-from cocaine.core.plugin_api import Code, Driver, field_error, get_int, only_keys, REQUEST_WINDOW
+from cocaine.core.plugin_api import REQUEST_WINDOW, Code, get_int, only_keys
+from cocaine.drivers.tcp import TcpServer, parse_address, reset_on_close
 
 log = logging.getLogger(__name__)
 
 READ_SIZE = 65536
 LINGER = 5.0  # seconds to wait for a client's end of request after the response, before closing
-_ADDRESS = re.compile(r"^(?:tcp://)?(?P<host>\*|\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.:-]+?):(?P<port>\d{1,5})$")
 
 
-def parse_address(value, where: str) -> tuple[str, int]:
-    """``host:port`` (``*`` for every interface; ``tcp://`` allowed in front) -> (host, port)."""
-    expected = "a TCP address host:port such as 127.0.0.1:9300 or *:9300"
-    match = _ADDRESS.match(value) if isinstance(value, str) else None
-    if not match or not 0 < int(match["port"]) < 65536:
-        raise field_error(where, expected, value) if value is not None else field_error(where, expected)
-    host = match["host"]
-    return ("" if host == "*" else host.strip("[]")), int(match["port"])
-
-
-class RawSocketServer(Driver):
+class RawSocketServer(TcpServer):
     name = "raw-socket-server"
 
     @classmethod
@@ -52,50 +40,15 @@ class RawSocketServer(Driver):
         }
 
     def start(self) -> None:
-        self.connections: dict[int, Connection] = {}
         self.counters = dict.fromkeys(("connections", "bytes-in", "bytes-out", "failed", "too-slow",
                                        "client-gone"), 0)
-        self.accepting = False
-        host, port = parse_address(self.config["endpoint"], "endpoint")
-        self.listener = socket.create_server((host, port), backlog=self.config["backlog"])
-        self.listener.setblocking(False)
-        self._accept_again()
+        super().start()
 
-    def _accept_again(self) -> None:
-        if not self.accepting and self.listener is not None:
-            self.accepting = True
-            self.context.reactor.add_reader(self.listener.fileno(), self._accept)
-
-    def _accept(self) -> None:
-        while True:
-            if len(self.connections) >= self.config["max-connections"]:
-                # Full: the next clients wait in the listen backlog until a connection closes.
-                self.accepting = False
-                self.context.reactor.remove_reader(self.listener.fileno())
-                return
-            try:
-                sock, peer = self.listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as e:  # ECONNABORTED, EMFILE...: try again on the next wake-up
-                log.warning("app %s: task %s: accept failed: %s", self.context.app, self.context.task, e)
-                return
-            self.counters["connections"] += 1
-            connection = Connection(self, sock, peer)
-            self.connections[connection.fd] = connection
-            connection.start()
-
-    def closed(self, connection: Connection) -> None:
-        self.connections.pop(connection.fd, None)
-        self._accept_again()
-
-    def stop(self) -> None:
-        listener, self.listener = getattr(self, "listener", None), None
-        if listener is not None:
-            self.context.reactor.remove_reader(listener.fileno())
-            listener.close()
-        for connection in list(getattr(self, "connections", {}).values()):
-            connection.close()
+    def connect(self, sock, peer) -> None:
+        self.counters["connections"] += 1
+        connection = Connection(self, sock, peer)
+        self.connections[connection.fd] = connection
+        connection.start()
 
     def info(self):
         return {**super().info(), "counters": {**self.counters, "open": len(self.connections),
@@ -246,10 +199,7 @@ class Connection:
 
     def _reset(self) -> None:
         if not self.is_closed:
-            try:  # close with a reset (RST), so the client sees that the response is not complete
-                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            except OSError:
-                pass
+            reset_on_close(self.sock)
             self.close()
 
     def close(self) -> None:

@@ -55,6 +55,7 @@ import threading  # noqa: F401
 
 import cocaine.core.worker_protocol  # noqa: F401
 import cocaine.python.request  # noqa: F401
+import cocaine.python.response  # noqa: F401
 from cocaine.python import logs
 from cocaine.python.loader import become_runtime, die_with_parent, load_module, runtime_arguments
 

@@ -23,6 +23,7 @@ from cocaine.core.transport import send_frames
 from cocaine.python import logs
 from cocaine.python.loader import become_runtime, load_module, runtime_arguments
 from cocaine.python.request import ChunkSource, Request, RequestCancelled, StreamedRequest
+from cocaine.python.response import Response
 
 EXIT_LOAD_FAILED = 3
 ENGINE_SILENCE_LIMIT = 3  # heartbeat intervals without a word from the engine before giving up
@@ -177,9 +178,12 @@ class PythonWorker:
                 pass
             elif isinstance(result, (bytes, bytearray, memoryview, str)):
                 out.append(worker_protocol.chunk(job, _to_bytes(result)))
+            elif isinstance(result, Response) and isinstance(result.body, (bytes, bytearray, memoryview, str)):
+                out.append(worker_protocol.meta(job, result.meta()))  # whole: leaves with its chunk and end
+                out.append(worker_protocol.chunk(job, _to_bytes(result.body)))
             else:
                 # Stream: each chunk leaves as soon as the handler produces it.
-                for item in chunks_of(result, self._run):
+                for item in chunks_of(result, self._run, lambda meta: out.append(worker_protocol.meta(job, meta))):
                     out.append(worker_protocol.chunk(job, item))
                     self.flush()
         except Exception as e:  # noqa: BLE001 - the app's error becomes this request's error reply
@@ -271,7 +275,10 @@ class StreamedJob:
             return loop.run_until_complete(awaitable)
 
         try:
-            for item in chunks_of(self.handler(self.request), run_async):
+            def on_meta(meta):
+                post(worker_protocol.meta(job, meta))
+
+            for item in chunks_of(self.handler(self.request), run_async, on_meta):
                 source.progress_at = time.monotonic()
                 post(worker_protocol.chunk(job, item))
             final = worker_protocol.end(job)
@@ -287,11 +294,15 @@ class StreamedJob:
         post(final, finished=job)
 
 
-def chunks_of(result, run_async):
+def chunks_of(result, run_async, on_meta):
     """The response chunks (bytes) of a handler's result: None, bytes or str, an iterable or async
-    iterable of those, or a coroutine returning one of those. ``run_async`` runs an awaitable."""
+    iterable of those, a :class:`Response` holding one, or a coroutine returning one of those.
+    ``run_async`` runs an awaitable; ``on_meta`` gets a Response's metadata before any chunk."""
     if inspect.iscoroutine(result):
         result = run_async(result)
+    if isinstance(result, Response):
+        on_meta(result.meta())
+        result = result.body
     if result is None:
         return
     if isinstance(result, (bytes, bytearray, memoryview, str)):

@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import resource
 import signal
 import sys
 import tempfile
@@ -228,10 +229,22 @@ def _peer(frame: zmq.Frame) -> str | None:
     return f"{address} (CURVE key {key})" if key else address
 
 
+def raise_open_files_limit() -> None:
+    """Use the hard limit of open descriptors, not the soft one (often 1024): every connection of a
+    TCP driver (http-server, raw-socket-server) is a descriptor."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError) as e:
+        log.warning("cannot raise the open files limit: %s", e)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.management = args.management or ["tcp://*:5000"]
     logs.configure(args.log_level, args.log_format)
+    raise_open_files_limit()
     try:
         daemon = Daemon(args)
     except CocaineError as e:

@@ -44,6 +44,13 @@ class Job:
         if not self.done:
             self._call(self.responder.chunk, data)
 
+    def reply_meta(self, meta: dict[str, Any]) -> None:
+        """The handler's response metadata, for a responder that takes it (``meta``; others ignore it)."""
+        if not self.done:
+            method = getattr(self.responder, "meta", None)
+            if method is not None:
+                self._call(method, meta)
+
     def end(self) -> None:
         if not self.done:
             self.done = True

@@ -296,6 +296,11 @@ class WorkerPool:
             if job is not None:
                 job.fail(message[2], message[3])
             return True
+        if kind == worker_protocol.META:
+            job = worker.jobs.get(message[1])
+            if job is not None:
+                job.reply_meta(message[2])
+            return False
         if kind == worker_protocol.CREDIT:
             job = worker.jobs.get(message[1])
             if job is not None and job.handle is not None:

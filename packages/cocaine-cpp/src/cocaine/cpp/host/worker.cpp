@@ -23,10 +23,12 @@
 #include <cstring>
 #include <deque>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <typeinfo>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 // The libzmq functions the host calls (see cocaine_serve_in).
@@ -57,7 +59,8 @@ using Clock = std::chrono::steady_clock;
 namespace msgpack = cocaine::msgpack;
 
 // Message types and constants of protocol version 1 (docs/protocol.md).
-enum Kind : uint64_t { HELLO = 1, HEARTBEAT = 2, TERMINATE = 3, INVOKE = 4, CHUNK = 5, END = 6, ERROR = 7, LOG = 8, CREDIT = 9 };
+enum Kind : uint64_t { HELLO = 1, HEARTBEAT = 2, TERMINATE = 3, INVOKE = 4, CHUNK = 5, END = 6, ERROR = 7, LOG = 8, CREDIT = 9,
+                       META = 10 };
 constexpr uint64_t protocol_version = 1;
 constexpr uint64_t app_error_code = 502;
 constexpr uint64_t timeout_code = 504;
@@ -148,6 +151,11 @@ struct Job {
     uint64_t cancel_code = 0;
     std::string cancel_message;
     uint64_t unsent_chunk_batch = ~0ull;  // the batch holding its last chunk (Worker::batch_)
+    // Response metadata set by the handler, sent as [10, job, {status, headers}] before the first chunk.
+    bool has_meta = false;
+    bool meta_sent = false;
+    uint64_t status = 200;
+    std::vector<std::pair<std::string, std::string>> headers;
 };
 
 class Worker;
@@ -164,6 +172,8 @@ public:
     const std::string& body() override;
     void write(const char* data, std::size_t size) override;
     void flush() override;
+    void status(int code) override;
+    void header(std::string_view name, std::string_view value) override;
 
 private:
     Worker& worker_;
@@ -225,6 +235,7 @@ public:
     // replies to a batch of quick jobs leave together in one message (docs/cpp.md).
     void write_chunk(Job& job, std::string_view data) {
         if (job.unsent_chunk_batch == batch_) flush();
+        send_meta(job);
         out_.push_back(frame(CHUNK, job.id, Bin{data}));
         job.unsent_chunk_batch = batch_;
     }
@@ -244,6 +255,29 @@ public:
         out_.clear();
         ++batch_;
         last_sent_ = batch_started_ = Clock::now();
+    }
+
+    // The job's response metadata, once, before its first chunk or its end: [10, job, {"status": S,
+    // "headers": [[name, value], ...]}], keys in that order (docs/protocol.md).
+    void send_meta(Job& job) {
+        if (!job.has_meta || job.meta_sent) return;
+        job.meta_sent = true;
+        std::string f;
+        msgpack::Writer w(f);
+        w.array(3);
+        w.uinteger(META);
+        w.uinteger(job.id);
+        w.map(2);
+        w.str("status");
+        w.uinteger(job.status);
+        w.str("headers");
+        w.array(job.headers.size());
+        for (const auto& [name, value] : job.headers) {
+            w.array(2);
+            w.str(valid_utf8(name));
+            w.str(valid_utf8(value));
+        }
+        out_.push_back(std::move(f));
     }
 
 private:
@@ -270,6 +304,7 @@ private:
         JobIo io(*this, job);
         try {
             found->second(io, io);
+            send_meta(job);
             out_.push_back(frame(END, job.id));
         } catch (const cocaine::Aborted& e) {
             if (job.cancelled) out_.push_back(frame(ERROR, job.id, job.cancel_code, Str{job.cancel_message}));
@@ -407,6 +442,19 @@ void JobIo::write(const char* data, std::size_t size) { worker_.write_chunk(job_
 
 void JobIo::flush() { worker_.flush(); }
 
+void JobIo::status(int code) {
+    if (job_.meta_sent) return;  // the head is out: too late
+    if (code < 100 || code > 999) throw std::invalid_argument("status " + std::to_string(code) + " is not an HTTP status");
+    job_.has_meta = true;
+    job_.status = static_cast<uint64_t>(code);
+}
+
+void JobIo::header(std::string_view name, std::string_view value) {
+    if (job_.meta_sent) return;
+    job_.has_meta = true;
+    job_.headers.emplace_back(name, value);
+}
+
 // dlopen the app and find its task table; nullptr and `reason` when it is not a usable app.
 const cocaine::AppTable* load_app(const char* path, std::string& reason) {
     void* library = dlopen(path, RTLD_NOW | RTLD_LOCAL);  // never closed: handlers live as long as the worker
@@ -421,7 +469,7 @@ const cocaine::AppTable* load_app(const char* path, std::string& reason) {
         return nullptr;
     }
     const cocaine::AppTable* app = entry();
-    if (!app || app->abi != cocaine::abi_version) {
+    if (!app || app->abi < 1 || app->abi > cocaine::abi_version) {
         reason = "built against another version of the cocaine C++ SDK (abi " +
                  std::to_string(app ? app->abi : -1) + ", this host speaks " + std::to_string(cocaine::abi_version) + ")";
         return nullptr;

@@ -146,11 +146,17 @@ class Worker {
   }
 
   // A handler returns a Buffer or string (one chunk), null/undefined (none), an iterable of chunks
-  // or an async iterable (an async generator streams, each chunk sent as it comes). Returns a
-  // promise only for an async iterable.
+  // or an async iterable (an async generator streams, each chunk sent as it comes), or a Fetch API
+  // Response, whose status and headers go first and whose body streams. Returns a promise only
+  // when the response streams.
   respond(request, inbox, result) {
     if (result == null) return undefined;
     const send = (item) => this.queue(protocol.chunk(request.id, toBytes(item)));
+    if (result instanceof Response) {
+      this.queue(protocol.meta(request.id, result.status, [...result.headers]));
+      if (result.body == null) return undefined;
+      return (async () => { for await (const item of result.body) send(item); })();
+    }
     if (typeof result === 'string' || result instanceof Uint8Array) {
       send(result);
     } else if (typeof result[Symbol.asyncIterator] === 'function') {

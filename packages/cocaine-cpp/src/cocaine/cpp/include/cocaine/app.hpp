@@ -23,7 +23,8 @@
 namespace cocaine {
 
 // Bumped whenever a type below (or Value) changes layout: the host refuses apps built against another.
-constexpr int abi_version = 1;
+// Version 2 appended Response::status and Response::header; the host still runs version 1 apps.
+constexpr int abi_version = 2;
 
 // One job's input. Valid only during the handler call.
 class Request {
@@ -52,6 +53,11 @@ public:
     virtual void write(const char* data, std::size_t size) = 0;
     void write(std::string_view chunk) { write(chunk.data(), chunk.size()); }
     virtual void flush() = 0;
+    // Response metadata: the status and headers the http-server driver answers with (default 200,
+    // no headers); other drivers ignore them. They leave with the first chunk (or the end), so set
+    // them before writing; once a chunk is written they can no longer change.
+    virtual void status(int code) = 0;
+    virtual void header(std::string_view name, std::string_view value) = 0;
 
 protected:
     ~Response() = default;

@@ -15,6 +15,7 @@ const END = 6;
 const ERROR = 7;
 const LOG = 8;
 const CREDIT = 9;
+const META = 10;
 
 const encoder = new Encoder();
 const decoder = new Decoder();
@@ -35,7 +36,7 @@ function decode(frame) {
 }
 
 module.exports = {
-  VERSION, HELLO, HEARTBEAT, TERMINATE, INVOKE, CHUNK, END, ERROR, LOG, CREDIT,
+  VERSION, HELLO, HEARTBEAT, TERMINATE, INVOKE, CHUNK, END, ERROR, LOG, CREDIT, META,
   asBuffer,
   decode,
   hello: (pid) => encode([HELLO, VERSION, pid]),
@@ -45,4 +46,6 @@ module.exports = {
   error: (job, code, message) => encode([ERROR, job, code, message]),
   log: (level, message) => encode([LOG, level, message]),
   credit: (job, bytes) => encode([CREDIT, job, bytes]),
+  // status first, then the [name, value] pairs: the key order docs/protocol.md gives
+  meta: (job, status, headers) => encode([META, job, { status, headers }]),
 };

@@ -23,10 +23,12 @@ use constant {
     MSG_ERROR     => 7,
     MSG_LOG       => 8,
     MSG_CREDIT    => 9,
+    MSG_META      => 10,
 };
 
 our @EXPORT_OK = qw(PROTOCOL_VERSION MSG_HELLO MSG_HEARTBEAT MSG_TERMINATE MSG_INVOKE MSG_CHUNK MSG_END MSG_ERROR MSG_LOG
-    MSG_CREDIT decode hello_frame heartbeat_frame chunk_frame end_frame error_frame log_frame credit_frame bytes_of);
+    MSG_CREDIT MSG_META decode hello_frame heartbeat_frame chunk_frame end_frame error_frame log_frame credit_frame
+    meta_frame bytes_of);
 
 my $unpacker = Data::MessagePack->new;
 
@@ -80,6 +82,13 @@ sub _str {
     return pack('CN', 0xdb, $n) . $bytes;
 }
 
+sub _array {
+    my ($n) = @_;
+    return chr(0x90 | $n) if $n < 16;
+    return pack('Cn', 0xdc, $n) if $n <= 0xffff;
+    return pack('CN', 0xdd, $n);
+}
+
 # fixarray headers: 0x90 | number of elements
 sub hello_frame     { "\x93" . _uint(MSG_HELLO) . _uint(PROTOCOL_VERSION) . _uint($$) }
 sub heartbeat_frame { "\x91" . _uint(MSG_HEARTBEAT) }
@@ -88,5 +97,16 @@ sub end_frame       { "\x92" . _uint(MSG_END) . _uint($_[0]) }
 sub error_frame     { "\x94" . _uint(MSG_ERROR) . _uint($_[0]) . _uint($_[1]) . _str($_[2]) }
 sub log_frame       { "\x93" . _uint(MSG_LOG) . _uint($_[0]) . _str($_[1]) }
 sub credit_frame    { "\x93" . _uint(MSG_CREDIT) . _uint($_[0]) . _uint($_[1]) }
+
+# [10, job, {"status": S, "headers": [[name, value], ...]}]: the keys in that order (a fixmap of 2)
+sub meta_frame {
+    my ($job, $status, @headers) = @_;
+    my $frame = "\x93" . _uint(MSG_META) . _uint($job) . "\x82" . _str('status') . _uint($status) . _str('headers')
+        . _array(@headers / 2);
+    while (my ($name, $value) = splice @headers, 0, 2) {
+        $frame .= "\x92" . _str($name) . _str($value);
+    }
+    return $frame;
+}
 
 1;

@@ -8,8 +8,9 @@ use Time::HiRes qw(time);
 use ZMQ::FFI;
 use ZMQ::FFI::Constants qw(ZMQ_DEALER);
 use Cocaine::Protocol qw(MSG_INVOKE MSG_CHUNK MSG_END MSG_ERROR MSG_TERMINATE decode hello_frame heartbeat_frame chunk_frame
-    end_frame error_frame log_frame credit_frame);
+    end_frame error_frame log_frame credit_frame meta_frame);
 use Cocaine::Request;
+use Cocaine::Response;
 
 use constant {
     APP_ERROR            => 502,
@@ -151,11 +152,18 @@ sub run {
 }
 
 # A handler returns a string (one chunk), undef (none), an ARRAY ref (its chunks) or a CODE ref,
-# called until it returns undef, each chunk sent as soon as it is produced.
+# called until it returns undef, each chunk sent as soon as it is produced; or a Cocaine::Response
+# holding one of those, whose status and headers go first.
 sub respond {
     my ($self, $job, $result) = @_;
     return unless defined $result;
     my $type = ref $result;
+    if ($type eq 'Cocaine::Response') {
+        push @{ $self->{out} }, meta_frame($job->{id}, $result->status, @{ $result->headers });
+        $result = $result->body;
+        return unless defined $result;
+        $type = ref $result;
+    }
     if ($type eq '') {
         $self->write_chunk($job, $result);
     } elsif ($type eq 'ARRAY') {

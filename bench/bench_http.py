@@ -1,0 +1,203 @@
+"""HTTP: the Python echo app over cocaine's ``http-server`` against uWSGI and gunicorn, in one run.
+
+Every server gets 2 worker processes and the same load: ``wrk`` (Debian's), keep-alive, 64
+connections, 2 threads, POST of a 16-byte body that the app echoes. Reported per server:
+requests/s, latency p50/p99 (wrk's), non-2xx and socket errors, and the CPU time its whole process
+tree (master, workers, cocained) spent per request.
+
+- **cocaine**: ``cocained`` hosting ``bench/echo_app.py``, process backend, ``pool-limit`` 2, behind
+  ``http-server`` (the daemon is a third process, its reactor thread does the HTTP).
+- **uwsgi**: ``pyuwsgi`` from PyPI, ``bench/echo_wsgi.py``, ``--processes 2 --master``, with
+  ``--http-socket`` (which answers and closes: no keep-alive, wrk reconnects) and with
+  ``--http11-socket`` (keep-alive).
+- **gunicorn**: sync workers, ``-w 2`` (a sync worker closes each connection after its response).
+
+Usage: .venv/bin/python bench/bench_http.py [--duration 10] [--rounds 1] [--json]
+(needs ``wrk`` on PATH and ``pip install pyuwsgi gunicorn`` in the venv)
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from bench_echo import _free_port, _manage
+from loadgen import cpu_seconds, stop_process
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BIN = os.path.dirname(sys.executable)
+CONNECTIONS = 64
+BODY = "0123456789abcdef"
+WRK_SCRIPT = f'wrk.method = "POST"\nwrk.body = "{BODY}"\nwrk.headers["Content-Type"] = "text/plain"\n'
+
+
+def wait_http(port: int, process: subprocess.Popen, timeout: float = 30.0) -> None:
+    """Until a POST to the server is echoed (its workers are up)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with status {process.returncode} before it was ready")
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        try:
+            connection.request("POST", "/", body=b"ok")
+            response = connection.getresponse()
+            if response.status == 200 and response.read() == b"ok":
+                return
+        except OSError:
+            pass
+        finally:
+            connection.close()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no echo from port {port}")
+        time.sleep(0.05)
+
+
+def tree(pid: int) -> list[int]:
+    """``pid`` and its descendants."""
+    pids, i = [pid], 0
+    while i < len(pids):
+        try:
+            for task in os.listdir(f"/proc/{pids[i]}/task"):
+                with open(f"/proc/{pids[i]}/task/{task}/children") as f:
+                    pids.extend(int(p) for p in f.read().split())
+        except OSError:
+            pass
+        i += 1
+    return pids
+
+
+def tree_cpu(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            total += cpu_seconds(pid)
+        except OSError:
+            pass
+    return total
+
+
+def run_wrk(port: int, duration: float, script: str) -> dict:
+    out = subprocess.run(["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{duration:g}s", "--latency", "-s", script,
+                          f"http://127.0.0.1:{port}/"], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])
+    requests = int(re.search(r"(\d+) requests in", out)[1])
+    latency = dict(re.findall(r"^\s*(50|99)%\s+(\S+)\s*$", out, re.M))
+    if len(latency) != 2:
+        raise RuntimeError(f"cannot read wrk's latency distribution:\n{out}")
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return {"rps": rps, "requests": requests, "p50_ms": _ms(latency["50"]), "p99_ms": _ms(latency["99"]),
+            "non_2xx": int(non2xx[1]) if non2xx else 0,
+            "socket_errors": sum(map(int, errors.groups())) if errors else 0}
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def measure(name: str, command: list[str], port: int, duration: float, script: str, setup=None, cwd=None) -> dict:
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd)
+    try:
+        if setup is not None:
+            setup()
+        wait_http(port, proc)
+        run_wrk(port, 1, script)  # warm-up
+        pids = tree(proc.pid)
+        before = tree_cpu(pids)
+        result = run_wrk(port, duration, script)
+        result["cpu_us_per_request"] = (tree_cpu(pids) - before) / max(1, result["requests"]) * 1e6
+        result["processes"] = len(pids)
+        return result
+    finally:
+        stop_process(proc, timeout=20)
+
+
+def run_cocaine(duration: float, script: str, tmp: str) -> dict:
+    management = f"tcp://127.0.0.1:{_free_port()}"
+    port = _free_port()
+    manifest = {"type": "python", "args": os.path.join(HERE, "echo_app.py"),
+                "engine": {"backend": "process", "pool-limit": 2, "pool-min": 2, "queue-limit": 10_000},
+                "tasks": {"echo": {"type": "http-server", "endpoint": f"127.0.0.1:{port}"}}}
+    command = [sys.executable, "-m", "cocaine.core.daemon.main", "--storage-location", f"{tmp}/storage",
+               "--runtime-dir", f"{tmp}/run", "--management", management, "--log-level", "warning"]
+    return measure("cocaine", command, port, duration, script,
+                   setup=lambda: _manage(management, {"version": 2, "action": "create", "apps": {"echo": manifest}}))
+
+
+def run_uwsgi(duration: float, script: str, option: str) -> dict:
+    port = _free_port()
+    command = [os.path.join(BIN, "uwsgi"), option, f"127.0.0.1:{port}", "--wsgi-file", "echo_wsgi.py",
+               "--callable", "app", "--processes", "2", "--master", "--disable-logging", "--listen", "1024"]
+    return measure("uwsgi", command, port, duration, script, cwd=HERE)
+
+
+def run_gunicorn(duration: float, script: str) -> dict:
+    port = _free_port()
+    command = [os.path.join(BIN, "gunicorn"), "--workers", "2", "--worker-class", "sync", "--bind",
+               f"127.0.0.1:{port}", "--backlog", "1024", "--log-level", "warning", "echo_wsgi:app"]
+    return measure("gunicorn", command, port, duration, script, cwd=HERE)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of load per server and round")
+    parser.add_argument("--rounds", type=int, default=1, help="alternate the servers this many times (medians)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk is needed (apt-get install wrk)")
+    for tool in ("uwsgi", "gunicorn"):
+        if not os.path.exists(os.path.join(BIN, tool)):
+            sys.exit(f"{tool} is needed: {sys.executable} -m pip install pyuwsgi gunicorn")
+    servers = {
+        "cocaine http-server": None,
+        "uwsgi --http-socket": "--http-socket",
+        "uwsgi --http11-socket": "--http11-socket",
+        "gunicorn sync": None,
+    }
+    runs: dict[str, list[dict]] = {name: [] for name in servers}
+    with tempfile.TemporaryDirectory(prefix="cocaine-bench-http-") as tmp:
+        script = os.path.join(tmp, "post.lua")
+        with open(script, "w") as f:
+            f.write(WRK_SCRIPT)
+        for round_ in range(args.rounds):
+            for name, option in servers.items():
+                if name.startswith("cocaine"):
+                    result = run_cocaine(args.duration, script, f"{tmp}/cocaine-{round_}")
+                elif name.startswith("uwsgi"):
+                    result = run_uwsgi(args.duration, script, option)
+                else:
+                    result = run_gunicorn(args.duration, script)
+                runs[name].append(result)
+                print(f"round {round_ + 1}: {name}: {result['rps']:,.0f} req/s, p99 {result['p99_ms']:.2f} ms",
+                      file=sys.stderr)
+    summary = {name: {key: statistics.median(r[key] for r in results) for key in results[0]}
+               for name, results in runs.items()}
+    reference = summary["uwsgi --http-socket"]
+    ours = summary["cocaine http-server"]
+    ratio = {"rps_vs_uwsgi": ours["rps"] / reference["rps"], "p99_vs_uwsgi": ours["p99_ms"] / reference["p99_ms"]}
+    if args.json:
+        print(json.dumps({"servers": summary, "rounds": runs, "ratio": ratio}, indent=2))
+        return
+    print(f"wrk -t2 -c{CONNECTIONS} keep-alive, POST {len(BODY)} bytes echoed, "
+          f"{args.duration:g} s x {args.rounds} round(s)")
+    for name, r in summary.items():
+        print(f"{name:22} {r['rps']:9,.0f} req/s  p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms  "
+              f"CPU {r['cpu_us_per_request']:6.1f} us/req  non-2xx {r['non_2xx']:.0f}  "
+              f"socket errors {r['socket_errors']:.0f}")
+    print(f"cocaine / uwsgi --http-socket: requests/s {ratio['rps_vs_uwsgi']:.2f}x, p99 {ratio['p99_vs_uwsgi']:.2f}x "
+          "(lower p99 is better)")
+
+
+if __name__ == "__main__":
+    main()
