@@ -1,7 +1,7 @@
 import pytest
 import zmq
 
-from support import Daemon
+from support import Daemon, assert_no_reactor_errors
 
 
 @pytest.fixture
@@ -18,6 +18,7 @@ def daemon(tmp_path, zmq_context):
     yield d
     try:
         assert d.stop() == 0, d.log()
+        assert_no_reactor_errors(d)
     finally:
         d.close()
 
@@ -71,6 +72,7 @@ def module_daemon(tmp_path_factory):
     yield d
     try:
         assert d.stop() == 0, d.log()
+        assert_no_reactor_errors(d)
     finally:
         d.close()
         context.destroy(linger=0)

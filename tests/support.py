@@ -225,6 +225,12 @@ class Daemon:
             self._log.close()
 
 
+def assert_no_reactor_errors(daemon: Daemon) -> None:
+    """An exception that reached a reactor loop is a bug, whatever the test was about."""
+    errors = [line for line in daemon.log().splitlines() if ": unhandled error in " in line]
+    assert not errors, "\n".join(errors[:5])
+
+
 def python_app(tmp: Path, source: str, name: str = "app.py") -> str:
     path = tmp / name
     path.write_text(source)

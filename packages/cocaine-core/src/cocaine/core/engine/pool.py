@@ -408,12 +408,17 @@ class WorkerPool:
             return
         if self.exiting.pop(worker.identity, None) is not None:
             self._gone(worker)
+        self._release(worker)
+        if self.closing and not self.workers and not self.exiting:
+            self._closed()
+
+    def _release(self, worker: PooledWorker) -> None:
+        # Unwatch the exit descriptor before the handle closes it: a closed descriptor left in the
+        # poll set would be reported invalid on every round (or stand for a reused number).
         fd = worker.handle.exit_fd()
         if fd is not None:
             self.reactor.remove_reader(fd)
         worker.handle.close()
-        if self.closing and not self.workers and not self.exiting:
-            self._closed()
 
     def _gone(self, worker: PooledWorker) -> None:
         if worker.output is not None:
@@ -446,7 +451,7 @@ class WorkerPool:
                     log.warning("app %s: worker %s abandoned at shutdown", self.app, worker.id)
                 self.exiting.pop(worker.identity, None)
                 self._gone(worker)
-                worker.handle.close()
+                self._release(worker)
             self._closed()
 
     def _closed(self) -> None:
