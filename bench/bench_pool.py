@@ -197,16 +197,16 @@ def main() -> None:
     print("\nspawn to ready (@worker ready startup-ms), workers started one at a time:")
     for (mode, gap), times in spawns.items():
         q = statistics.quantiles(times, n=10)
-        print(f"  {mode:12} {'back to back' if not gap else f'{gap:g} s apart':12} p50 {statistics.median(times):6.1f} ms"
+        spacing = "back to back" if not gap else f"{gap:g} s apart"
+        print(f"  {mode:12} {spacing:12} p50 {statistics.median(times):6.1f} ms"
               f"   p10 {q[0]:6.1f}   p90 {q[-1]:6.1f}  ({len(times)} spawns)")
     print(f"\ncold burst of 64 x 50 ms jobs, pool-limit 4, concurrency 1 (ideal with 4 warm workers: 800 ms), "
           f"median of {args.rounds}:")
     for mode, rounds in bursts.items():
-        def median(key):
-            return statistics.median(r[key] for r in rounds)
-
-        print(f"  {mode:12} first answer {median('first_answer_ms'):6.0f} ms   pool full {median('pool_full_ms'):6.0f} ms"
-              f"   all answered {median('all_answered_ms'):6.0f} ms ({median('all_answered_ms') / 800:.2f}x ideal)")
+        first, full, everything = (statistics.median(r[key] for r in rounds)
+                                   for key in ("first_answer_ms", "pool_full_ms", "all_answered_ms"))
+        print(f"  {mode:12} first answer {first:6.0f} ms   pool full {full:6.0f} ms"
+              f"   all answered {everything:6.0f} ms ({everything / 800:.2f}x ideal)")
     print("\nmemory after the burst (MiB; workers: mean of the 4 workers of the last round):")
     for mode, rounds in bursts.items():
         workers, server, spares = rounds[-1]["workers"], rounds[-1]["server"], rounds[-1]["spares"]

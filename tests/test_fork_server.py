@@ -4,9 +4,7 @@ dying with the daemon), and the server's own faults."""
 
 import os
 import signal
-import time
 
-import pytest
 import zmq
 
 from support import Subscriber, alive, endpoint, manifest, python_app, wait_for

@@ -14,6 +14,7 @@ forked ahead of time that has imported pyzmq and the worker loop (after its fork
 worker id and pipes. A spawn request takes the spare and the server forks the next one.
 """
 
+# ruff: noqa: E402 - the process names itself before its slow imports (tests and ps tell it apart)
 from __future__ import annotations
 
 import ctypes
@@ -37,7 +38,7 @@ if __name__ == "__main__":
         INTERPRETER_NAME = _comm.read().strip()
     set_name(SERVER_NAME)
 
-import gc  # noqa: E402 - after naming the process
+import gc
 import json
 import select
 import socket
