@@ -95,6 +95,17 @@ def alive(pid: int) -> bool:
         return False
 
 
+def helper_name(pid: int) -> str | None:
+    """``cocaine-forksrv`` for a fork server, ``cocaine-spare`` for its spare, else None (a worker
+    forked from it takes its interpreter's name back)."""
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            name = f.read().strip()
+    except OSError:
+        return None
+    return name if name in ("cocaine-forksrv", "cocaine-spare") else None
+
+
 class Client:
     """A REQ client with a receive timeout, so no test can hang on a silent server. ``curve`` is
     (client public key, client secret key, server public key) for a CURVE server."""
@@ -180,16 +191,24 @@ class Daemon:
         return reply["apps"][name] if name else reply
 
     def workers(self) -> list[int]:
-        return [pid for pid in children_of(self.proc.pid) if alive(pid)]
+        """The daemon's live worker processes (its children, fork servers aside)."""
+        return [pid for pid in children_of(self.proc.pid) if alive(pid) and not helper_name(pid)]
+
+    def fork_servers(self) -> list[int]:
+        return [pid for pid in children_of(self.proc.pid) if alive(pid) and helper_name(pid) == "cocaine-forksrv"]
+
+    def spares(self) -> list[int]:
+        """Processes a fork server forked ahead of the next worker (the daemon's children too)."""
+        return [pid for pid in children_of(self.proc.pid) if alive(pid) and helper_name(pid) == "cocaine-spare"]
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
     def stop(self, timeout: float = 20.0) -> int:
-        """SIGTERM and wait; return the exit status. Asserts no worker outlives the daemon."""
+        """SIGTERM and wait; return the exit status. Asserts no worker (nor fork server) outlives the daemon."""
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else 0
-        workers = self.workers()
+        workers = self.workers() + self.fork_servers() + self.spares()
         self.proc.send_signal(signal.SIGTERM)
         code = self.proc.wait(timeout)
         for pid in workers:

@@ -49,6 +49,11 @@ class Language:
         """Describe how to start one worker of this app."""
         raise NotImplementedError
 
+    def fork_server_argv(self, *, app: str, endpoint: str, heartbeat_interval: float) -> list[str] | None:
+        """The command of a fork server for this app's workers (cocaine/core/backends/forkserver.py
+        specifies what it must do), or None when the language has none."""
+        return None
+
 
 # -- helpers shared by language plugins ---------------------------------------------------------------
 

@@ -41,6 +41,7 @@ class EngineConfig:
     idle_timeout: float = 60.0  # seconds an idle worker above pool-min lives on
     request_timeout: float | None = None  # default deadline of a job, from its acceptance
     overflow: str = "refuse"  # or "forward": in a cluster, what this node cannot take goes to a peer
+    fork_server: bool = True  # process workers forked from a server that loaded the app once, if the language can
 
     KEYS = {
         "backend": "backend",
@@ -54,6 +55,7 @@ class EngineConfig:
         "idle-timeout": "idle_timeout",
         "request-timeout": "request_timeout",
         "overflow": "overflow",
+        "fork-server": "fork_server",
     }
 
     def to_json(self) -> dict:
@@ -178,6 +180,9 @@ def _parse_engine(raw: Any, registry: Registry) -> EngineConfig:
     pool_limit = get_int(raw, "pool-limit", where, default=defaults.pool_limit, minimum=1, maximum=1024)
     concurrency = get_int(raw, "concurrency", where, default=defaults.concurrency, minimum=1, maximum=1024)
     request_timeout = raw.get("request-timeout")
+    fork_server = raw.get("fork-server", defaults.fork_server)
+    if not isinstance(fork_server, bool):
+        raise field_error(f"{where}.fork-server", "true or false", fork_server)
     return EngineConfig(
         backend=backend,
         pool_limit=pool_limit,
@@ -190,5 +195,6 @@ def _parse_engine(raw: Any, registry: Registry) -> EngineConfig:
         idle_timeout=get_number(raw, "idle-timeout", where, default=defaults.idle_timeout),
         request_timeout=None if request_timeout is None else get_number(raw, "request-timeout", where),
         overflow=get_str(raw, "overflow", where, default=defaults.overflow, choices=OVERFLOW_POLICIES),
+        fork_server=fork_server,
     )
 

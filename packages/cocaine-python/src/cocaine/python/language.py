@@ -28,6 +28,10 @@ class PythonLanguage(Language):
 
         return WorkerSpec(app=app, worker_id=worker_id, endpoint=endpoint, argv=argv, run_in_thread=run_in_thread)
 
+    def fork_server_argv(self, *, app: str, endpoint: str, heartbeat_interval: float) -> list[str]:
+        return [sys.executable, "-m", "cocaine.python.forkserver", "--endpoint", endpoint, "--app", app,
+                "--path", self.args, "--heartbeat", f"{heartbeat_interval:g}"]
+
 
 @hookimpl
 def cocaine_register_languages():

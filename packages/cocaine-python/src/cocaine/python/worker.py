@@ -6,14 +6,10 @@ The engine <-> worker protocol is specified in docs/protocol.md.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import ctypes
-import importlib.util
 import inspect
 import logging
 import os
-import signal
 import sys
 import threading
 import time
@@ -25,36 +21,12 @@ from cocaine.core import worker_protocol
 from cocaine.core.errors import Code, ProtocolError
 from cocaine.core.transport import send_frames
 from cocaine.python import logs
+from cocaine.python.loader import become_runtime, load_module, runtime_arguments
 from cocaine.python.request import ChunkSource, Request, RequestCancelled, StreamedRequest
 from cocaine.python.response import Response
 
 EXIT_LOAD_FAILED = 3
 ENGINE_SILENCE_LIMIT = 3  # heartbeat intervals without a word from the engine before giving up
-
-
-def load_module(path: str, worker_id: str) -> ModuleType:
-    directory = os.path.dirname(path)
-    if directory not in sys.path:
-        sys.path.insert(0, directory)  # the app may import its sibling modules
-    # One module object per worker, so that thread-backend workers do not share module state.
-    name = "cocaine_app_" + "".join(c if c.isalnum() else "_" for c in worker_id)
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def die_with_parent() -> None:
-    """Exit when the daemon dies, even by SIGKILL: no orphan workers."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    expected = os.environ.get("COCAINE_PARENT_PID")
-    if expected and os.getppid() != int(expected):
-        os._exit(1)  # the daemon died before the death signal was armed
 
 
 class Handlers:
@@ -370,19 +342,24 @@ def _to_bytes(item) -> bytes:
 
 
 def serve(context: zmq.Context, *, endpoint: str, worker_id: str, path: str, heartbeat: float,
-          own_process: bool = False) -> int:
-    """Load the app and serve the engine until told to stop; return the exit status."""
+          own_process: bool = False, module: ModuleType | None = None,
+          forwarder: logs.LogForwarder | None = None) -> int:
+    """Load the app (unless ``module`` is the app, loaded already by a fork server, whose
+    ``forwarder`` holds what the import logged) and serve the engine until told to stop; return the
+    exit status."""
     sock = context.socket(zmq.DEALER)
     sock.identity = worker_id.encode()
     sock.linger = 1000
     sock.connect(endpoint)
-    forwarder = logs.LogForwarder.install(own_process=own_process)
+    if forwarder is None:
+        forwarder = logs.LogForwarder.install(own_process=own_process)
     try:
-        try:
-            module = load_module(path, worker_id)
-        except BaseException as e:  # noqa: BLE001 - SystemExit at import is a failed load too
-            send_frames(sock, [*forwarder.collect(), logs.load_failure(path, e)])
-            return EXIT_LOAD_FAILED
+        if module is None:
+            try:
+                module = load_module(path, worker_id)
+            except BaseException as e:  # noqa: BLE001 - SystemExit at import is a failed load too
+                send_frames(sock, [*forwarder.collect(), logs.load_failure(path, e)])
+                return EXIT_LOAD_FAILED
         worker = PythonWorker(sock, Handlers(module), heartbeat)
         worker.logs = forwarder
         worker.run()
@@ -393,18 +370,8 @@ def serve(context: zmq.Context, *, endpoint: str, worker_id: str, path: str, hea
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--endpoint", required=True)
-    parser.add_argument("--id", required=True)
-    # Every runtime is given the app's name; lines a worker logs reach the daemon's log named
-    # after the app already, so this one needs it for nothing else.
-    parser.add_argument("--app")
-    parser.add_argument("--path", required=True)
-    parser.add_argument("--heartbeat", type=float, default=5.0)
-    args = parser.parse_args(argv)
-    die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when its workers stop
-    sys.stdout.reconfigure(line_buffering=True)  # each printed line reaches the engine's pipe at once
+    args = runtime_arguments(__doc__, ("--id", {})).parse_args(argv)
+    become_runtime()
     context = zmq.Context()
     try:
         return serve(context, endpoint=args.endpoint, worker_id=args.id, path=args.path, heartbeat=args.heartbeat,

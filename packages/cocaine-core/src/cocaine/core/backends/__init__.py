@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from cocaine.core.languages import WorkerSpec
+
+if TYPE_CHECKING:
+    from cocaine.core.languages import Language
+    from cocaine.core.manifest import EngineConfig
 
 
 class WorkerHandle:
@@ -47,6 +51,18 @@ class Backend:
 
     def __init__(self, zmq_context) -> None:
         self.zmq_context = zmq_context
+
+    def open(self, language: Language, *, app: str, endpoint: str, heartbeat_interval: float,
+             config: EngineConfig) -> None:
+        """Called once by the pool that owns this backend, before its first spawn: a backend may
+        start helpers for this app generation here (the process backend starts a fork server)."""
+
+    def close(self) -> None:
+        """The pool is closing: stop the helpers :meth:`open` started (not the workers)."""
+
+    def info(self) -> dict | None:
+        """What ``info`` shows of the helpers, if any (under ``pool.fork-server``)."""
+        return None
 
     def spawn(self, spec: WorkerSpec) -> WorkerHandle:
         """Start one worker; raise OSError (or a CocaineError) if it cannot be started."""

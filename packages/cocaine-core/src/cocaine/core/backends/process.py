@@ -1,14 +1,21 @@
-"""The ``process`` backend: every worker is a fresh process (fork + exec, never a bare fork, since a
-ZeroMQ context does not survive ``fork()``)."""
+"""The ``process`` backend: every worker is a process of its own, never a bare fork of the daemon,
+since a ZeroMQ context does not survive ``fork()``. A worker is forked by the app's fork server when
+its language has one (forkserver.py), else started fresh (fork + exec)."""
 
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
+from typing import TYPE_CHECKING
 
 from cocaine.core.backends import Backend, WorkerHandle
+from cocaine.core.backends.forkserver import ForkedHandle, ForkServer
 from cocaine.core.languages import WorkerSpec
+
+if TYPE_CHECKING:
+    from cocaine.core.languages import Language
+    from cocaine.core.manifest import EngineConfig
 
 
 class ProcessHandle(WorkerHandle):
@@ -63,7 +70,29 @@ class ProcessHandle(WorkerHandle):
 class ProcessBackend(Backend):
     name = "process"
 
-    def spawn(self, spec: WorkerSpec) -> ProcessHandle:
+    def __init__(self, zmq_context) -> None:
+        super().__init__(zmq_context)
+        self.fork_server: ForkServer | None = None
+
+    def open(self, language: Language, *, app: str, endpoint: str, heartbeat_interval: float,
+             config: EngineConfig) -> None:
+        argv = language.fork_server_argv(app=app, endpoint=endpoint, heartbeat_interval=heartbeat_interval)
+        if argv is not None and config.fork_server:
+            self.fork_server = ForkServer(app, argv)
+            self.fork_server.start()
+
+    def close(self) -> None:
+        if self.fork_server is not None:
+            self.fork_server.close()
+
+    def info(self) -> dict | None:
+        return self.fork_server.info() if self.fork_server is not None else None
+
+    def spawn(self, spec: WorkerSpec) -> WorkerHandle:
+        if self.fork_server is not None:
+            forked = self.fork_server.spawn(spec.worker_id, spec.env)
+            if forked is not None:
+                return ForkedHandle(*forked)
         env = dict(os.environ, **spec.env)
         env["COCAINE_PARENT_PID"] = str(os.getpid())
         proc = subprocess.Popen(

@@ -19,7 +19,7 @@ import zmq
 
 from cocaine.core.engine.context import EngineTaskContext
 from cocaine.core.engine.figures import (BUSY, IDLE, STARTING, EngineFigures, QueuePeaks, TaskFigures, WorkerFigures,
-                                         read_rss)
+                                         read_pss, read_rss)
 from cocaine.core.engine.job import Job
 from cocaine.core.engine.monitor import Monitor
 from cocaine.core.engine.pool import PooledWorker, WorkerPool
@@ -485,6 +485,7 @@ class Engine:
                 "generation": figures.generation,
                 "spawned": figures.spawned,
                 "spawn-failures": figures.spawn_failures,
+                "fork-server": self.pool.backend.info(),
                 "spawned-total": figures.spawned_total,
                 "exits": figures.exits,
                 "workers": [{"id": w.id, "pid": w.pid, "generation": w.generation, "state": w.state, "jobs": w.jobs,
@@ -498,13 +499,20 @@ class Engine:
 
 
 def with_memory(info: dict[str, Any]) -> dict[str, Any]:
-    """Add each process worker's resident memory (and the pool's total) to ``info``, from /proc.
-    Done by the caller, off the engine's reactor."""
+    """Add each process worker's resident and proportional memory (and the workers' totals) to
+    ``info``, and the fork server's, from /proc. Done by the caller, off the engine's reactor."""
     pool = info.get("pool")
     if pool:
-        total = 0
+        total = total_pss = 0
         for worker in pool["workers"]:
             worker["memory-rss"] = rss = read_rss(worker["pid"])
+            worker["memory-pss"] = pss = read_pss(worker["pid"])
             total += rss or 0
+            total_pss += pss or 0
         pool["memory-rss"] = total
+        pool["memory-pss"] = total_pss
+        server = pool.get("fork-server")
+        if server:
+            server["memory-rss"] = read_rss(server["pid"])
+            server["memory-pss"] = read_pss(server["pid"])
     return info

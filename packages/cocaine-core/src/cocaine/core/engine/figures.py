@@ -32,6 +32,21 @@ def read_rss(pid: int | None) -> int | None:
         return None
 
 
+def read_pss(pid: int | None) -> int | None:
+    """Proportional memory of a process in bytes: its private pages plus its share of the pages it
+    shares (a forked worker shares its fork server's), from /proc (None: no such process)."""
+    if not pid:
+        return None
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+            for line in f:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, IndexError, ValueError):
+        pass
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerFigures:
     id: str

@@ -129,6 +129,8 @@ class WorkerPool:
         self.sock.router_mandatory = True  # a send to a vanished worker raises instead of vanishing
         self.sock.sndhwm = self.sock.rcvhwm = 0
         self.sock.bind(self.endpoint)
+        backend.open(language, app=self.app, endpoint=self.endpoint, heartbeat_interval=self.heartbeat_interval,
+                     config=config)
         self.reactor.add_reader(self.sock, self._on_readable)
         self.reactor.add_flusher(self.flush)
         self._tick = self.reactor.call_later(0, self._check)
@@ -429,6 +431,7 @@ class WorkerPool:
         socket and call ``on_closed``. Jobs still running are the caller's to answer first."""
         self.closing = True
         self._on_closed = on_closed
+        self.backend.close()  # no new workers: its fork server goes
         for worker in list(self.workers.values()):
             self.ask_to_exit(worker, reason)
         self.flush()

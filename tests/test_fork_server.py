@@ -1,0 +1,231 @@
+"""The Python fork server: workers forked from a process that imported the app once, which keep
+everything a worker started by exec has (the daemon as parent, exit status, output, memory figures,
+dying with the daemon), and the server's own faults."""
+
+import os
+import signal
+
+import zmq
+
+from support import Subscriber, alive, endpoint, manifest, python_app, wait_for
+
+APP = '''
+import logging, os, sys, time
+print("imported once")
+print("import warning", file=sys.stderr)
+logging.getLogger("myapp").info("import logged")
+DATA = bytes(8 << 20)  # shared copy-on-write by every forked worker
+
+def pid(request):
+    return str(os.getpid())
+
+def ppid(request):
+    return str(os.getppid())
+
+def chatty(request):
+    print("from", os.getpid())
+    return b"ok"
+
+def exit3(request):
+    raise SystemExit(3)
+
+def sleep(request):
+    time.sleep(float(request.body))
+    return b"slept"
+
+def hang(request):
+    while True:
+        pass
+
+VERSION = b"v1"
+
+def version(request):
+    return VERSION
+'''
+
+TASKS = ["pid", "ppid", "chatty", "exit3", "sleep", "hang", "version"]
+
+
+def create(daemon, tmp_path, source=APP, pubsub=None, **engine):
+    app = python_app(tmp_path, source)
+    addresses = {task: endpoint() for task in TASKS}
+    m = manifest(app, {t: {"type": "zeromq-server", "endpoint": a} for t, a in addresses.items()}, **engine)
+    if pubsub:
+        m["pubsub"] = {"endpoint": pubsub}
+    daemon.create("app", m)
+    return addresses, m
+
+
+def fork_server(daemon, state="ready"):
+    """The app's fork server once it is in ``state``."""
+    return wait_for(lambda: (lambda fs: fs if fs and fs["state"] == state else None)(
+        daemon.info("app")["pool"]["fork-server"]), timeout=20, message=f"the fork server to be {state}")
+
+
+def worker_pids(daemon):
+    return {w["pid"] for w in daemon.info("app")["pool"]["workers"]}
+
+
+def two_forked_workers(daemon, context, addresses):
+    """Grow a ready app (pool-limit 2, concurrency 1) to two workers with two sleeping jobs."""
+    sock = context.socket(zmq.DEALER)
+    sock.linger = 0
+    sock.rcvtimeo = 20_000
+    sock.connect(addresses["sleep"])
+    for _ in range(2):
+        sock.send_multipart([b"", b"0.5"])
+    assert [sock.recv_multipart()[1:] for _ in range(2)] == [[b"ok", b"slept"]] * 2
+    sock.close(0)
+    assert len(worker_pids(daemon)) == 2 and daemon.info("app")["pool"]["fork-server"]["forked"] == 2
+
+
+def test_forked_workers_are_the_daemons_children_with_their_own_output_and_memory(daemon, tmp_path, zmq_context):
+    pubsub = endpoint()
+    sub = Subscriber(daemon.context, pubsub, "@log", "@worker")
+    addresses, _ = create(daemon, tmp_path, pubsub=pubsub, pool_limit=2, concurrency=1)
+    server = fork_server(daemon)
+    two_forked_workers(daemon, zmq_context, addresses)
+    # No ZeroMQ code was ever loaded in the server: each worker made its own context after the fork.
+    with open(f"/proc/{server['pid']}/maps") as f:
+        assert "zmq" not in f.read()
+    info = daemon.info("app")["pool"]
+    pids = {w["pid"] for w in info["workers"]}
+    assert set(daemon.workers()) == pids and daemon.fork_servers() == [server["pid"]]
+    spares = daemon.info("app")["pool"]["fork-server"]["spares"]
+    assert len(spares) == 1 and daemon.spares() == spares and not pids & set(spares)
+    # Each worker's own figures: the 8 MiB the import made count in full in its RSS, shared in its PSS.
+    assert all(w["memory-rss"] > 8 << 20 and w["memory-pss"] < w["memory-rss"] for w in info["workers"])
+    assert info["memory-pss"] == sum(w["memory-pss"] for w in info["workers"])
+    assert info["fork-server"]["memory-rss"] > 8 << 20
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            assert int(f.read().rsplit(")", 1)[1].split()[1]) == daemon.proc.pid
+    assert daemon.client(addresses["ppid"]).call(b"")[1] == str(daemon.proc.pid).encode()
+    # What the import printed and logged reaches the log of every worker, as if each had imported it.
+    for pid_ in pids:
+        worker = next(w["id"] for w in info["workers"] if w["pid"] == pid_)
+        sub.wait("@log info", lambda e, w=worker: e["worker"] == w and e["message"] == "imported once")
+        sub.wait("@log warning", lambda e, w=worker: e["worker"] == w and e["message"] == "import warning")
+        sub.wait("@log info", lambda e, w=worker: e["worker"] == w and e["message"] == "myapp: import logged")
+    # Each worker's output goes through its own pipes.
+    client = daemon.client(addresses["chatty"])
+    for _ in range(6):
+        client.call(b"")
+    _, out, _ = sub.wait("@log info", lambda e: e["message"].startswith("from "))
+    assert out["message"] == f"from {next(w['pid'] for w in info['workers'] if w['id'] == out['worker'])}"
+    sub.close()
+
+
+def test_exit_status_signal_and_heartbeat_kills_are_reported_as_for_any_worker(daemon, tmp_path):
+    pubsub = endpoint()
+    sub = Subscriber(daemon.context, pubsub, "@worker exited")
+    addresses, _ = create(daemon, tmp_path, pubsub=pubsub, pool_limit=1, heartbeat_timeout=1)
+    fork_server(daemon)
+    assert daemon.client(addresses["exit3"]).call(b"") == [b"error", b"500", b"worker exited with status 3"]
+    _, exited, _ = sub.wait("@worker exited")
+    assert (exited["status"], exited["signal"], exited["reason"]) == (3, None, "crash")
+    pid = int(daemon.client(addresses["pid"]).call(b"")[1])
+    assert daemon.info("app")["pool"]["fork-server"]["forked"] == 2  # both forked, none exec'd
+    os.kill(pid, signal.SIGKILL)
+    _, exited, _ = sub.wait("@worker exited", lambda e: e["pid"] == pid)
+    assert (exited["status"], exited["signal"]) == (None, "SIGKILL")
+    reply = daemon.client(addresses["hang"], timeout=20).call(b"")
+    assert reply[:2] == [b"error", b"504"] and b"heartbeat-timeout (1 s)" in reply[2]
+    _, exited, _ = sub.wait("@worker exited", lambda e: e["reason"] == "heartbeat-timeout")
+    assert exited["signal"] == "SIGKILL" and not alive(exited["pid"])
+    sub.close()
+
+
+def test_a_killed_fork_server_takes_no_worker_with_it_and_is_started_again(daemon, tmp_path, zmq_context):
+    addresses, _ = create(daemon, tmp_path, pool_limit=2, concurrency=1)
+    server = fork_server(daemon)
+    client = daemon.client(addresses["pid"])
+    first = int(client.call(b"")[1])
+    assert daemon.info("app")["pool"]["fork-server"]["forked"] == 1
+    os.kill(server["pid"], signal.SIGKILL)
+    wait_for(lambda: not alive(server["pid"]), message="the fork server to die")
+    assert int(client.call(b"")[1]) == first  # the worker lives on
+    # While the first worker sleeps, a second one starts (by exec: there is no server) and a new
+    # server starts; it forks the workers after that.
+    sleeper = zmq_context.socket(zmq.DEALER)
+    sleeper.linger = 0
+    sleeper.connect(addresses["sleep"])
+    sleeper.send_multipart([b"", b"1"])
+    wait_for(lambda: daemon.info("app")["jobs"]["running"] == 1, message="the sleeping job")
+    second = int(client.call(b"")[1])
+    assert second != first and worker_pids(daemon) == {first, second}
+    restarted = fork_server(daemon)
+    assert restarted["pid"] != server["pid"] and restarted["starts"] == 2
+    os.kill(second, signal.SIGKILL)
+    wait_for(lambda: second not in worker_pids(daemon), message="the second worker to go")
+    third = int(client.call(b"")[1])
+    assert third != second and daemon.info("app")["pool"]["fork-server"]["forked"] == 2
+    sleeper.close(0)
+
+
+def test_an_import_error_is_reported_as_ever_and_reload_brings_a_new_server(daemon, tmp_path):
+    app = python_app(tmp_path, "import missing_module\n")
+    address = endpoint()
+    daemon.create("app", manifest(app, {"pid": {"type": "zeromq-server", "endpoint": address}}))
+    broken = fork_server(daemon, state="stopped")
+    assert broken["reason"] == "exited with status 3 before it was ready"
+    client = daemon.client(address)
+    reply = client.call(b"x")
+    assert reply[:2] == [b"error", b"503"] and b"No module named 'missing_module'" in reply[2]
+    assert b"cannot load " in reply[2]
+    info = daemon.info("app")
+    assert info["state"] == "broken" and "missing_module" in info["broken-reason"]
+
+    (tmp_path / "app.py").write_text("import os\ndef pid(request):\n    return str(os.getpid())\n")
+    daemon.request({"version": 2, "action": "reload", "apps": ["app"]})
+    server = fork_server(daemon)
+    wait_for(lambda: client.call(b"")[0] == b"ok", timeout=20, interval=0.2, message="the app to recover")
+    assert daemon.info("app")["state"] == "running"
+    assert server["pid"] in daemon.fork_servers()
+
+
+def test_reload_with_new_code_replaces_the_fork_server(daemon, tmp_path):
+    addresses, _ = create(daemon, tmp_path, pool_limit=1)
+    old = fork_server(daemon)
+    client = daemon.client(addresses["version"])
+    assert client.call(b"") == [b"ok", b"v1"]
+    (tmp_path / "app.py").write_text(APP.replace('VERSION = b"v1"', 'VERSION = b"v2"'))
+    reply = daemon.request({"version": 2, "action": "reload", "apps": ["app"]})
+    assert reply["app"]["pool"]["generation"] == 2
+    new = fork_server(daemon)
+    assert new["pid"] != old["pid"]
+    wait_for(lambda: not alive(old["pid"]), message="the old fork server to exit")
+    assert client.call(b"") == [b"ok", b"v2"]
+    assert daemon.info("app")["pool"]["fork-server"]["forked"] == 1
+
+
+def test_nothing_outlives_a_killed_daemon(make_daemon, tmp_path, zmq_context):
+    daemon = make_daemon().start()
+    addresses, _ = create(daemon, tmp_path, pool_limit=2, concurrency=1)
+    server = fork_server(daemon)
+    two_forked_workers(daemon, zmq_context, addresses)
+    wait_for(lambda: daemon.spares(), message="the spare")
+    processes = daemon.workers() + daemon.fork_servers() + daemon.spares()
+    assert server["pid"] in processes and len(processes) == 4
+    daemon.proc.kill()
+    daemon.proc.wait(10)
+    for pid in processes:
+        wait_for(lambda: not alive(pid), timeout=10, message=f"process {pid} to exit with the daemon")
+
+
+def test_an_app_that_starts_threads_at_import_is_not_forked(daemon, tmp_path):
+    source = "import threading, time\nthreading.Thread(target=time.sleep, args=(3600,), daemon=True).start()\n" + APP
+    addresses, _ = create(daemon, tmp_path, source=source, pool_limit=1)
+    server = fork_server(daemon, state="unforkable")
+    assert "started 1 thread(s)" in server["reason"]
+    assert daemon.client(addresses["version"]).call(b"") == [b"ok", b"v1"]  # started by exec
+    assert daemon.fork_servers() == []
+
+
+def test_fork_server_can_be_switched_off(daemon, tmp_path):
+    addresses, _ = create(daemon, tmp_path, pool_limit=1, fork_server=False)
+    assert daemon.client(addresses["version"]).call(b"") == [b"ok", b"v1"]
+    assert daemon.info("app")["pool"]["fork-server"] is None and daemon.fork_servers() == []
+    reply = daemon.request({"version": 2, "action": "create", "apps": {"bad": manifest(
+        str(tmp_path / "app.py"), {"pid": {"type": "zeromq-server", "endpoint": endpoint()}}, fork_server="yes")}})
+    assert reply["bad"]["error"] == "app 'bad': engine.fork-server: expected true or false, got 'yes'"
