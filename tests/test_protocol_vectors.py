@@ -18,6 +18,7 @@ ENCODERS = {
     "log": lambda m: worker_protocol.log(m[1], m[2]),
     "credit": lambda m: worker_protocol.credit(m[1], m[2]),
     "meta": lambda m: worker_protocol.meta(m[1], m[2]),
+    "grant": lambda m: worker_protocol.grant(m[1], m[2]),
 }
 KINDS = worker_protocol.NAMES
 

@@ -215,3 +215,63 @@ def test_response_metadata_goes_before_the_first_chunk(worker):
     worker.send(frame("invoke, http metadata"))
     assert worker.frames(3) == [frame("meta"), worker_protocol.chunk(12, b"POST /p?a=1 t 127.0.0.1:1"),
                                 worker_protocol.end(12)]
+
+
+# -- responses paced by the engine's grants ----------------------------------------------------------
+#: The runtimes that honour grants (docs/protocol.md, "Streamed responses"); the others stream unpaced.
+PACED = ["python", "cpp"]
+#: Of those, the runtimes that run other jobs while a response waits for credit.
+INTERLEAVING = ["python"]
+WINDOW = worker_protocol.RESPONSE_WINDOW
+
+
+def response_until_quiet(engine, job: int) -> tuple[int, bool]:
+    """Bytes of ``job``'s response the worker sends before it goes idle (its next heartbeat, which it
+    sends only while no handler produces anything), and whether the response ended. Answers each
+    heartbeat so that the worker knows the engine is alive."""
+    size = 0
+    while True:
+        raw = engine.frame(skip_heartbeats=False)
+        if raw == worker_protocol.HEARTBEAT_FRAME:
+            engine.send(worker_protocol.HEARTBEAT_FRAME)
+            return size, False
+        message = worker_protocol.unpack(raw)
+        assert message[1] == job, message
+        if message[0] == worker_protocol.END:
+            return size, True
+        assert message[0] == worker_protocol.CHUNK, message
+        size += len(message[2])
+
+
+@pytest.mark.parametrize("language", PACED)
+def test_a_streamed_response_waits_for_the_engine_s_grants(quick_worker):
+    # flood streams 64 KiB chunks as fast as it can; the worker stops once it is a window ahead.
+    quick_worker.send(worker_protocol.invoke(1, "flood", {}, b"1048576", True))
+    assert response_until_quiet(quick_worker, 1) == (WINDOW, False)
+    quick_worker.send(worker_protocol.grant(1, 65536))  # one chunk more
+    assert response_until_quiet(quick_worker, 1) == (65536, False)
+    quick_worker.send(worker_protocol.grant(1, 1 << 20))
+    assert response_until_quiet(quick_worker, 1) == ((1 << 20) - WINDOW - 65536, True)
+
+
+@pytest.mark.parametrize("language", PACED)
+def test_a_response_waiting_for_credit_is_cancelled_when_its_client_leaves(quick_worker):
+    quick_worker.send(worker_protocol.invoke(1, "flood", {}, b"1048576", True))
+    assert response_until_quiet(quick_worker, 1) == (WINDOW, False)
+    quick_worker.send(worker_protocol.error(1, 503, "the client is gone"))
+    assert quick_worker.frame() == worker_protocol.error(1, 503, "the client is gone")
+    quick_worker.send(frame("invoke"))  # and the worker serves on
+    assert quick_worker.frames(2) == [frame("chunk"), frame("end")]
+
+
+@pytest.mark.parametrize("language", INTERLEAVING)
+def test_other_jobs_run_while_a_response_waits_for_credit(quick_worker):
+    quick_worker.send(worker_protocol.invoke(3, "flood", {}, b"1048576", True), frame("invoke"))
+    replies = quick_worker.replies([1])  # the invoke vector's job 1 ends while job 3 waits
+    assert replies[1] == [frame("chunk"), frame("end")]
+    assert sum(len(worker_protocol.unpack(f)[2]) for f in replies.get(3, [])) <= WINDOW
+
+
+def test_grants_for_unknown_jobs_are_ignored(worker):
+    worker.send(frame("grant"), frame("grant, job 2**33"), frame("invoke"))
+    assert worker.frames(2) == [frame("chunk"), frame("end")]

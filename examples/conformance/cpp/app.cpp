@@ -58,5 +58,17 @@ static void respond(cocaine::Request& request, cocaine::Response& response) {
                    meta.find("peer")->as_string());
 }
 
+// Streams as many bytes as the body says (a decimal number) in chunks of 64 KiB, as fast as it can:
+// faster than its client reads, so the engine's grants pace it.
+static void flood(cocaine::Request& request, cocaine::Response& response) {
+    unsigned long long left = std::stoull(request.body());
+    const std::string chunk(65536, 'x');
+    while (left > 0) {
+        std::size_t size = left < chunk.size() ? static_cast<std::size_t>(left) : chunk.size();
+        response.write(chunk.data(), size);
+        left -= size;
+    }
+}
+
 COCAINE_APP({"echo", echo}, {"chunks", chunks}, {"fail", fail}, {"crash", crash}, {"hang", hang},
-            {"tick", tick}, {"upper", upper}, {"stream", stream}, {"respond", respond})
+            {"tick", tick}, {"upper", upper}, {"stream", stream}, {"respond", respond}, {"flood", flood})

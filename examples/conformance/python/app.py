@@ -48,3 +48,13 @@ def respond(request):
     meta = request.meta
     body = f"{meta['method']} {meta['path']}?{meta['query']} {meta['headers']['x-test']} {meta['peer']}"
     return Response(body, status=201, headers=[("content-type", "text/plain"), ("x-conformance", "yes")])
+
+
+def flood(request):
+    """Streams as many bytes as the body says (a decimal number) in chunks of 64 KiB, as fast as it
+    can: faster than its client reads, so the engine's grants pace it."""
+    left = int(request.text())
+    chunk = b"x" * 65536
+    while left > 0:
+        yield chunk[:left]
+        left -= len(chunk)

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+from cocaine.core import worker_protocol
 from cocaine.core.backends import Backend, WorkerHandle
 from cocaine.core.errors import Code, ConfigError, ProtocolError
 from cocaine.core.hookspecs import hookimpl
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     # drivers
-    "Driver", "TaskContext", "Responder", "JobHandle", "Reactor", "Timer", "REQUEST_WINDOW",
+    "Driver", "TaskContext", "Responder", "JobHandle", "Reactor", "Timer", "REQUEST_WINDOW", "RESPONSE_WINDOW",
     # errors, and the manifest checks that name the field at fault
     "Code", "ConfigError", "ProtocolError",
     "check_endpoint", "field_error", "get_int", "get_number", "get_str", "only_keys",
@@ -45,6 +46,8 @@ __all__ = [
 
 #: Bytes of a streamed request a driver may let its source send beyond what the handler consumed.
 REQUEST_WINDOW = 256 * 1024
+#: Bytes of a response a worker may send beyond what a ``paced`` job's driver has drained.
+RESPONSE_WINDOW = worker_protocol.RESPONSE_WINDOW
 
 
 class Responder(Protocol):
@@ -100,6 +103,10 @@ class JobHandle(Protocol):
     def close(self) -> None:
         """The streamed request is complete."""
 
+    def drained(self, nbytes: int) -> None:
+        """For a job opened ``paced``: ``nbytes`` more bytes of its response reached the client (or
+        its socket's buffer), so the handler may produce that much more."""
+
     def cancel(self, code: int, message: str) -> None:
         """Give up on the job: the responder gets ``error(code, message)`` at once; a queued job
         leaves the queue, a running job's worker is told."""
@@ -138,7 +145,7 @@ class TaskContext(Protocol):
 
     def open_job(self, responder: Responder, meta: dict[str, Any] | None = None, *, body: bytes | None = None,
                  stream: bool = False, timeout: float | None = None, urgent: bool = False,
-                 on_credit: Callable[[int], None] | None = None) -> JobHandle:
+                 on_credit: Callable[[int], None] | None = None, paced: bool = False) -> JobHandle:
         """Queue a job like :meth:`submit` and return its :class:`JobHandle`, which can cancel it
         (a client that left, say) and stream its request.
 
@@ -146,6 +153,10 @@ class TaskContext(Protocol):
         :param stream: the request goes on in chunks: ``handle.push(chunk)``, then ``handle.close()``.
         :param on_credit: called with a byte count each time the handler consumes a request chunk;
             a driver lets its source send at most :data:`REQUEST_WINDOW` bytes beyond what was credited.
+        :param paced: the driver calls ``handle.drained(n)`` as its client takes the response, and
+            the worker is held to :data:`RESPONSE_WINDOW` bytes beyond that (a handler that streams
+            faster than its client reads is slowed down). Otherwise the response is taken as fast
+            as the worker sends it.
         """
 
     def publisher(self, meta: dict[str, Any] | None = None) -> Responder:

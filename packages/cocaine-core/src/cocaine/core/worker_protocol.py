@@ -31,6 +31,11 @@ LOG = 8  # [LOG, level, message]
 CREDIT = 9  # [CREDIT, job, bytes]
 # worker -> engine: the response's metadata (an HTTP status and headers), before its first chunk
 META = 10  # [META, job, meta]
+# engine -> worker: the job's response may have this many more bytes (flow control of responses)
+GRANT = 13  # [GRANT, job, bytes]
+
+#: Bytes of response a worker may send for a job beyond what the engine granted (docs/protocol.md).
+RESPONSE_WINDOW = 256 * 1024
 
 NAMES = {
     HELLO: "hello",
@@ -43,6 +48,7 @@ NAMES = {
     LOG: "log",
     CREDIT: "credit",
     META: "meta",
+    GRANT: "grant",
 }
 
 _packer = msgpack.Packer(use_bin_type=True)
@@ -64,6 +70,7 @@ SHAPES: dict[int, tuple] = {
     LOG: (_INT, str),
     CREDIT: (_INT, _INT),
     META: (_INT, dict),
+    GRANT: (_INT, _INT),
 }
 
 
@@ -124,3 +131,7 @@ def credit(job: int, nbytes: int) -> bytes:
 
 def meta(job: int, meta: dict) -> bytes:
     return pack([META, job, meta])
+
+
+def grant(job: int, nbytes: int) -> bytes:
+    return pack([GRANT, job, nbytes])

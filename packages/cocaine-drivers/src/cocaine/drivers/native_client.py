@@ -51,7 +51,7 @@ class Client:
         self._calls: dict[object, Call] = {}
 
     def request(self, body: bytes = b"", *, stream: bool = False, urgent: bool = False,
-                timeout: float | None = None, deadline: float | None = None) -> Call:
+                timeout: float | None = None, deadline: float | None = None, paced: bool = False) -> Call:
         """Send a request and return its :class:`Call` at once.
 
         :param body: the whole body, or with ``stream`` the first chunk (empty: none).
@@ -59,8 +59,13 @@ class Client:
         :param urgent: the server runs it before the requests already waiting.
         :param timeout: seconds the server gives the request before failing it with 504.
         :param deadline: a Unix time after which the server fails the request with 504.
+        :param paced: the response comes at the pace this client reads it: iterating the call
+            credits the server with each chunk taken, and the handler is held to the server's
+            response window ahead of that (a huge response then never piles up anywhere).
         """
         options = {}
+        if paced:
+            options["paced"] = True
         if urgent:
             options["urgent"] = True
         if timeout is not None:
@@ -68,6 +73,7 @@ class Client:
         if deadline is not None:
             options["deadline"] = deadline
         call = Call(self, next(self._ids), stream)
+        call.paced = paced
         if not stream:
             self._send([pack([native_protocol.REQUEST, call.id, options]), body])
         elif len(body) <= WINDOW:
@@ -146,6 +152,7 @@ class Call:
         self.error: JobError | None = None
         # A response chunk or credit came: a handler has the request, so it may have had effects.
         self.started = False
+        self.paced = False  # credit the server with each response chunk taken
 
     def write(self, data: bytes) -> None:
         """Send a request chunk, split to fit the credit; waits for credit when there is none left."""
@@ -186,7 +193,10 @@ class Call:
         deadline = time.monotonic() + self.client.timeout
         while True:
             if self.chunks:
-                yield self.chunks.popleft()
+                chunk = self.chunks.popleft()
+                if self.paced and not self.finished:
+                    self.client._send([pack([native_protocol.CREDIT, self.id, len(chunk)])])
+                yield chunk
                 deadline = time.monotonic() + self.client.timeout
             elif self.finished:
                 self._raise()

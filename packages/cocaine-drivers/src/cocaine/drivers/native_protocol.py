@@ -21,7 +21,10 @@ CHUNK = 3  # [CHUNK, id] + chunk frames
 END = 4  # [END, id] (+ the request's last chunk frames, client -> server)
 # server -> client
 ERROR = 6  # [ERROR, id, code, message]
-CREDIT = 7  # [CREDIT, id, bytes]: the client may send this many more bytes of request chunks
+# both ways: server -> client, the client may send this many more bytes of request chunks;
+# client -> server, on a request opened with the option paced, the client read this many more
+# bytes of the response
+CREDIT = 7  # [CREDIT, id, bytes]
 
 #: Bytes of request chunks a client may send on a streamed request before any credit.
 WINDOW = REQUEST_WINDOW

@@ -2,8 +2,8 @@
 
 A ROUTER socket; each client (a DEALER) interleaves many requests, each keyed by the id it chose.
 Requests may stream in chunks under credit-based flow control, responses stream back chunk by
-chunk, and each request may be ``urgent`` (head of the queue) and carry a ``timeout`` or
-``deadline`` after which it fails with 504.
+chunk (under the client's own credit when it asks for ``paced``), and each request may be
+``urgent`` (head of the queue) and carry a ``timeout`` or ``deadline`` after which it fails with 504.
 """
 
 from __future__ import annotations
@@ -85,6 +85,9 @@ class NativeServer(SocketDriver):
         if kind in (native_protocol.CHUNK, native_protocol.END):
             if call is not None:  # else the request has ended already: its late chunks are dropped
                 call.received(data, kind == native_protocol.END)
+        elif kind == native_protocol.CREDIT:
+            if call is not None:  # else the response is out already
+                call.read(header)
         elif kind == native_protocol.CANCEL:
             if call is not None:
                 self.counters["cancelled"] += 1
@@ -97,7 +100,7 @@ class NativeServer(SocketDriver):
         key = (identity, request_id)
         if key in self.calls:
             raise ProtocolError(f"request id {request_id!r} is already in use")
-        urgent, timeout = _options(options)
+        urgent, timeout, paced = _options(options)
         counters = self.counters
         counters["requests"] += 1
         counters["streamed"] += stream
@@ -113,9 +116,10 @@ class NativeServer(SocketDriver):
             raise ProtocolError(beyond_credit(len(body) - WINDOW))
         call = self.calls[key] = Call(self, identity, request_id, stream)
         call.got = len(body)
+        call.paced = paced
         call.handle = self.context.open_job(call, {"id": request_id}, body=body, stream=stream, timeout=timeout,
-                                            urgent=urgent, on_credit=call.credit if stream else None)
-        if stream and not call.done:
+                                            urgent=urgent, on_credit=call.credit if stream else None, paced=paced)
+        if (stream or paced) and not call.done:
             call.watch_idle()
 
     # -- sending ------------------------------------------------------------------------------------
@@ -135,13 +139,17 @@ def beyond_credit(excess: int) -> str:
     return f"flow control: {excess} bytes sent beyond credit"
 
 
-def _options(options) -> tuple[bool, float | None]:
-    """``urgent`` and the seconds the request has left (from ``timeout`` and ``deadline``), from its options."""
+def _options(options) -> tuple[bool, float | None, bool]:
+    """``urgent``, the seconds the request has left (from ``timeout`` and ``deadline``) and ``paced``,
+    from its options."""
     if not isinstance(options, dict):
         raise ProtocolError("options must be a map")
     urgent = options.get("urgent", False)
     if not isinstance(urgent, bool):
         raise ProtocolError("option urgent must be true or false")
+    paced = options.get("paced", False)
+    if not isinstance(paced, bool):
+        raise ProtocolError("option paced must be true or false")
     left = None
     timeout = options.get("timeout")
     if timeout is not None:
@@ -153,14 +161,14 @@ def _options(options) -> tuple[bool, float | None]:
         if isinstance(deadline, bool) or not isinstance(deadline, (int, float)) or deadline != deadline:
             raise ProtocolError("option deadline must be a Unix time (a number)")
         left = min(left if left is not None else float("inf"), deadline - time.time())
-    return urgent, left
+    return urgent, left, paced
 
 
 class Call:
     """One request of one client: the job's responder, and the request's flow control and timers."""
 
     __slots__ = ("server", "identity", "id", "head_chunk", "streaming", "granted", "got", "last_chunk_at",
-                 "handle", "done", "silent", "timer")
+                 "handle", "done", "silent", "timer", "paced", "unread")
 
     def __init__(self, server: NativeServer, identity: bytes, request_id, stream: bool) -> None:
         self.server = server
@@ -170,20 +178,29 @@ class Call:
         self.streaming = stream  # request chunks may still come
         self.granted = WINDOW
         self.got = 0
-        self.last_chunk_at = time.monotonic()
+        self.last_chunk_at = time.monotonic()  # the client's last request chunk, or response credit
         self.handle = None
         self.done = False
         self.silent = False  # the client cancelled: send it nothing more
         self.timer = None  # the idle timeout's
+        self.paced = False  # the client credits the response as it reads it
+        self.unread = 0  # bytes of a paced response sent and not credited by the client yet
 
     def watch_idle(self) -> None:
-        """Fail the request if the client sends no chunk for ``idle-timeout`` seconds."""
-        if self.done or not self.streaming:
+        """Fail the request if the client goes silent for ``idle-timeout`` seconds while the server
+        waits for it: for its next request chunk, or for credit for the response sent so far (a
+        client gone is noticed only by sending to it, and a paced response waits instead)."""
+        if self.done:
+            return
+        waiting = self.streaming or self.unread > 0
+        if not waiting and not self.paced:
             return
         idle = self.server.config["idle-timeout"]
-        due = self.last_chunk_at + idle
-        if time.monotonic() >= due:
-            self.handle.cancel(Code.TIMEOUT, f"no request chunk for {idle:g} s")
+        now = time.monotonic()
+        due = self.last_chunk_at + idle if waiting else now + idle
+        if now >= due:
+            what = "request chunk" if self.streaming else "response credit"
+            self.handle.cancel(Code.TIMEOUT, f"no {what} for {idle:g} s")
         else:
             self.timer = self.server.context.reactor.call_at(due, self.watch_idle)
 
@@ -212,11 +229,26 @@ class Call:
             self.granted += nbytes
             self._send([pack([native_protocol.CREDIT, self.id, nbytes])])
 
+    def read(self, header: list) -> None:
+        """The client's credit: it read this many more bytes of the response."""
+        if not self.paced:
+            raise ProtocolError(f"request {self.id!r} is not paced (no option paced)")
+        nbytes = header[2] if len(header) > 2 else None
+        if type(nbytes) is not int or nbytes < 0:
+            raise ProtocolError("credit must be a number of bytes (an integer >= 0)")
+        self.unread = max(0, self.unread - nbytes)
+        self.last_chunk_at = time.monotonic()
+        self.handle.drained(nbytes)
+
     # -- the responder ---------------------------------------------------------------------------------
     def chunk(self, data: bytes) -> None:
         counters = self.server.counters
         counters["chunks-out"] += 1
         counters["bytes-out"] += len(data)
+        if self.paced:
+            if not self.unread:  # the wait for the client's credit starts now
+                self.last_chunk_at = time.monotonic()
+            self.unread += len(data)
         self._send([self.head_chunk, data])
 
     def end(self) -> None:

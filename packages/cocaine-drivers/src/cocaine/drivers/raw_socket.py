@@ -6,8 +6,11 @@ chunks are written back as they come; when the response ends the server closes t
 failed job resets the connection instead of closing it, so the client can tell.
 
 Everything runs on the engine's reactor with non-blocking sockets: a client that sends faster than
-the handler reads is held back by flow control (the server stops reading, TCP does the rest); a
-client that reads too slowly has its replies buffered up to ``write-buffer`` bytes, then is cut off.
+the handler reads is held back by flow control (the server stops reading, TCP does the rest). The
+response is paced the same way: each byte the socket takes is granted back to the worker, so a
+handler that writes faster than its client reads waits for it, and the server holds at most the
+worker's response window of it. A worker runtime that ignores grants is not slowed down: its
+replies are buffered up to ``write-buffer`` bytes, then the client is cut off.
 """
 
 from __future__ import annotations
@@ -80,7 +83,8 @@ class Connection:
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # chunks leave as they come
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)  # notice peers that vanished
-        self.handle = self.server.context.open_job(self, {"peer": self.peer}, stream=True, on_credit=self.credit)
+        self.handle = self.server.context.open_job(self, {"peer": self.peer}, stream=True, on_credit=self.credit,
+                                                   paced=True)
         if not self.is_closed:
             self._read_again()
 
@@ -161,6 +165,7 @@ class Connection:
                 return
             self.server.counters["bytes-out"] += sent
             del out[:sent]
+            self.handle.drained(sent)
         if out and not self.writing:
             self.writing = True
             self.reactor.add_writer(self.fd, self._flush)

@@ -104,10 +104,11 @@ class StreamedRequest(Request):
 
 class ChunkSource:
     """The chunks of one streamed request, fed by the worker's main loop and taken by the handler's
-    thread. ``waiting`` is true while the handler waits here for the sender: that is not a hung
-    handler (see the worker's heartbeat rules)."""
+    thread; and the credit of its response, granted by the engine and spent by that thread.
+    ``waiting`` is true while the handler waits here for the sender or for its client: that is not
+    a hung handler (see the worker's heartbeat rules)."""
 
-    def __init__(self, on_taken: Callable[[int], None]) -> None:
+    def __init__(self, on_taken: Callable[[int], None], credit: int = 0) -> None:
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)
         self._chunks: deque[bytes] = deque()
@@ -115,6 +116,7 @@ class ChunkSource:
         self._cancelled: RequestCancelled | None = None
         self._waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future] | None = None
         self._on_taken = on_taken
+        self._credit = credit  # bytes of response the handler may still send (docs/protocol.md, grant)
         self.waiting = False
         self.progress_at = time.monotonic()  # the handler's last sign of life (see PythonWorker._stuck)
 
@@ -129,6 +131,11 @@ class ChunkSource:
             self._ended = True
             self._wake()
 
+    def grant(self, nbytes: int) -> None:
+        with self._lock:
+            self._credit += nbytes
+            self._ready.notify_all()
+
     def cancel(self, code: int, message: str) -> None:
         with self._lock:
             self._cancelled = RequestCancelled(code, message)
@@ -136,7 +143,7 @@ class ChunkSource:
             self._wake()
 
     def _wake(self) -> None:
-        self._ready.notify()
+        self._ready.notify_all()
         if self._waiter is not None:
             loop, future = self._waiter
             self._waiter = None
@@ -177,6 +184,21 @@ class ChunkSource:
                 await future
             finally:
                 self.waiting = False
+
+    def spend(self, nbytes: int) -> None:
+        """Before sending a response chunk of ``nbytes``: wait while the response has no credit left
+        (its client is behind); a chunk may overdraw it. Raises RequestCancelled once the requester
+        gave up."""
+        with self._lock:
+            if self._credit <= 0 and self._cancelled is None:
+                self.waiting = True
+                while self._credit <= 0 and self._cancelled is None:
+                    self._ready.wait()
+                self.waiting = False
+                self.progress_at = time.monotonic()
+            if self._cancelled is not None:
+                raise self._cancelled
+            self._credit -= nbytes
 
     def _taken(self, chunk: bytes | None) -> bytes | None:
         self.progress_at = time.monotonic()

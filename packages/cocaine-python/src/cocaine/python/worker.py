@@ -59,12 +59,16 @@ class PythonWorker:
 
     A request that streams in (``invoke`` with ``closed`` false) runs its handler on a thread of its
     own, so that the main loop can go on feeding it chunks; its output comes back through
-    :meth:`post`. Heartbeats (docs/protocol.md): the worker sends one whenever it has sent nothing
-    for a heartbeat interval, and goes silent while a handler is stuck, so that the engine's
-    heartbeat timeout catches it. A whole request's handler runs on the main loop, which is silent
-    while it runs; a streamed request's handler counts as stuck once it has gone a heartbeat
-    interval without taking a request chunk or producing a response chunk (waiting for the sender's
-    next chunk is not stuck). While one is stuck, the worker holds all its output.
+    :meth:`post`. Responses are paced by the engine's grants (docs/protocol.md): a whole request's
+    streamed response that runs out of credit is parked (its iterator set aside) and resumed when
+    credit comes, so that other jobs run meanwhile; a handler thread waits for credit instead.
+
+    Heartbeats (docs/protocol.md): the worker sends one whenever it has sent nothing for a heartbeat
+    interval, and goes silent while a handler is stuck, so that the engine's heartbeat timeout
+    catches it. A whole request's handler runs on the main loop, which is silent while it runs; a
+    streamed request's handler counts as stuck once it has gone a heartbeat interval without taking
+    a request chunk or producing a response chunk (waiting for the sender's next chunk, or for
+    credit, is not stuck). While one is stuck, the worker holds all its output.
     """
 
     def __init__(self, sock: zmq.Socket, handlers: Handlers, heartbeat: float) -> None:
@@ -74,6 +78,7 @@ class PythonWorker:
         self.out: list[bytes] = []
         self.last_heard = self.last_sent = time.monotonic()
         self.streams: dict[int, StreamedJob] = {}
+        self.parked: dict[int, ParkedResponse] = {}  # responses waiting for the engine's grant
         self._loop: asyncio.AbstractEventLoop | None = None  # for async handlers of whole requests
         # Output of handler threads, handed to the main loop.
         self._lock = threading.Lock()
@@ -93,6 +98,8 @@ class PythonWorker:
         finally:
             for stream in self.streams.values():  # no handler thread waits for chunks that will not come
                 stream.source.cancel(Code.UNAVAILABLE, "the worker is stopping")
+            for parked in self.parked.values():
+                parked.items.close()
             for fd in (self._wake_r, self._wake_w):  # a thread-backend worker must not leak them
                 os.close(fd)
             if self._loop is not None:
@@ -159,11 +166,32 @@ class PythonWorker:
             stream = self.streams.get(message[1])
             if stream is not None:
                 stream.source.end()
+        elif kind == worker_protocol.GRANT:
+            job = message[1]
+            parked = self.parked.get(job)
+            if parked is not None:
+                parked.credit += message[2]
+                if parked.credit > 0:
+                    del self.parked[job]
+                    self.respond(job, parked.task, parked.items, parked.credit)
+            else:
+                stream = self.streams.get(job)
+                if stream is not None:
+                    stream.source.grant(message[2])
         elif kind == worker_protocol.ERROR:  # the engine gave up on a job: a streamed request fails
-            stream = self.streams.get(message[1])
+            job = message[1]
+            stream = self.streams.get(job)
             if stream is not None:
                 stream.source.cancel(message[2], message[3])
+            parked = self.parked.pop(job, None)
+            if parked is not None:  # its client is gone: stop the handler, answer to free the job
+                parked.items.close()
+                self.out.append(worker_protocol.error(job, message[2], message[3]))
         elif kind == worker_protocol.TERMINATE:
+            for job, parked in self.parked.items():
+                parked.items.close()
+                self.out.append(worker_protocol.error(job, Code.UNAVAILABLE, "the worker is stopping"))
+            self.parked.clear()
             return False
         return True
 
@@ -182,10 +210,31 @@ class PythonWorker:
                 out.append(worker_protocol.meta(job, result.meta()))  # whole: leaves with its chunk and end
                 out.append(worker_protocol.chunk(job, _to_bytes(result.body)))
             else:
-                # Stream: each chunk leaves as soon as the handler produces it.
-                for item in chunks_of(result, self._run, lambda meta: out.append(worker_protocol.meta(job, meta))):
-                    out.append(worker_protocol.chunk(job, item))
-                    self.flush()
+                # Stream: each chunk leaves as soon as the handler produces it, while it has credit.
+                items = chunks_of(result, self._run, lambda meta: out.append(worker_protocol.meta(job, meta)))
+                self.respond(job, task, items, worker_protocol.RESPONSE_WINDOW)
+                return
+        except Exception as e:  # noqa: BLE001 - the app's error becomes this request's error reply
+            out.append(logs.app_error(job, task, e))
+            out.append(app_error(job, task, e))
+            return
+        out.append(worker_protocol.end(job))
+
+    def respond(self, job: int, task: str, items, credit: int) -> None:
+        """Send a streamed response's chunks while it has ``credit`` (a chunk may overdraw it), then
+        its end; park it when the credit runs out, until the engine grants more."""
+        out = self.out
+        try:
+            while credit > 0:
+                item = next(items, None)
+                if item is None:
+                    break
+                out.append(worker_protocol.chunk(job, item))
+                credit -= len(item)
+                self.flush()
+            else:
+                self.parked[job] = ParkedResponse(task, items, credit)
+                return
         except Exception as e:  # noqa: BLE001 - the app's error becomes this request's error reply
             out.append(logs.app_error(job, task, e))
             out.append(app_error(job, task, e))
@@ -252,6 +301,17 @@ class PythonWorker:
         return any(not s.source.waiting and now - s.source.progress_at > limit for s in self.streams.values())
 
 
+class ParkedResponse:
+    """A whole request's streamed response that ran out of credit: its chunk iterator, set aside."""
+
+    __slots__ = ("task", "items", "credit")
+
+    def __init__(self, task: str, items, credit: int) -> None:
+        self.task = task
+        self.items = items
+        self.credit = credit
+
+
 class StreamedJob:
     """A handler running on its own thread, reading its request as the chunks arrive."""
 
@@ -260,7 +320,8 @@ class StreamedJob:
         self.job = job
         self.task = task
         self.handler = handler
-        self.source = ChunkSource(lambda n: worker.post(worker_protocol.credit(job, n)))
+        self.source = ChunkSource(lambda n: worker.post(worker_protocol.credit(job, n)),
+                                  credit=worker_protocol.RESPONSE_WINDOW)
         self.request = StreamedRequest(job, task, self.source, meta)
         self.thread = threading.Thread(target=self.run, name=f"job-{job}", daemon=True)
 
@@ -279,6 +340,7 @@ class StreamedJob:
                 post(worker_protocol.meta(job, meta))
 
             for item in chunks_of(self.handler(self.request), run_async, on_meta):
+                source.spend(len(item))  # waits while the client is a window behind
                 source.progress_at = time.monotonic()
                 post(worker_protocol.chunk(job, item))
             final = worker_protocol.end(job)

@@ -65,10 +65,10 @@ class EngineTaskContext:
 
     def open_job(self, responder: Responder, meta: dict[str, Any] | None = None, *, body: bytes | None = None,
                  stream: bool = False, timeout: float | None = None, urgent: bool = False,
-                 on_credit: Callable[[int], None] | None = None) -> JobHandle:
+                 on_credit: Callable[[int], None] | None = None, paced: bool = False) -> JobHandle:
         intake = self._intake
         job = intake.new_job(self.task, self.stats, body, meta or {}, responder, timeout)
-        handle = JobHandle(job, intake.withdraw, stream=stream, on_credit=on_credit)
+        handle = JobHandle(job, intake.withdraw, stream=stream, on_credit=on_credit, paced=paced)
         intake.admit(job, urgent)
         return handle
 

@@ -11,6 +11,13 @@ consumes (``credit``) and the handle passes it to the driver's ``on_credit``. A 
 source send at most :data:`~cocaine.core.plugin_api.REQUEST_WINDOW` bytes beyond what was credited,
 so a streamed request holds at most that much memory wherever it waits (driver, engine, worker),
 however slow the handler.
+
+Responses flow the other way under the same kind of credit: a worker sends at most
+:data:`~cocaine.core.worker_protocol.RESPONSE_WINDOW` bytes of a job's response beyond what the
+engine granted (``grant``). A driver that opened the job ``paced`` reports each response byte it
+has passed on to its client (``drained``) and the handle grants it back to the worker, so a slow
+client slows its handler down instead of filling the daemon. Other responses are granted back as
+they arrive (the pool does it).
 """
 
 from __future__ import annotations
@@ -29,10 +36,10 @@ class JobHandle:
     only from the reactor thread. ``withdraw(job)`` takes a job that has not reached a worker out of
     the engine's queue."""
 
-    __slots__ = ("withdraw", "job", "stream", "closed", "pending", "on_credit", "pool")
+    __slots__ = ("withdraw", "job", "stream", "closed", "pending", "on_credit", "pool", "paced")
 
     def __init__(self, job: Job, withdraw: Callable[[Job], None], *, stream: bool,
-                 on_credit: Callable[[int], None] | None) -> None:
+                 on_credit: Callable[[int], None] | None, paced: bool = False) -> None:
         self.withdraw = withdraw
         self.job = job
         self.stream = stream
@@ -40,6 +47,7 @@ class JobHandle:
         self.pending: list[bytes] = []  # request chunks waiting for the job to reach a worker
         self.on_credit = on_credit
         self.pool: WorkerPool | None = None  # the pool of the worker running the job, once dispatched
+        self.paced = paced  # the driver calls drained() as its client takes the response
         job.handle = self
 
     @property
@@ -65,6 +73,13 @@ class JobHandle:
         job = self.job
         if self.pool is not None and not job.done:
             self.pool.send_to(job.worker, worker_protocol.end(job.id))
+
+    def drained(self, nbytes: int) -> None:
+        """The driver passed ``nbytes`` more bytes of the response on to its client (a ``paced``
+        job): the worker may send that much more."""
+        job = self.job
+        if not job.done and self.pool is not None and nbytes > 0:
+            self.pool.send_to(job.worker, worker_protocol.grant(job.id, nbytes))
 
     def cancel(self, code: int, message: str) -> None:
         """Give up on the job: it is answered with ``(code, message)`` at once (the responder's

@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 class Job:
     __slots__ = ("id", "task", "meta", "body", "responder", "stats", "accepted_at", "dispatched_at",
-                 "deadline", "worker", "done", "handle")
+                 "deadline", "worker", "done", "handle", "ungranted")
 
     def __init__(self, job_id: int, task: str, body: bytes | None, meta: dict[str, Any],
                  responder: Responder, stats: TaskStats, timeout: float | None = None) -> None:
@@ -32,6 +32,7 @@ class Job:
         self.worker = None  # the worker running it, once dispatched
         self.done = False
         self.handle = None  # a JobHandle when the driver opened the job with TaskContext.open_job
+        self.ungranted = 0  # response bytes received from the worker and not granted back yet
 
     def worker_meta(self) -> dict[str, Any]:
         """The metadata sent to the worker: the driver's, plus the deadline as Unix time, so that a

@@ -37,6 +37,8 @@ STALL_AFTER = 0.1
 #: Spawn retries after failed starts back off exponentially from BACKOFF_FIRST up to BACKOFF_MAX.
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 30.0
+#: An unpaced response is granted back to its worker in steps of this many bytes.
+GRANT_EVERY = worker_protocol.RESPONSE_WINDOW // 2
 
 _pool_numbers = itertools.count(1)
 
@@ -284,7 +286,16 @@ class WorkerPool:
         if kind == worker_protocol.CHUNK:
             job = worker.jobs.get(message[1])
             if job is not None:
-                job.chunk(message[2])
+                data = message[2]
+                job.chunk(data)
+                handle = job.handle
+                if handle is None or not handle.paced or job.done:
+                    # Nobody paces this response: grant it back as it arrives, half a window at a
+                    # time, so that a small response costs no grant at all.
+                    job.ungranted += len(data)
+                    if job.ungranted >= GRANT_EVERY:
+                        self._send(worker, worker_protocol.grant(job.id, job.ungranted))
+                        job.ungranted = 0
             return False
         if kind == worker_protocol.END:
             job = worker.jobs.pop(message[1], None)

@@ -60,12 +60,13 @@ namespace msgpack = cocaine::msgpack;
 
 // Message types and constants of protocol version 1 (docs/protocol.md).
 enum Kind : uint64_t { HELLO = 1, HEARTBEAT = 2, TERMINATE = 3, INVOKE = 4, CHUNK = 5, END = 6, ERROR = 7, LOG = 8, CREDIT = 9,
-                       META = 10 };
+                       META = 10, GRANT = 13 };
 constexpr uint64_t protocol_version = 1;
 constexpr uint64_t app_error_code = 502;
 constexpr uint64_t timeout_code = 504;
 constexpr uint64_t unavailable_code = 503;
 constexpr uint64_t log_level_error = 40;
+constexpr int64_t response_window = 256 * 1024;  // response bytes a job may send beyond the engine's grants
 constexpr int exit_load_failed = 3;
 constexpr int exit_transport_failed = 4;
 constexpr int engine_silence_limit = 3;  // heartbeat intervals without a word from the engine
@@ -147,7 +148,8 @@ struct Job {
     std::deque<std::string> chunks;  // arrived, not read yet
     bool streamed = false;           // invoked with closed false: reads send credit, cancels count
     bool closed = true;              // no more chunks will arrive
-    bool cancelled = false;          // the engine gave up on it: reads fail with the reason below
+    bool cancelled = false;          // the engine gave up on it: reads and writes fail with the reason below
+    int64_t credit = response_window;  // bytes of response it may still send (grants add to it)
     uint64_t cancel_code = 0;
     std::string cancel_message;
     uint64_t unsent_chunk_batch = ~0ull;  // the batch holding its last chunk (Worker::batch_)
@@ -232,8 +234,14 @@ public:
     }
 
     // A chunk is held back until the job writes the next one, waits for input or flushes, so the
-    // replies to a batch of quick jobs leave together in one message (docs/cpp.md).
+    // replies to a batch of quick jobs leave together in one message (docs/cpp.md). A job whose
+    // response has no credit left waits for the engine's grant, pumping the socket (its client is
+    // behind); a chunk may overdraw the credit.
     void write_chunk(Job& job, std::string_view data) {
+        while (job.credit <= 0 && !job.cancelled && !stopping_) pump();
+        if (job.credit <= 0 && !job.cancelled) cancel(job, unavailable_code, "the worker is stopping");
+        if (job.cancelled) throw cocaine::Aborted();
+        job.credit -= static_cast<int64_t>(data.size());
         if (job.unsent_chunk_batch == batch_) flush();
         send_meta(job);
         out_.push_back(frame(CHUNK, job.id, Bin{data}));
@@ -369,6 +377,7 @@ private:
             case CHUNK: return on_chunk(fields.at(1).as_uint(), fields.at(2).as_string());
             case END: return on_end(fields.at(1).as_uint());
             case ERROR: return on_cancel(fields.at(1).as_uint(), fields.at(2).as_uint(), fields.at(3).as_string());
+            case GRANT: return on_grant(fields.at(1).as_uint(), fields.at(2).as_uint());
             case TERMINATE: stopping_ = true; return;
             default: return;  // heartbeat, or a type from a later version
             }
@@ -400,10 +409,17 @@ private:
         if (found != jobs_.end()) found->second->closed = true;
     }
 
-    // A cancel only concerns streamed requests: a whole one runs and is answered as usual.
+    // A cancel concerns streamed requests, and a response waiting for credit (its client is gone);
+    // a whole request otherwise runs and is answered as usual.
     void on_cancel(uint64_t id, uint64_t code, const std::string& message) {
         auto found = jobs_.find(id);
-        if (found != jobs_.end() && found->second->streamed) cancel(*found->second, code, message);
+        if (found != jobs_.end() && (found->second->streamed || found->second->credit <= 0))
+            cancel(*found->second, code, message);
+    }
+
+    void on_grant(uint64_t id, uint64_t nbytes) {
+        auto found = jobs_.find(id);
+        if (found != jobs_.end()) found->second->credit += static_cast<int64_t>(nbytes);
     }
 
     static void cancel(Job& job, uint64_t code, std::string message) {

@@ -10,6 +10,9 @@ bounded memory.
 Output is batched per reactor round (the server's flusher calls :meth:`Connection.flush`): a
 response whose end arrives in the same round as its chunks leaves with a ``Content-Length``;
 otherwise it streams as chunked transfer encoding, each round's chunks as they were produced.
+Responses are paced: the bytes of a response are granted back to its worker as the socket takes
+them (``marks`` says whose bytes ``out`` holds), so a handler streams at its client's pace and the
+connection holds at most a response window per request.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ class Exchange:
     """One request and its response; the job's responder."""
 
     __slots__ = ("conn", "handle", "is_head", "keep_alive", "http10", "status", "headers", "chunks", "ended",
-                 "failed", "started", "mode", "no_body", "request_done", "continue_wanted")
+                 "failed", "started", "mode", "no_body", "request_done", "continue_wanted", "rendered")
 
     def __init__(self, conn: Connection, is_head: bool, keep_alive: bool, http10: bool) -> None:
         self.conn = conn
@@ -73,6 +76,7 @@ class Exchange:
         self.no_body = is_head
         self.request_done = False
         self.continue_wanted = False  # Expect: 100-continue, not answered yet
+        self.rendered = 0  # body bytes the last render() put in the connection's output
 
     # -- the responder --------------------------------------------------------------------------------
     def meta(self, meta) -> None:
@@ -113,6 +117,7 @@ class Exchange:
             out += error_response(self.failed, self.keep_alive, self.http10, self.is_head)
             return True
         chunks = self.chunks
+        self.rendered = 0
         if not self.started:
             if not chunks and not self.ended:
                 return False
@@ -129,7 +134,10 @@ class Exchange:
             else:  # HTTP/1.0 has no chunks: the body ends when the connection does
                 self.mode, framing, self.keep_alive = UNTIL_CLOSE, b"", False
             out += head(status, self.headers, framing, self.keep_alive, self.http10)
-        if chunks and not self.no_body:
+        if chunks and self.no_body:  # dropped: the handler may go on at once
+            self.handle.drained(sum(map(len, chunks)))
+        elif chunks:
+            self.rendered = sum(map(len, chunks))
             if self.mode == CHUNKED:
                 for data in chunks:
                     out += b"%x\r\n" % len(data)
@@ -163,6 +171,8 @@ class Connection:
         self.parser = httptools.HttpRequestParser(self)
         self.exchanges: deque[Exchange] = deque()  # requests whose responses are not all written
         self.out = bytearray()
+        # [exchange, bytes of out, body bytes not granted yet]: whose bytes out holds, in order
+        self.marks: deque[list] = deque()
         self.pending = 0  # response bytes produced but not in ``out`` yet (later pipelined responses)
         self.reading = False
         self.writing = False
@@ -265,7 +275,7 @@ class Connection:
             self.streamed = True
             self.server.counters["streamed"] += 1
             exchange.handle = self.server.context.open_job(exchange, meta, stream=True, on_credit=self.credit,
-                                                           timeout=self.timeout)
+                                                           timeout=self.timeout, paced=True)
         else:
             self.meta = meta
 
@@ -298,7 +308,8 @@ class Connection:
         else:
             body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
             self.body = []
-            exchange.handle = self.server.context.open_job(exchange, self.meta, body=body, timeout=self.timeout)
+            exchange.handle = self.server.context.open_job(exchange, self.meta, body=body, timeout=self.timeout,
+                                                           paced=True)
             self.meta = None
         self.phase = BUSY
         if len(self.exchanges) >= MAX_PIPELINE:
@@ -433,10 +444,14 @@ class Connection:
         try:
             while exchanges:
                 exchange = exchanges[0]
+                start = len(out)
                 if exchange.continue_wanted and exchange.failed is None:
                     exchange.continue_wanted = False
                     out += CONTINUE
-                if not exchange.render(out):
+                complete = exchange.render(out)
+                if len(out) > start:
+                    self.marks.append([exchange, len(out) - start, exchange.rendered])
+                if not complete:
                     break
                 exchanges.popleft()
                 if not exchange.keep_alive:
@@ -468,6 +483,7 @@ class Connection:
                 return
             counters["bytes-out"] += sent
             del out[:sent]
+            self._drained(sent)
         if out:
             if not self.writing:
                 self.writing = True
@@ -478,6 +494,24 @@ class Connection:
             self._interest()
         if self.closing and not self.exchanges:
             self._finish()
+
+    def _drained(self, sent: int) -> None:
+        """Grant the responses whose bytes the socket just took (framing counted as body, at most
+        the body's size, so the grant stays within a chunk's framing of the truth)."""
+        marks = self.marks
+        while sent and marks:
+            mark = marks[0]
+            taken = min(sent, mark[1])
+            sent -= taken
+            mark[1] -= taken
+            grant = mark[2] if not mark[1] else min(mark[2], taken)
+            if grant:
+                mark[2] -= grant
+                handle = mark[0].handle
+                if handle is not None:
+                    handle.drained(grant)
+            if not mark[1]:
+                marks.popleft()
 
     def _finish(self) -> None:
         """The last response is out: close our side, drain the client's input a little while (closing

@@ -47,7 +47,8 @@ protected:
 // next one, waits for request input or calls flush(). Call flush() before a long computation to let
 // the client have what is written so far. When the handler returns, its last chunk and end go out
 // with the replies of the jobs after it while those are quick (about a millisecond in all), so a
-// burst of small jobs is answered in one message.
+// burst of small jobs is answered in one message. write() waits while the job's client is more
+// than the engine's response window (256 KiB) behind, so a handler streams at its client's pace.
 class Response {
 public:
     virtual void write(const char* data, std::size_t size) = 0;
@@ -64,7 +65,7 @@ protected:
 };
 
 // Thrown by Request::read() and body() of a streamed request that the engine cancelled (its client
-// gave up) or that the worker is stopping. Let it propagate: the host answers the job with the
+// gave up) or that the worker is stopping, and by Response::write() waiting for a client that left. Let it propagate: the host answers the job with the
 // cancel's code and message, which the engine expects and drops.
 class Aborted : public std::exception {
 public:
