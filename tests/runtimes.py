@@ -21,6 +21,8 @@ from cocaine.core.plugins import Registry
 from support import EXAMPLES, endpoint
 
 LANGUAGES = ["python", "cpp", "perl", "js"]
+#: The runtimes whose handlers are paced by the engine's grants (docs/protocol.md, "Streamed responses").
+PACED = ["python", "cpp"]
 CONFORMANCE = EXAMPLES / "conformance"
 APP_FILES = {"python": "app.py", "cpp": "app.cpp", "perl": "app.pl", "js": "app.js"}
 # An app in each language that fails while loading.

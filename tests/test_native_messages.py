@@ -30,6 +30,11 @@ def relay(request):
 
 idle = relay
 
+def flood(request):
+    # Far more than a response window, as fast as it can: paced by the client's credit.
+    for _ in range(1024):
+        yield b"x" * 65536
+
 def hold(request):
     # Never reads its request; returns once the test module is done.
     wait_for_file(RELEASE)
@@ -54,9 +59,9 @@ def pattern(template: str) -> re.Pattern:
 @pytest.fixture(scope="module")
 def tasks(module_daemon, tmp_path_factory):
     folder = tmp_path_factory.mktemp("app")
-    addresses = {task: endpoint() for task in ("fails", "relay", "idle", "hold")}
+    addresses = {task: endpoint() for task in ("fails", "relay", "idle", "hold", "flood")}
     config = {task: {"type": "native-server", "endpoint": address} for task, address in addresses.items()}
-    config["idle"]["idle-timeout"] = 0.3
+    config["idle"]["idle-timeout"] = config["flood"]["idle-timeout"] = 0.3
     module_daemon.create("messages", manifest(python_app(folder, APP), config, pool_limit=8))
     yield addresses
     (folder / "release").touch()  # the held handlers return
@@ -156,6 +161,28 @@ def no_chunk_for_idle_timeout(c):
     return c.error(1), "504 no request chunk for 0.3 s"
 
 
+def bad_paced(c):
+    c.send([native.REQUEST, 1, {"paced": "yes"}], b"x")
+    return c.error(1), "400 option paced must be true or false"
+
+
+def credit_for_an_unpaced_response(c):
+    c.send([native.REQUEST, 7, {}], b"held")
+    c.send([native.CREDIT, 7, 10])
+    return c.error(7), "400 request 7 is not paced (no option paced)"
+
+
+def bad_credit(c):
+    c.send([native.REQUEST, 8, {"paced": True}], b"held")
+    c.send([native.CREDIT, 8, -1])
+    return c.error(8), "400 credit must be a number of bytes (an integer >= 0)"
+
+
+def no_credit_for_idle_timeout(c):
+    c.send([native.REQUEST, 1, {"paced": True}])  # and never credits what it gets
+    return c.error(1), "504 no response credit for 0.3 s"
+
+
 def handler_error(c):
     c.send([native.REQUEST, 3, {"urgent": True}], b"bad input")
     return c.error(3), "502 ValueError: bad input"
@@ -174,6 +201,10 @@ SCENARIOS = {
     "504 deadline exceeded before the request arrived": [("relay", deadline_before_arrival)],
     "504 deadline exceeded (S s after acceptance)": [("hold", timeout_while_running)],
     "504 no request chunk for S s": [("idle", no_chunk_for_idle_timeout)],
+    "400 option paced must be true or false": [("relay", bad_paced)],
+    "400 request ID is not paced (no option paced)": [("hold", credit_for_an_unpaced_response)],
+    "400 credit must be a number of bytes (an integer >= 0)": [("hold", bad_credit)],
+    "504 no response credit for S s": [("flood", no_credit_for_idle_timeout)],
     "502 ValueError: bad input": [("fails", handler_error)],
 }
 

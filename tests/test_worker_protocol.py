@@ -7,7 +7,7 @@ import time
 import pytest
 
 from cocaine.core import worker_protocol
-from runtimes import BROKEN_APPS, LANGUAGES, ScriptedEngine, app_source, require_runtime
+from runtimes import BROKEN_APPS, LANGUAGES, PACED, ScriptedEngine, app_source, require_runtime
 from vectors import frame
 
 pytestmark = pytest.mark.timeout(60)
@@ -218,9 +218,7 @@ def test_response_metadata_goes_before_the_first_chunk(worker):
 
 
 # -- responses paced by the engine's grants ----------------------------------------------------------
-#: The runtimes that honour grants (docs/protocol.md, "Streamed responses"); the others stream unpaced.
-PACED = ["python", "cpp"]
-#: Of those, the runtimes that run other jobs while a response waits for credit.
+#: Of the runtimes that honour grants (runtimes.PACED), the runtimes that run other jobs while a response waits for credit.
 INTERLEAVING = ["python"]
 WINDOW = worker_protocol.RESPONSE_WINDOW
 
