@@ -51,7 +51,7 @@ class ManualReactor:
     def remove_reader(self, source) -> None:
         self.readers.pop(source, None)
 
-    def add_flusher(self, callback) -> None:
+    def add_flusher(self, callback, *, last: bool = False) -> None:
         self.flushers.append(callback)
 
     def remove_flusher(self, callback) -> None:

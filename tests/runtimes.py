@@ -22,7 +22,7 @@ from support import EXAMPLES, endpoint
 
 LANGUAGES = ["python", "cpp", "perl", "js"]
 #: The runtimes whose handlers are paced by the engine's grants (docs/protocol.md, "Streamed responses").
-PACED = ["python", "cpp"]
+PACED = ["python", "cpp", "perl", "js"]
 CONFORMANCE = EXAMPLES / "conformance"
 APP_FILES = {"python": "app.py", "cpp": "app.cpp", "perl": "app.pl", "js": "app.js"}
 # An app in each language that fails while loading.

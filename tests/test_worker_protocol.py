@@ -219,7 +219,7 @@ def test_response_metadata_goes_before_the_first_chunk(worker):
 
 # -- responses paced by the engine's grants ----------------------------------------------------------
 #: Of the runtimes that honour grants (runtimes.PACED), the runtimes that run other jobs while a response waits for credit.
-INTERLEAVING = ["python"]
+INTERLEAVING = ["python", "js"]
 WINDOW = worker_protocol.RESPONSE_WINDOW
 
 

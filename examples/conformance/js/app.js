@@ -38,3 +38,12 @@ exports.respond = (request) => {
     headers: { 'content-type': 'text/plain', 'x-conformance': 'yes' },
   });
 };
+
+// Streams as many bytes as the body says (a decimal number) in chunks of 64 KiB, as fast as it can:
+// faster than its client reads, so the engine's grants pace it.
+exports.flood = async function* (request) {
+  const chunk = Buffer.alloc(65536, 'x');
+  for (let left = Number((await request.read()).toString()); left > 0; left -= chunk.length) {
+    yield left < chunk.length ? chunk.subarray(0, left) : chunk;
+  }
+};

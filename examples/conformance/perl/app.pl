@@ -50,3 +50,17 @@ sub respond {
     return Cocaine::Response->new(201, [ 'content-type' => 'text/plain', 'x-conformance' => 'yes' ],
         "$meta->{method} $meta->{path}?$meta->{query} $meta->{headers}{'x-test'} $meta->{peer}");
 }
+
+# Streams as many bytes as the body says (a decimal number) in chunks of 64 KiB, as fast as it can:
+# faster than its client reads, so the engine's grants pace it.
+sub flood {
+    my ($request) = @_;
+    my $left  = 0 + $request->body;
+    my $chunk = 'x' x 65536;
+    return sub {
+        return undef if $left <= 0;
+        my $piece = $left < length $chunk ? substr($chunk, 0, $left) : $chunk;
+        $left -= length $piece;
+        return $piece;
+    };
+}

@@ -134,7 +134,7 @@ class WorkerPool:
         backend.open(language, app=self.app, endpoint=self.endpoint, heartbeat_interval=self.heartbeat_interval,
                      config=config)
         self.reactor.add_reader(self.sock, self._on_readable)
-        self.reactor.add_flusher(self.flush)
+        self.reactor.add_flusher(self.flush, last=True)  # after the drivers', whose writes grant credit
         self._tick = self.reactor.call_later(0, self._check)
 
     # -- sizes ------------------------------------------------------------------------------------

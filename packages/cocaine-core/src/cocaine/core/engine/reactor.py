@@ -56,6 +56,7 @@ class Reactor:
         self._handlers[self._wake_r] = self._drain_wakeups
         self._running = False
         self._flushers: list[Callable[[], None]] = []
+        self._last_flushers: set[Callable[[], None]] = set()
         self.thread: threading.Thread | None = None
 
     # -- registration (reactor thread only) ---------------------------------------------------
@@ -77,13 +78,21 @@ class Reactor:
             else:
                 self._poller.unregister(fd)
 
-    def add_flusher(self, callback: Callable[[], None]) -> None:
-        """Call ``callback()`` once per loop round before polling, so output can be batched per round."""
-        self._flushers.append(callback)
+    def add_flusher(self, callback: Callable[[], None], *, last: bool = False) -> None:
+        """Call ``callback()`` once per loop round before polling, so output can be batched per round.
+        ``last`` flushers run after the others: a driver's flush may queue messages for workers
+        (grants for the response bytes it wrote), which must leave in the same round."""
+        if last:
+            self._flushers.append(callback)
+        else:
+            self._flushers.insert(sum(1 for f in self._flushers if f not in self._last_flushers), callback)
+        if last:
+            self._last_flushers.add(callback)
 
     def remove_flusher(self, callback: Callable[[], None]) -> None:
         if callback in self._flushers:
             self._flushers.remove(callback)
+        self._last_flushers.discard(callback)
 
     def remove_reader(self, source) -> None:
         if self._handlers.pop(source, None) is not None:

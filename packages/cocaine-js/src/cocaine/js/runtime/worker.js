@@ -91,6 +91,9 @@ class Worker {
     } else if (kind === protocol.END) {
       const inbox = this.jobs.get(id);
       if (inbox) inbox.end();
+    } else if (kind === protocol.GRANT) {
+      const inbox = this.jobs.get(id);
+      if (inbox) inbox.grant(message[2]);
     } else if (kind === protocol.ERROR) {
       const inbox = this.jobs.get(id);
       if (inbox) inbox.cancel(message[2], message[3]);
@@ -101,7 +104,8 @@ class Worker {
 
   invoke(id, task, meta, body, closed) {
     const first = body == null ? Buffer.alloc(0) : protocol.asBuffer(body);
-    const inbox = new Inbox(first, closed !== false, (bytes) => this.queue(protocol.credit(id, bytes)));
+    const inbox = new Inbox(first, closed !== false, (bytes) => this.queue(protocol.credit(id, bytes)),
+      protocol.RESPONSE_WINDOW);
     const request = new Request(id, task, meta || {}, inbox.closed ? first : null, inbox);
     this.jobs.set(id, inbox);
     inbox.done = this.run(request, inbox).finally(() => this.jobs.delete(id));
@@ -148,21 +152,40 @@ class Worker {
   // A handler returns a Buffer or string (one chunk), null/undefined (none), an iterable of chunks
   // or an async iterable (an async generator streams, each chunk sent as it comes), or a Fetch API
   // Response, whose status and headers go first and whose body streams. Returns a promise only
-  // when the response streams.
+  // when the response streams. A streamed response waits for credit whenever its client is a
+  // window behind (docs/protocol.md, "Streamed responses"); other jobs run meanwhile.
   respond(request, inbox, result) {
     if (result == null) return undefined;
-    const send = (item) => this.queue(protocol.chunk(request.id, toBytes(item)));
+    const send = (item) => {
+      const bytes = toBytes(item);
+      inbox.credit -= bytes.length;
+      this.queue(protocol.chunk(request.id, bytes));
+    };
+    const paced = async (items) => {
+      for await (const item of items) {
+        const bytes = toBytes(item);
+        await inbox.spend(bytes.length);
+        this.queue(protocol.chunk(request.id, bytes));
+      }
+    };
     if (result instanceof Response) {
       this.queue(protocol.meta(request.id, result.status, [...result.headers]));
       if (result.body == null) return undefined;
-      return (async () => { for await (const item of result.body) send(item); })();
+      return paced(result.body);
     }
     if (typeof result === 'string' || result instanceof Uint8Array) {
       send(result);
     } else if (typeof result[Symbol.asyncIterator] === 'function') {
-      return (async () => { for await (const item of result) send(item); })();
+      return paced(result);
     } else if (typeof result[Symbol.iterator] === 'function') {
-      for (const item of result) send(item);
+      // At once while there is credit (a burst's replies leave together), then paced.
+      const items = result[Symbol.iterator]();
+      for (;;) {
+        if (inbox.credit <= 0) return paced({ [Symbol.iterator]: () => items });
+        const { value, done } = items.next();
+        if (done) break;
+        send(value);
+      }
     } else {
       throw new TypeError(`handler returned ${typeName(result)}; expected a Buffer, a string, null or an iterable of them`);
     }

@@ -16,6 +16,9 @@ const ERROR = 7;
 const LOG = 8;
 const CREDIT = 9;
 const META = 10;
+const GRANT = 13;
+// Bytes of a job's response a worker may send beyond what the engine granted.
+const RESPONSE_WINDOW = 256 * 1024;
 
 const encoder = new Encoder();
 const decoder = new Decoder();
@@ -36,7 +39,7 @@ function decode(frame) {
 }
 
 module.exports = {
-  VERSION, HELLO, HEARTBEAT, TERMINATE, INVOKE, CHUNK, END, ERROR, LOG, CREDIT, META,
+  VERSION, HELLO, HEARTBEAT, TERMINATE, INVOKE, CHUNK, END, ERROR, LOG, CREDIT, META, GRANT, RESPONSE_WINDOW,
   asBuffer,
   decode,
   hello: (pid) => encode([HELLO, VERSION, pid]),

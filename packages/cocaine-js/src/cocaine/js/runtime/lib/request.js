@@ -17,15 +17,39 @@ class Aborted extends Error {
 }
 
 // The input side of one job: chunks that arrived and have not been read yet. Each chunk taken of a
-// streamed request is credited to the engine (flow control) through onTaken.
+// streamed request is credited to the engine (flow control) through onTaken. Also the credit of
+// the job's response: the engine grants it, the worker spends it and waits for it (spend()).
 class Inbox {
-  constructor(first, closed, onTaken) {
+  constructor(first, closed, onTaken, credit) {
     this.pending = first && first.length ? [first] : [];
     this.closed = closed; // no more chunks will arrive
     this.streamed = !closed;
     this.cancelled = null; // an Aborted once the engine gives up on a streamed request
     this.onTaken = onTaken;
     this.wake = null; // resolves the reader waiting for the next chunk
+    this.credit = credit; // bytes of response the handler may still send
+    this.wakeWriter = null; // resolves the response waiting for credit
+  }
+
+  grant(bytes) {
+    this.credit += bytes;
+    this.notifyWriter();
+  }
+
+  // Before sending a response chunk of `bytes`: wait while the response has no credit left (its
+  // client is behind); a chunk may overdraw it. Throws the Aborted once the client is gone.
+  async spend(bytes) {
+    while (this.credit <= 0 && !this.cancelled) await new Promise((resolve) => { this.wakeWriter = resolve; });
+    if (this.cancelled) throw this.cancelled;
+    this.credit -= bytes;
+  }
+
+  notifyWriter() {
+    if (this.wakeWriter) {
+      const wake = this.wakeWriter;
+      this.wakeWriter = null;
+      wake();
+    }
   }
 
   push(chunk) {
@@ -39,13 +63,15 @@ class Inbox {
     this.notify();
   }
 
-  // A cancel only concerns streamed requests: a whole one runs and is answered as usual.
+  // A cancel concerns streamed requests, and responses waiting for credit; a whole request
+  // otherwise runs and is answered as usual.
   cancel(code, message) {
-    if (!this.streamed) return;
+    if (!this.streamed && this.credit > 0) return;
     this.closed = true;
     this.cancelled = new Aborted(code, message);
     this.pending = [];
     this.notify();
+    this.notifyWriter();
   }
 
   notify() {

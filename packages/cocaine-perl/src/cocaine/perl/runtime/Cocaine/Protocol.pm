@@ -24,10 +24,12 @@ use constant {
     MSG_LOG       => 8,
     MSG_CREDIT    => 9,
     MSG_META      => 10,
+    MSG_GRANT     => 13,
+    RESPONSE_WINDOW => 256 * 1024,    # bytes of a job's response it may send beyond the engine's grants
 };
 
 our @EXPORT_OK = qw(PROTOCOL_VERSION MSG_HELLO MSG_HEARTBEAT MSG_TERMINATE MSG_INVOKE MSG_CHUNK MSG_END MSG_ERROR MSG_LOG
-    MSG_CREDIT MSG_META decode hello_frame heartbeat_frame chunk_frame end_frame error_frame log_frame credit_frame
+    MSG_CREDIT MSG_META MSG_GRANT RESPONSE_WINDOW decode hello_frame heartbeat_frame chunk_frame end_frame error_frame log_frame credit_frame
     meta_frame bytes_of);
 
 my $unpacker = Data::MessagePack->new;

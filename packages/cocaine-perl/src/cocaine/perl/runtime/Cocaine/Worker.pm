@@ -7,8 +7,8 @@ use Scalar::Util qw(blessed);
 use Time::HiRes qw(time);
 use ZMQ::FFI;
 use ZMQ::FFI::Constants qw(ZMQ_DEALER);
-use Cocaine::Protocol qw(MSG_INVOKE MSG_CHUNK MSG_END MSG_ERROR MSG_TERMINATE decode hello_frame heartbeat_frame chunk_frame
-    end_frame error_frame log_frame credit_frame meta_frame);
+use Cocaine::Protocol qw(MSG_INVOKE MSG_CHUNK MSG_END MSG_ERROR MSG_TERMINATE MSG_GRANT RESPONSE_WINDOW decode hello_frame heartbeat_frame chunk_frame
+    end_frame error_frame log_frame credit_frame meta_frame bytes_of);
 use Cocaine::Request;
 use Cocaine::Response;
 
@@ -178,10 +178,17 @@ sub respond {
     }
 }
 
+# A job whose response has no credit left waits for the engine's grant, pumping the socket (its
+# client is behind); a chunk may overdraw the credit.
 sub write_chunk {
     my ($self, $job, $chunk) = @_;
     die "handler produced a " . ref($chunk) . " reference; expected a string\n" if ref $chunk;
-    push @{ $self->{out} }, chunk_frame($job->{id}, $chunk);
+    $self->pump while $job->{credit} <= 0 && !$job->{cancelled} && !$self->{stopping};
+    cancel($job, UNAVAILABLE, "the worker is stopping") if $job->{credit} <= 0 && !$job->{cancelled};
+    die Cocaine::Aborted->new if $job->{cancelled};
+    my $bytes = bytes_of($chunk);
+    $job->{credit} -= length $bytes;
+    push @{ $self->{out} }, chunk_frame($job->{id}, $bytes);
 }
 
 # "message" for die "message\n"; "Class: message" for an exception object, as other languages do.
@@ -268,6 +275,7 @@ sub apply {
             closed    => $closed ? 1 : 0,
             streamed  => $closed ? 0 : 1,
             cancelled => undef,    # [code, message] once the engine gives up on a streamed request
+            credit    => RESPONSE_WINDOW,    # bytes of response it may still send (grants add to it)
         };
         $self->{jobs}{$id} = $job;
         push @{ $self->{queue} }, $job;
@@ -277,9 +285,12 @@ sub apply {
     } elsif ($kind == MSG_END) {
         my $job = $self->{jobs}{$id} or return;
         $job->{closed} = 1;
-    } elsif ($kind == MSG_ERROR) {    # a cancel only concerns streamed requests
+    } elsif ($kind == MSG_ERROR) {    # a cancel concerns streamed requests, and responses waiting for credit
         my $job = $self->{jobs}{$id};
-        cancel($job, $message->[2], $message->[3]) if $job && $job->{streamed};
+        cancel($job, $message->[2], $message->[3]) if $job && ($job->{streamed} || $job->{credit} <= 0);
+    } elsif ($kind == MSG_GRANT) {
+        my $job = $self->{jobs}{$id} or return;
+        $job->{credit} += $message->[2];
     } elsif ($kind == MSG_TERMINATE) {
         $self->{stopping} = 1;
     }
