@@ -83,11 +83,10 @@ class Reactor:
         ``last`` flushers run after the others: a driver's flush may queue messages for workers
         (grants for the response bytes it wrote), which must leave in the same round."""
         if last:
-            self._flushers.append(callback)
-        else:
-            self._flushers.insert(sum(1 for f in self._flushers if f not in self._last_flushers), callback)
-        if last:
             self._last_flushers.add(callback)
+            self._flushers.append(callback)
+        else:  # before the last ones, which stay at the end
+            self._flushers.insert(len(self._flushers) - len(self._last_flushers), callback)
 
     def remove_flusher(self, callback: Callable[[], None]) -> None:
         if callback in self._flushers:
