@@ -215,8 +215,7 @@ class PythonWorker:
                 self.respond(job, task, items, worker_protocol.RESPONSE_WINDOW)
                 return
         except Exception as e:  # noqa: BLE001 - the app's error becomes this request's error reply
-            out.append(logs.app_error(job, task, e))
-            out.append(app_error(job, task, e))
+            self._failed(job, task, e)
             return
         out.append(worker_protocol.end(job))
 
@@ -236,10 +235,14 @@ class PythonWorker:
                 self.parked[job] = ParkedResponse(task, items, credit)
                 return
         except Exception as e:  # noqa: BLE001 - the app's error becomes this request's error reply
-            out.append(logs.app_error(job, task, e))
-            out.append(app_error(job, task, e))
+            self._failed(job, task, e)
             return
         out.append(worker_protocol.end(job))
+
+    def _failed(self, job: int, task: str, e: Exception) -> None:
+        """Answer a job whose handler raised: its traceback as a log line, then its error."""
+        self.out.append(logs.app_error(job, task, e))
+        self.out.append(app_error(job, task, e))
 
     def _handler_for(self, job: int, task: str, meta: dict):
         """The handler to run the job with, or None once the job is answered with an error."""
