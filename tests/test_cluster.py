@@ -4,6 +4,7 @@ stopped and restarted, a node restarted with emptied local state, two nodes crea
 
 from __future__ import annotations
 
+import http.client
 import json
 import shutil
 import signal
@@ -16,10 +17,13 @@ import pytest
 import zmq
 
 from cluster_support import TTL, ClusterNode, call, stop_nodes
+from cocaine.drivers.native_client import Client as NativeClient
 from support import CLI, RUN_TIMEOUT, free_port, manifest, python_app, wait_for
 
 APP = '''
 import time
+
+from cocaine.python import Response
 
 def echo(request):
     return request.body
@@ -27,6 +31,11 @@ def echo(request):
 def slow(request):
     time.sleep(float(request.body or b"0.2"))
     return b"done"
+
+def web(request):  # http-server: sleeps ?SECONDS, answers with a status, headers and two chunks
+    time.sleep(float(request.meta["query"] or "0.2"))
+    return Response(iter([b"done ", request.meta["path"].encode()]), status=201,
+                    headers=[("Content-Type", "text/plain"), ("X-Twice", "a"), ("X-Twice", "b")])
 '''
 PORT = 9100
 
@@ -357,3 +366,51 @@ def test_overflow_forward_sends_what_reaches_a_stopping_app_to_a_peer(cluster, t
     assert replies.count([b"ok", b"done"]) == 4, replies  # the long one here, the three others on peers
     assert sum(node.info("full")["jobs"]["accepted"] for node in (b, c)) == 3
     assert a.proc.wait(20) == 0
+
+
+def http_burst(address: str, port: int, count: int, seconds: float) -> list[tuple[int, list[str], bytes]]:
+    """``count`` HTTP requests at once, one connection each: (status, X-Twice values, body) of each."""
+    answers, barrier = [], threading.Barrier(count)
+
+    def one(i: int) -> None:
+        connection = http.client.HTTPConnection(address, port, timeout=20)
+        try:
+            barrier.wait()
+            connection.request("GET", f"/r{i}?{seconds}")
+            response = connection.getresponse()
+            answers.append((response.status, response.headers.get_all("X-Twice"), response.read()))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return answers
+
+
+@pytest.mark.parametrize("driver", ["native-server", "http-server"])
+def test_overflow_forward_works_on_the_native_and_http_servers(cluster, tmp_path, zmq_context, driver):
+    """The zeromq-server test above, on the other request-response drivers: what node-0 cannot take
+    runs on its peers, and the client gets the same answer, HTTP status, headers and chunks included."""
+    a, b, c = cluster
+    port = PORT + 2
+    task = ({"type": "native-server", "endpoint": f"tcp://*:{port}"} if driver == "native-server"
+            else {"type": "http-server", "endpoint": f"*:{port}"})
+    handler = "slow" if driver == "native-server" else "web"
+    a.create("full", manifest(python_app(tmp_path, APP), {handler: task}, pool_limit=1, pool_min=1, concurrency=1,
+                              queue_limit=1, overflow="forward"))
+    wait_for(lambda: all(node.running("full") and node.info("full")["pool"]["idle"] == 1 for node in cluster),
+             timeout=15, message="a ready worker on every node")
+    wait_for(lambda: all(set(node.cluster()["apps"].get("full", {})) == {"node-0", "node-1", "node-2"}
+                         for node in cluster), timeout=10, message="every record showing the app")
+    if driver == "native-server":
+        with NativeClient(a.endpoint(port), context=zmq_context, timeout=20) as client:
+            calls = [client.request(b"1.0") for _ in range(6)]
+            assert [call.read() for call in calls] == [b"done"] * 6
+    else:
+        answers = http_burst(a.address, port, 6, 1.0)
+        assert sorted(answers) == sorted((201, ["a", "b"], f"done /r{i}".encode()) for i in range(6)), answers
+    assert a.info("full")["jobs"]["forwarded"] == 4  # 2 here (a worker and the queue), 2 on each peer
+    assert [node.info("full")["jobs"]["accepted"] for node in (b, c)] == [2, 2]

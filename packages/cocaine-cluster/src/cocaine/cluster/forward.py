@@ -4,8 +4,10 @@ back through this node, so the client cannot tell but by latency.
 
 Every node binds one ROUTER (its record's ``forward`` endpoint) and keeps a DEALER per peer, all on
 one thread of their own. A request goes as ``[id, header, body]`` (the header: app, task, the job's
-metadata, its remaining deadline, the forwarding node); the answer comes back as ``[id, "chunk",
-data]`` frames and one ``[id, "end", ""]`` or ``[id, "error", {"code", "message"}]``. A forwarded job
+metadata, its remaining deadline, the forwarding node); the answer comes back as at most one
+``[id, "meta", msgpack map]`` (the handler's response metadata: an HTTP status and headers), then
+``[id, "chunk", data]`` frames and one ``[id, "end", ""]`` or ``[id, "error", {"code", "message"}]``.
+The metadata travels as msgpack, as it came from the worker, so bytes stay bytes. A forwarded job
 carries ``forwarded-by`` in its metadata and is never forwarded again: one hop at most, so never back.
 """
 
@@ -19,6 +21,7 @@ import queue
 import threading
 import time
 
+import msgpack
 import zmq
 
 from cocaine.cluster import records
@@ -194,10 +197,19 @@ class Forwarder:
         if len(frames) != 3:
             return
         request_id, kind, payload = frames
-        if kind == b"chunk":
+        if kind == b"chunk" or kind == b"meta":
             found = self.pending.get(request_id)
-            if found is not None:
+            if found is None:
+                return
+            if kind == b"chunk":
                 self._on_reactor(found[0], found[1].chunk, payload)
+            else:
+                try:
+                    meta = msgpack.unpackb(payload)
+                except ValueError:
+                    log.warning("app %s: a peer's response metadata was garbled; dropped", found[0].app)
+                    return
+                self._on_reactor(found[0], found[1].reply_meta, meta)
             return
         found = self.pending.pop(request_id, None)
         if found is None:
@@ -239,6 +251,9 @@ class Relay:
         self.forwarder = forwarder
         self.identity = identity
         self.request_id = request_id
+
+    def meta(self, meta) -> None:
+        self.forwarder.reply([self.identity, self.request_id, b"meta", msgpack.packb(meta)])
 
     def chunk(self, data: bytes) -> None:
         self.forwarder.reply([self.identity, self.request_id, b"chunk", bytes(data)])
