@@ -17,6 +17,7 @@ import pytest
 import zmq
 
 from cluster_support import TTL, ClusterNode, call, stop_nodes
+from cocaine.cluster.client import ClusterClient, ClusterError, EtcdNodes, NodeSilent
 from cocaine.drivers.native_client import Client as NativeClient
 from support import CLI, RUN_TIMEOUT, free_port, manifest, python_app, wait_for
 
@@ -26,6 +27,10 @@ import time
 from cocaine.python import Response
 
 def echo(request):
+    return request.body
+
+def native(request):  # native-server: a short job, so that some are in flight on every node
+    time.sleep(0.05)
     return request.body
 
 def slow(request):
@@ -131,6 +136,30 @@ def test_a_late_node_and_a_node_restarted_with_emptied_state_converge(cluster, t
         stop_nodes([late])
 
 
+def test_a_node_cut_off_from_etcd_converges_when_back_even_after_compaction(cluster, tmp_path, zmq_context,
+                                                                           network, etcd):
+    """While node-2 is cut off, an app is deleted and another created, and etcd compacts its history
+    past node-2's last revision: back, node-2 cannot watch on from there, reads everything again and
+    applies the difference."""
+    a, b, c = cluster
+    a.create("echo", app_manifest(tmp_path))
+    wait_for(lambda: running_everywhere(cluster, "echo"), timeout=10, message="echo on every node")
+    network.partition(c.index)
+    try:
+        wait_for(lambda: "node-2" not in up_nodes(a), timeout=TTL + 1, message="node-2's lease gone")
+        assert a.request({"version": 2, "action": "delete", "apps": ["echo"]})["echo"] == {"deleted": True}
+        b.create("other", app_manifest(tmp_path, port=PORT + 10))
+        header = json.loads(etcd.ctl("get", "--write-out", "json", "/"))["header"]
+        etcd.ctl("compact", str(header["revision"]))
+    finally:
+        network.partition(c.index, cut=False)
+    wait_for(lambda: c.running("other") and "echo" not in c.info()["apps"], timeout=30,
+             message="node-2 running other and not echo")
+    assert "compacted; reading everything again" in c.log()
+    wait_for(lambda: "node-2" in up_nodes(a), timeout=10, message="node-2 a member again")
+    assert call(zmq_context, c.endpoint(PORT + 10), b"back") == [b"ok", b"back"]
+
+
 # -- membership and load ----------------------------------------------------------------------------
 def test_info_and_nodes_show_every_node_its_apps_and_their_load(cluster, tmp_path, zmq_context):
     a, b, c = cluster
@@ -179,7 +208,7 @@ def test_nodes_on_a_node_alone_says_it_is_not_in_a_cluster(daemon):
 
 
 class Load:
-    """A client per node sending requests in a loop; counts answers and failures per node."""
+    """A plain client per node sending requests in a loop (zeromq-server); counts answers and failures."""
 
     def __init__(self, zmq_context, nodes) -> None:
         self.answered = {node.name: 0 for node in nodes}
@@ -207,17 +236,63 @@ class Load:
                 thread.join(5)
 
 
+class ClusterLoad:
+    """Threads sending requests through one cluster client (nodes from etcd) in a loop: each
+    request's (start, node, error or None), and the requests in flight per node."""
+
+    def __init__(self, zmq_context, source, threads: int = 6, timeout: float = 3.0) -> None:
+        self.client = ClusterClient("echo", "native", source, context=zmq_context, timeout=timeout)
+        self.done: list[tuple[float, str | None, ClusterError | None]] = []
+        self._stop = threading.Event()
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+        for thread in self.threads:
+            thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started, node = time.monotonic(), None
+            try:
+                request = self.client.request(b"load")
+                node = request.node
+                assert request.read() == b"load"
+                self.done.append((started, node, None))
+            except ClusterError as e:
+                self.done.append((started, getattr(e, "node", node), e))
+
+    def answered(self, node: str) -> int:
+        return sum(1 for _, name, error in self.done if name == node and error is None)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self.threads:
+            thread.join(10)
+        self.client.close()
+
+
 @pytest.mark.parametrize("fault", ["SIGKILL", "SIGSTOP"])
-def test_a_killed_or_frozen_node_leaves_every_view_within_ttl_plus_one_second(cluster, tmp_path, zmq_context, fault):
+def test_a_killed_or_frozen_node_under_load_fails_only_its_own_requests_and_leaves_every_view(
+        cluster, tmp_path, zmq_context, etcd, fault):
+    """Under load from plain clients (one per node) and from a cluster client spreading requests over
+    the three: the faulted node's in-flight requests fail, each with an error naming the node;
+    every other request is answered; the node leaves every view within TTL + 1 s, and then the
+    cluster client sends it nothing more."""
     a, b, c = cluster
-    a.create("echo", app_manifest(tmp_path))
+    a.create("echo", manifest(python_app(tmp_path, APP), {
+        "echo": {"type": "zeromq-server", "endpoint": f"tcp://*:{PORT}"},
+        "native": {"type": "native-server", "endpoint": f"tcp://*:{PORT + 3}"}}))
     wait_for(lambda: running_everywhere(cluster, "echo"), timeout=10, message="echo on every node")
     wait_for(lambda: all(up_nodes(node) == {"node-0", "node-1", "node-2"} for node in cluster), timeout=10,
              message="every node seeing three")
+    source = EtcdNodes([f"{etcd.address}:{etcd.port}"], instance=a.instance)
+    wait_for(lambda: len(source.serving("echo", "native")) == 3, timeout=10, message="the client seeing three")
     load = Load(zmq_context, cluster)
+    spread = ClusterLoad(zmq_context, source)
     try:
-        wait_for(lambda: all(load.answered[node.name] > 5 for node in cluster), timeout=10, message="load on every node")
-        load.stop(c.name)
+        wait_for(lambda: all(load.answered[node.name] > 5 and spread.answered(node.name) > 5 for node in cluster),
+                 timeout=10, message="load on every node")
+        load.stop(c.name)  # a plain client of the faulted node only waits for its deadline
+        wait_for(lambda: spread.client.in_flight().get("node-2", 0) >= 1, timeout=5,
+                 message="a request in flight on node-2")  # each takes 50 ms: still there at the fault
         faulted = time.monotonic()
         if fault == "SIGKILL":
             c.kill()
@@ -225,20 +300,37 @@ def test_a_killed_or_frozen_node_leaves_every_view_within_ttl_plus_one_second(cl
             c.signal(signal.SIGSTOP)
         wait_for(lambda: all("node-2" not in up_nodes(node) for node in (a, b)), timeout=TTL + 1,
                  message=f"node-2 gone from the others' views after {fault}")
-        gone_after = time.monotonic() - faulted
+        wait_for(lambda: "node-2" not in source.records(), timeout=1, message="node-2 gone from the client's view")
+        gone = time.monotonic()
+        gone_after = gone - faulted
         before = dict(load.answered)
         wait_for(lambda: all(load.answered[n.name] > before[n.name] + 5 for n in (a, b)), timeout=10,
                  message="the other nodes still answering")
+        # Past the deadline (and grace) of every request sent before node-2 left the client's view.
+        wait_for(lambda: any(started > gone + 5 for started, _, _ in spread.done), timeout=15,
+                 message="requests started well after node-2 left")
         assert load.failed[a.name] == 0 and load.failed[b.name] == 0, load.failed
         assert f"/cocaine/{a.instance}/nodes/node-2" not in a.etcd.ctl("get", "--prefix", "--keys-only",
                                                                         f"/cocaine/{a.instance}/nodes/")
-        print(f"{fault}: node-2 left both views {gone_after:.2f} s after the fault (TTL {TTL} s)")
+        failed = [(started, node, error) for started, node, error in spread.done if error is not None]
+        assert failed, "no request was in flight on node-2 at the fault"
+        for started, node, error in failed:  # only node-2's, each saying so
+            assert node == "node-2" and isinstance(error, NodeSilent), (node, error)
+            assert error.message.startswith("node node-2: no answer within the request's 3 s"), error
+            assert started < gone, "a request sent to node-2 after it left the view"
+        assert not [1 for started, node, _ in spread.done if node == "node-2" and started > gone]
+        others = [error for _, node, error in spread.done if node != "node-2"]
+        assert others and not any(others), [e for e in others if e]
+        print(f"{fault}: node-2 left both views {gone_after:.2f} s after the fault (TTL {TTL} s); "
+              f"{len(failed)} of its requests failed, {sum(1 for e in others if e is None)} answered elsewhere")
         if fault == "SIGSTOP":  # woken up, it joins again under a new lease
             c.signal(signal.SIGCONT)
             wait_for(lambda: "node-2" in up_nodes(a), timeout=10, message="node-2 back after SIGCONT")
             assert call(zmq_context, c.endpoint(PORT), b"again") == [b"ok", b"again"]
     finally:
         load.stop()
+        spread.stop()
+        source.close()
 
 
 # -- options and a node whose etcd is away ------------------------------------------------------------
