@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import zmq
@@ -43,6 +44,7 @@ def web(request):  # http-server: sleeps ?SECONDS, answers with a status, header
                     headers=[("Content-Type", "text/plain"), ("X-Twice", "a"), ("X-Twice", "b")])
 '''
 PORT = 9100
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def app_manifest(tmp_path, port: int = PORT, **engine) -> dict:
@@ -85,6 +87,24 @@ def test_create_reload_delete_on_any_node_reach_every_node(cluster, tmp_path, zm
     wait_for(lambda: all("echo" not in node.info()["apps"] for node in cluster), timeout=10,
              message="echo gone from every node")
     assert "echo" not in a.etcd.ctl("get", "--prefix", "--keys-only", f"/cocaine/{a.instance}/storage/")
+
+
+def test_the_quick_start(cluster, etcd):
+    """docs/cluster.md's quick start, on this test's nodes: create the clustered echo example on one
+    node, see it on all three from another, call it through the cluster client."""
+    a, b, c = cluster
+    created = admin(a, "create", "echo", str(EXAMPLES / "echo" / "cluster.json"))
+    assert created.returncode == 0, created.stderr
+    wait_for(lambda: sum("echo running" in line for line in admin(c, "nodes").stdout.splitlines()) == 3, timeout=10,
+             message="echo running on all three in node-2's `nodes`")
+    cluster_option = ["--cluster", f"etcd://{etcd.address}:{etcd.port}", "--instance", a.instance]
+    for _ in range(3):
+        called = subprocess.run([*CLI, "call", "echo", "echo", "hello", *cluster_option], capture_output=True,
+                                text=True, timeout=RUN_TIMEOUT)
+        assert (called.returncode, called.stdout) == (0, "hello"), called.stderr
+    counted = subprocess.run([*CLI, "call", "echo", "count", "3", *cluster_option], capture_output=True, text=True,
+                             timeout=RUN_TIMEOUT)
+    assert (counted.returncode, counted.stdout) == (0, "1\n2\n3\n"), counted.stderr
 
 
 def test_two_nodes_create_the_same_app_at_once(cluster, tmp_path, zmq_context):
