@@ -88,7 +88,10 @@ class JobHandle:
         far. Returns ``closed``."""
         self.pool = pool
         if self.pending:
-            self.job.body = b"".join(self.pending) if len(self.pending) > 1 else self.pending[0]
+            job = self.job
+            # The body the job was opened with (a native request's first chunk) comes first.
+            chunks = [job.body, *self.pending] if job.body else self.pending
+            job.body = b"".join(chunks) if len(chunks) > 1 else chunks[0]
             self.pending = []
         return self.closed
 
