@@ -4,10 +4,13 @@ stopped and restarted, a node restarted with emptied local state, two nodes crea
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -23,6 +26,7 @@ from cocaine.drivers.native_client import Client as NativeClient
 from support import CLI, RUN_TIMEOUT, free_port, manifest, python_app, wait_for
 
 APP = '''
+import hashlib
 import time
 
 from cocaine.python import Response
@@ -37,6 +41,10 @@ def native(request):  # native-server: a short job, so that some are in flight o
 def slow(request):
     time.sleep(float(request.body or b"0.2"))
     return b"done"
+
+def upload(request):  # a streamed request on any driver: its digest, read after a pause
+    time.sleep(0.5)
+    return hashlib.sha256(b"".join(request)).hexdigest()
 
 def web(request):  # http-server: sleeps ?SECONDS, answers with a status, headers and two chunks
     time.sleep(float(request.meta["query"] or "0.2"))
@@ -526,3 +534,89 @@ def test_overflow_forward_works_on_the_native_and_http_servers(cluster, tmp_path
         assert sorted(answers) == sorted((201, ["a", "b"], f"done /r{i}".encode()) for i in range(6)), answers
     assert a.info("full")["jobs"]["forwarded"] == 4  # 2 here (a worker and the queue), 2 on each peer
     assert [node.info("full")["jobs"]["accepted"] for node in (b, c)] == [2, 2]
+
+
+def send_streamed(driver: str, address: str, port: int, body: bytes, zmq_context) -> bytes:
+    """``body`` as a streamed request, in 64 KiB chunks; the whole answer."""
+    chunks = [body[i:i + 65536] for i in range(0, len(body), 65536)]
+    if driver == "raw-socket-server":
+        with socket.create_connection((address, port), timeout=20) as sock:
+            for chunk in chunks:
+                sock.sendall(chunk)
+            sock.shutdown(socket.SHUT_WR)
+            return b"".join(iter(lambda: sock.recv(65536), b""))
+    if driver == "http-server":
+        connection = http.client.HTTPConnection(address, port, timeout=20)
+        try:
+            connection.request("POST", "/", body=iter(chunks), encode_chunked=True)
+            response = connection.getresponse()
+            assert response.status == 200, (response.status, response.read())
+            return response.read()
+        finally:
+            connection.close()
+    with NativeClient(f"tcp://{address}:{port}", context=zmq_context, timeout=20) as client:
+        request = client.request(chunks[0], stream=True)
+        for chunk in chunks[1:]:
+            request.write(chunk)
+        request.end()
+        return request.read()
+
+
+@pytest.mark.parametrize("driver", ["raw-socket-server", "http-server", "native-server"])
+def test_overflow_forward_carries_streamed_requests_under_flow_control(cluster, tmp_path, zmq_context, driver):
+    """A streamed request (every raw-socket-server request, a chunked HTTP body, a native stream) is
+    forwarded as it arrives: its chunks and end follow it to the peer, and the peer's credit comes
+    back to the driver, so a 1 MiB body (four flow-control windows) goes through whole."""
+    a, b, c = cluster
+    port = PORT + 4
+    endpoint = f"tcp://*:{port}" if driver == "native-server" else f"*:{port}"
+    a.create("full", manifest(python_app(tmp_path, APP), {"upload": {"type": driver, "endpoint": endpoint}},
+                              pool_limit=1, pool_min=1, concurrency=1, queue_limit=1, overflow="forward"))
+    wait_for(lambda: all(node.running("full") and node.info("full")["pool"]["idle"] == 1 for node in cluster),
+             timeout=15, message="a ready worker on every node")
+    wait_for(lambda: all(set(node.cluster()["apps"].get("full", {})) == {"node-0", "node-1", "node-2"}
+                         for node in cluster), timeout=10, message="every record showing the app")
+    bodies = [bytes([i]) * (1 << 20) for i in range(6)]
+    answers: dict[int, bytes] = {}
+
+    def send(i: int) -> None:
+        answers[i] = send_streamed(driver, a.address, port, bodies[i], zmq_context)
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert answers == {i: hashlib.sha256(body).hexdigest().encode() for i, body in enumerate(bodies)}
+    assert a.info("full")["jobs"]["forwarded"] == 4  # 2 here (a worker and the queue), 2 on each peer
+    assert [node.info("full")["jobs"]["accepted"] for node in (b, c)] == [2, 2]
+
+
+def test_a_forwarded_request_whose_client_goes_away_is_cancelled_on_the_peer(cluster, tmp_path, zmq_context):
+    a, b, c = cluster
+    port = PORT + 4
+    a.create("full", manifest(python_app(tmp_path, APP), {"upload": {"type": "raw-socket-server", "endpoint": f"*:{port}"}},
+                              pool_limit=1, pool_min=1, concurrency=1, queue_limit=1, overflow="forward"))
+    wait_for(lambda: all(node.running("full") and node.info("full")["pool"]["idle"] == 1 for node in cluster),
+             timeout=15, message="a ready worker on every node")
+    wait_for(lambda: set(a.cluster()["apps"].get("full", {})) == {"node-0", "node-1", "node-2"}, timeout=10,
+             message="node-0 seeing the app on every node")
+    held = [socket.create_connection((a.address, port), timeout=20) for _ in range(2)]  # requests that do not end
+    try:
+        wait_for(lambda: a.info("full")["queue"]["depth"] == 1, timeout=10, message="node-0's worker and queue taken")
+        with socket.create_connection((a.address, port), timeout=20) as gone:
+            gone.sendall(b"x" * 1000)
+            wait_for(lambda: sum(node.info("full")["pool"]["busy"] for node in (b, c)) == 1, timeout=10,
+                     message="the forwarded request running on a peer")
+            gone.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a reset
+        # The origin's driver cancels the job; the cancel reaches the peer, whose handler stops reading.
+        wait_for(lambda: sum(node.info("full")["pool"]["busy"] for node in (b, c)) == 0, timeout=10,
+                 message="the peer's handler stopped")
+        assert sum(node.info("full")["jobs"]["failed"] for node in (b, c)) == 1
+        for sock in held:
+            sock.shutdown(socket.SHUT_WR)
+        assert [b"".join(iter(lambda s=sock: s.recv(65536), b"")) for sock in held] == \
+            [hashlib.sha256(b"").hexdigest().encode()] * 2
+    finally:
+        for sock in held:
+            sock.close()

@@ -328,11 +328,11 @@ class Engine:
 
     def _forwardable(self, job: Job) -> bool:
         """A peer can run this job for us: we are in a cluster, the job came from a client (not from a
-        peer: one hop at most, so never back), has a requester (not a timer's), and its whole
-        request is here (a streamed request's chunks arrive here)."""
+        peer: one hop at most, so never back) and has a requester (not a timer's). A streamed
+        request's further chunks follow it through the job's handle."""
         driver = self.drivers.get(job.task)
-        return (self.forwarder is not None and "forwarded-by" not in job.meta and driver is not None
-                and not driver.publishes and (job.handle is None or job.handle.closed))
+        return self.forwarder is not None and "forwarded-by" not in job.meta and driver is not None \
+            and not driver.publishes
 
     def forward_finished(self, job: Job, code: int | None = None, message: str = "") -> None:
         """The peer's final answer to a forwarded job (on the reactor; the forwarder relays chunks to
