@@ -250,11 +250,7 @@ class Forwarder:
         if kind == b"end":
             self._on_reactor(engine, engine.forward_finished, job)
         else:
-            try:
-                error = json.loads(payload)
-                code, message = int(error["code"]), str(error["message"])
-            except (ValueError, KeyError, TypeError):
-                code, message = Code.SERVER, "the peer's answer to a forwarded request was garbled"
+            code, message = error_of(payload, Code.SERVER, "the peer's answer to a forwarded request was garbled")
             self._on_reactor(engine, engine.forward_finished, job, code, message)
 
     def _fail_departed(self) -> None:
@@ -272,6 +268,15 @@ class Forwarder:
             engine.reactor.call_soon_threadsafe(fn, *args)
         except RuntimeError:  # the engine has stopped; it answered its jobs then
             pass
+
+
+def error_of(payload: bytes, code: int, message: str) -> tuple[int, str]:
+    """The ``{"code", "message"}`` of an error or cancel frame; (code, message) if it is garbled."""
+    try:
+        error = json.loads(payload)
+        return int(error["code"]), str(error["message"])
+    except (ValueError, KeyError, TypeError):
+        return code, message
 
 
 class Outgoing:
@@ -318,12 +323,7 @@ class Relay:
         elif kind == b"end":
             handle.close()
         else:
-            try:
-                error = json.loads(payload)
-                code, message = int(error["code"]), str(error["message"])
-            except (ValueError, KeyError, TypeError):
-                code, message = Code.UNAVAILABLE, "cancelled by the forwarding node"
-            handle.cancel(code, message)
+            handle.cancel(*error_of(payload, Code.UNAVAILABLE, "cancelled by the forwarding node"))
 
     def credit(self, nbytes: int) -> None:
         self.forwarder.reply([self.identity, self.request_id, b"credit", str(nbytes).encode()])
