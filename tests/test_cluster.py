@@ -455,6 +455,38 @@ def test_overflow_forward_sends_what_a_full_node_cannot_take_to_its_least_loaded
         assert node.info("full")["jobs"]["forwarded"] == 0
 
 
+BROKEN_ON_NODE_0 = '''
+import socket, sys
+
+_probe = socket.socket()
+try:
+    _probe.bind((NODE_0_ADDRESS, 0))  # only node-0's network namespace has this address
+except OSError:
+    pass
+else:
+    sys.exit(3)  # node-0's workers die as they start: the app is broken there, and only there
+finally:
+    _probe.close()
+'''
+
+
+def test_overflow_forward_sends_what_reaches_a_broken_app_to_a_peer(cluster, tmp_path, zmq_context):
+    a, b, c = cluster
+    code = BROKEN_ON_NODE_0.replace("NODE_0_ADDRESS", repr(a.address)) + APP
+    a.create("full", manifest(python_app(tmp_path, code), {"echo": {"type": "zeromq-server", "endpoint": f"tcp://*:{PORT}"}},
+                              pool_limit=1, fork_server=False, overflow="forward"))
+    wait_for(lambda: all(node.running("full") for node in (b, c)), timeout=15, message="the app running on the peers")
+    wait_for(lambda: set(a.cluster()["apps"].get("full", {})) == {"node-0", "node-1", "node-2"}, timeout=10,
+             message="node-0 seeing the app on every node")
+    # The first request makes node-0 start a worker, which dies: the request, queued meanwhile, and
+    # those refused while the pool backs off, all run on the peers.
+    replies = burst(zmq_context, a.endpoint(PORT), 5, b"x")
+    assert replies == [[b"ok", b"x"]] * 5, replies
+    assert a.info("full")["state"] == "broken"
+    assert a.info("full")["jobs"]["forwarded"] == 5
+    assert sum(node.info("full")["jobs"]["accepted"] for node in (b, c)) == 5
+
+
 def test_overflow_refuse_is_the_default_even_in_a_cluster(cluster, tmp_path, zmq_context):
     a, b, c = cluster
     a.create("full", app_manifest(tmp_path, pool_limit=1, pool_min=1, concurrency=1, queue_limit=1))

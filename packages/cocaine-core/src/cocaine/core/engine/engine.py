@@ -313,10 +313,7 @@ class Engine:
             pass
 
     def _refuse(self, stats, job: Job, message: str) -> bool:
-        if self.manifest.engine.overflow == "forward" and self._forwardable(job) and self.forwarder.forward(
-                self, job, message):
-            self.forwarded += 1
-            self.forwarding.add(job)
+        if self._forward(job, message):
             stats.accepted += 1
             if job.deadline is not None:
                 self._watch_deadline(job)  # a peer that never answers still answers by the deadline
@@ -324,6 +321,15 @@ class Engine:
         stats.rejected += 1
         job.done = True  # never ran: a driver's handle drops what it pushes from now on
         job.responder.error(Code.UNAVAILABLE, message)
+        return False
+
+    def _forward(self, job: Job, why: str) -> bool:
+        """Hand a job this node cannot run to a peer (overflow "forward"); False if it stays here."""
+        if self.manifest.engine.overflow == "forward" and self._forwardable(job) and self.forwarder.forward(
+                self, job, why):
+            self.forwarded += 1
+            self.forwarding.add(job)
+            return True
         return False
 
     def _forwardable(self, job: Job) -> bool:
@@ -365,8 +371,11 @@ class Engine:
             pool.grow(len(queue))
 
     def _fail_queue(self, message: str) -> None:
+        """The app is broken: its queued jobs never ran, so a peer may run them (overflow "forward")."""
         while self.queue:
-            self.queue.popleft().fail(Code.UNAVAILABLE, message)
+            job = self.queue.popleft()
+            if not job.done and not self._forward(job, message):
+                job.fail(Code.UNAVAILABLE, message)
         if self.state == "stopping":
             self._maybe_finish_stop()
 
