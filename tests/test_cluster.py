@@ -398,7 +398,8 @@ def test_a_node_whose_etcd_is_away_starts_serves_reads_and_refuses_writes(make_d
 @pytest.mark.parametrize("bound, published", [
     ("tcp://*:9100", "tcp://10.0.0.5:9100"),
     ("tcp://0.0.0.0:9100", "tcp://10.0.0.5:9100"),
-    ("tcp://lo:9100", "tcp://10.0.0.5:9100"),
+    ("tcp://lo:9100", "tcp://127.0.0.1:9100"),  # loopback: this host only, as a bind to 127.0.0.1
+    ("tcp://localhost:9100", "tcp://127.0.0.1:9100"),
     ("tcp://eth0:9100", "tcp://10.0.0.5:9100"),
     ("tcp://192.168.1.7:9100", "tcp://192.168.1.7:9100"),
     ("tcp://node-a.example.org:9100", "tcp://node-a.example.org:9100"),
