@@ -404,6 +404,8 @@ def test_a_node_whose_etcd_is_away_starts_serves_reads_and_refuses_writes(make_d
     ("tcp://192.168.1.7:9100", "tcp://192.168.1.7:9100"),
     ("tcp://node-a.example.org:9100", "tcp://node-a.example.org:9100"),
     ("ipc:///run/x.sock", "ipc:///run/x.sock"),
+    ("*:8080", "10.0.0.5:8080"),  # http-server, raw-socket-server: host:port
+    ("127.0.0.1:8080", "127.0.0.1:8080"),
 ])
 def test_records_publish_endpoints_that_other_hosts_can_reach(bound, published):
     from cocaine.cluster.membership import reachable

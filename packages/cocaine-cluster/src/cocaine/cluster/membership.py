@@ -38,7 +38,8 @@ def default_address() -> str:
             return "127.0.0.1"
 
 
-_WILDCARD = re.compile(r"^(tcp|udp|ws|pgm|epgm)://(\*|0\.0\.0\.0|[A-Za-z][\w.-]*?)(:\d+|:\*)$")
+# scheme:// (none for a TCP driver's host:port, such as http-server's), host, :port
+_WILDCARD = re.compile(r"^((?:tcp|udp|ws|pgm|epgm)://)?(\*|0\.0\.0\.0|[A-Za-z][\w.-]*?)(:\d+|:\*)$")
 
 
 LOOPBACK = ("lo", "localhost")  # binds that only this host reaches
@@ -53,7 +54,7 @@ def reachable(endpoint: str, address: str) -> str:
     if match is None or _is_host_name(match.group(2)):
         return endpoint
     host = "127.0.0.1" if match.group(2) in LOOPBACK else address
-    return f"{match.group(1)}://{host}{match.group(3)}"
+    return f"{match.group(1) or ''}{host}{match.group(3)}"
 
 
 def _is_host_name(host: str) -> bool:
