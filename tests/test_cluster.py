@@ -462,6 +462,33 @@ def test_overflow_forward_sends_what_a_full_node_cannot_take_to_its_least_loaded
         assert node.info("full")["jobs"]["forwarded"] == 0
 
 
+def test_a_request_forwarded_to_a_node_that_is_killed_fails_with_an_error_naming_it(cluster, tmp_path, zmq_context):
+    a, b, c = cluster
+    a.create("full", app_manifest(tmp_path, pool_limit=1, pool_min=1, concurrency=1, queue_limit=1,
+                                  overflow="forward"))
+    wait_for(lambda: all(node.running("full") and node.info("full")["pool"]["idle"] == 1 for node in cluster),
+             timeout=15, message="a ready worker on every node")
+    wait_for(lambda: set(a.cluster()["apps"].get("full", {})) == {"node-0", "node-1", "node-2"}, timeout=10,
+             message="node-0 seeing the app on every node")
+    sock = zmq_context.socket(zmq.DEALER)
+    sock.linger = 0
+    sock.connect(a.endpoint(PORT + 1))
+    try:
+        for _ in range(4):  # two run on node-0 (a worker, the queue), one on each peer
+            sock.send_multipart([b"", b"3.0"])
+        wait_for(lambda: b.info("full")["pool"]["busy"] == 1 and c.info("full")["pool"]["busy"] == 1, timeout=10,
+                 message="a forwarded request running on each peer")
+        c.kill()
+        replies = []
+        while len(replies) < 4:
+            assert sock.poll(20_000), replies
+            replies.append(sock.recv_multipart()[1:])
+    finally:
+        sock.close(0)
+    assert replies.count([b"ok", b"done"]) == 3, replies  # everything else is answered
+    assert [b"error", b"503", b"node node-2 left the cluster before answering the forwarded request"] in replies
+
+
 BROKEN_ON_NODE_0 = '''
 import socket, sys
 
