@@ -313,10 +313,7 @@ class Engine:
             pass
 
     def _refuse(self, stats, job: Job, message: str) -> bool:
-        if self.manifest.engine.overflow == "forward" and self._forwardable(job) and self.forwarder.forward(
-                self, job, message):
-            self.forwarded += 1
-            self.forwarding.add(job)
+        if self._forward(job, message):
             stats.accepted += 1
             if job.deadline is not None:
                 self._watch_deadline(job)  # a peer that never answers still answers by the deadline
@@ -326,13 +323,22 @@ class Engine:
         job.responder.error(Code.UNAVAILABLE, message)
         return False
 
+    def _forward(self, job: Job, why: str) -> bool:
+        """Hand a job this node cannot run to a peer (overflow "forward"); False if it stays here."""
+        if self.manifest.engine.overflow == "forward" and self._forwardable(job) and self.forwarder.forward(
+                self, job, why):
+            self.forwarded += 1
+            self.forwarding.add(job)
+            return True
+        return False
+
     def _forwardable(self, job: Job) -> bool:
         """A peer can run this job for us: we are in a cluster, the job came from a client (not from a
-        peer: one hop at most, so never back), has a requester (not a timer's), and its whole
-        request is here (a streamed request's chunks arrive here)."""
+        peer: one hop at most, so never back) and has a requester (not a timer's). A streamed
+        request's further chunks follow it through the job's handle."""
         driver = self.drivers.get(job.task)
-        return (self.forwarder is not None and "forwarded-by" not in job.meta and driver is not None
-                and not driver.publishes and (job.handle is None or job.handle.closed))
+        return self.forwarder is not None and "forwarded-by" not in job.meta and driver is not None \
+            and not driver.publishes
 
     def forward_finished(self, job: Job, code: int | None = None, message: str = "") -> None:
         """The peer's final answer to a forwarded job (on the reactor; the forwarder relays chunks to
@@ -365,8 +371,11 @@ class Engine:
             pool.grow(len(queue))
 
     def _fail_queue(self, message: str) -> None:
+        """The app is broken: its queued jobs never ran, so a peer may run them (overflow "forward")."""
         while self.queue:
-            self.queue.popleft().fail(Code.UNAVAILABLE, message)
+            job = self.queue.popleft()
+            if not job.done and not self._forward(job, message):
+                job.fail(Code.UNAVAILABLE, message)
         if self.state == "stopping":
             self._maybe_finish_stop()
 

@@ -29,7 +29,7 @@ class JobHandle:
     only from the reactor thread. ``withdraw(job)`` takes a job that has not reached a worker out of
     the engine's queue."""
 
-    __slots__ = ("withdraw", "job", "stream", "closed", "pending", "on_credit", "pool")
+    __slots__ = ("withdraw", "job", "stream", "closed", "pending", "on_credit", "pool", "remote")
 
     def __init__(self, job: Job, withdraw: Callable[[Job], None], *, stream: bool,
                  on_credit: Callable[[int], None] | None) -> None:
@@ -40,6 +40,9 @@ class JobHandle:
         self.pending: list[bytes] = []  # request chunks waiting for the job to reach a worker
         self.on_credit = on_credit
         self.pool: WorkerPool | None = None  # the pool of the worker running the job, once dispatched
+        #: Where the job runs when a cluster peer runs it (engine.overflow "forward"): takes the
+        #: request's further chunks, its end and a cancel (``push``, ``close``, ``cancel``).
+        self.remote = None
         job.handle = self
 
     @property
@@ -52,10 +55,12 @@ class JobHandle:
         job = self.job
         if self.closed or job.done or not data:
             return
-        if self.pool is None:
-            self.pending.append(data)
-        else:
+        if self.pool is not None:
             self.pool.send_to(job.worker, worker_protocol.chunk(job.id, data))
+        elif self.remote is not None:
+            self.remote.push(data)
+        else:
+            self.pending.append(data)
 
     def close(self) -> None:
         """The streamed request is complete."""
@@ -63,8 +68,12 @@ class JobHandle:
             return
         self.closed = True
         job = self.job
-        if self.pool is not None and not job.done:
+        if job.done:
+            return
+        if self.pool is not None:
             self.pool.send_to(job.worker, worker_protocol.end(job.id))
+        elif self.remote is not None:
+            self.remote.close()
 
     def cancel(self, code: int, message: str) -> None:
         """Give up on the job: it is answered with ``(code, message)`` at once (the responder's
@@ -75,7 +84,9 @@ class JobHandle:
             return
         self.closed = True
         self.pending = []
-        if self.pool is None:
+        if self.remote is not None:
+            self.remote.cancel(code, message)
+        elif self.pool is None:
             self.withdraw(job)
         else:
             # The job keeps its place in the worker's credit until the worker answers it.
@@ -88,7 +99,10 @@ class JobHandle:
         far. Returns ``closed``."""
         self.pool = pool
         if self.pending:
-            self.job.body = b"".join(self.pending) if len(self.pending) > 1 else self.pending[0]
+            job = self.job
+            # The body the job was opened with (a native request's first chunk) comes first.
+            chunks = [job.body, *self.pending] if job.body else self.pending
+            job.body = b"".join(chunks) if len(chunks) > 1 else chunks[0]
             self.pending = []
         return self.closed
 
