@@ -10,7 +10,7 @@ from __future__ import annotations
 import zmq
 
 from cocaine.core.plugin_api import check_endpoint, only_keys
-from cocaine.core.transport import NOBLOCK, send_frames, split_envelope
+from cocaine.core.transport import NOBLOCK, recv_frames, send_frames, split_envelope
 from cocaine.drivers.common import SocketDriver
 
 OK = b"ok"
@@ -30,15 +30,15 @@ class ZeroMQServer(SocketDriver):
         self.context.reactor.add_reader(sock, self._on_readable)
 
     def _on_readable(self) -> None:
-        recv = self.sock.recv_multipart
+        sock = self.sock
         submit = self.context.submit
         while True:
             try:
-                frames = recv(zmq.NOBLOCK)
+                frames = recv_frames(sock)
             except zmq.Again:
                 return
             envelope, body = split_envelope(frames)
-            submit(body[0] if len(body) == 1 else b"".join(body), Reply(self.sock, envelope))
+            submit(body[0] if len(body) == 1 else b"".join(body), Reply(sock, envelope))
 
 
 class Reply:

@@ -19,7 +19,7 @@ import zmq
 
 from cocaine.core import worker_protocol
 from cocaine.core.errors import Code, ProtocolError
-from cocaine.core.transport import send_frames
+from cocaine.core.transport import recv_frames, send_frames
 from cocaine.python import logs
 from cocaine.python.loader import become_runtime, load_module, runtime_arguments
 from cocaine.python.request import ChunkSource, Request, RequestCancelled, StreamedRequest
@@ -110,7 +110,7 @@ class PythonWorker:
                 self.last_heard = time.monotonic()
                 while True:
                     try:
-                        frames = sock.recv_multipart(zmq.NOBLOCK)
+                        frames = recv_frames(sock)
                     except zmq.Again:
                         break
                     for frame in frames:

@@ -24,7 +24,7 @@ from cocaine.core.engine.output import READER, OutputReader, OutputWatch
 from cocaine.core.errors import Code, ProtocolError
 from cocaine.core.languages import Language
 from cocaine.core.manifest import EngineConfig
-from cocaine.core.transport import NOBLOCK, send_frames
+from cocaine.core.transport import NOBLOCK, recv_frames, send_frames
 
 if TYPE_CHECKING:
     from cocaine.core.engine.job import Job
@@ -255,13 +255,13 @@ class WorkerPool:
 
     # -- receiving --------------------------------------------------------------------------------
     def _on_readable(self) -> None:
-        recv = self.sock.recv_multipart
+        sock = self.sock
         workers = self.workers
         now = self.clock()
         freed = False
         while True:
             try:
-                frames = recv(zmq.NOBLOCK)
+                frames = recv_frames(sock)
             except zmq.Again:
                 break
             worker = workers.get(frames[0]) or self.exiting.get(frames[0])
