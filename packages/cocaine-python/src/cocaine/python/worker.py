@@ -174,7 +174,9 @@ class PythonWorker:
             return
         try:
             result = handler(Request(job, task, body, meta))
-            if result is None:
+            if type(result) is bytes:  # the common case first
+                out.append(worker_protocol.chunk(job, result))
+            elif result is None:
                 pass
             elif isinstance(result, (bytes, bytearray, memoryview, str)):
                 out.append(worker_protocol.chunk(job, _to_bytes(result)))
@@ -195,7 +197,7 @@ class PythonWorker:
     def _handler_for(self, job: int, task: str, meta: dict):
         """The handler to run the job with, or None once the job is answered with an error."""
         deadline = meta.get("deadline")
-        if type(deadline) in (int, float) and time.time() > deadline:
+        if deadline is not None and type(deadline) in (int, float) and time.time() > deadline:
             self.out.append(worker_protocol.error(job, Code.TIMEOUT, "deadline exceeded before the job started"))
             return None
         handler = self.handlers.get(task)
