@@ -26,6 +26,7 @@ from cocaine.python.request import ChunkSource, Request, RequestCancelled, Strea
 from cocaine.python.response import Response
 
 EXIT_LOAD_FAILED = 3
+POLLIN = int(zmq.POLLIN)
 ENGINE_SILENCE_LIMIT = 3  # heartbeat intervals without a word from the engine before giving up
 
 
@@ -102,10 +103,12 @@ class PythonWorker:
         sock = self.sock
         sock.send(worker_protocol.hello(os.getpid()))
         heartbeat = self.heartbeat
+        only_sock = [(sock, POLLIN)]
         while True:
             # Until the next heartbeat is due; while a handler is stuck, look again now and then.
             wait = max(heartbeat / 10, self.last_sent + heartbeat - time.monotonic())
-            readable = self._wait(wait) if self.streams else sock.poll(wait * 1000)
+            # zmq_poll on a ready-made list: Socket.poll builds a Poller each call (9 against 3 us).
+            readable = self._wait(wait) if self.streams else zmq.zmq_poll(only_sock, int(wait * 1000 + 0.999))
             if readable:
                 self.last_heard = time.monotonic()
                 while True:
