@@ -87,14 +87,16 @@ def head(status: int, headers: bytes, framing: bytes, keep_alive: bool, http10: 
     parts = _heads.get(key)
     if parts is None:
         parts = _head_parts(*key)
-        if len(_heads) < HEAD_CACHE:
+        if len(_heads) < HEAD_CACHE and len(headers) <= HEAD_CACHE_LINES:
             _heads[key] = parts
     return b"".join((parts[0], date_header(), framing, parts[1]))
 
 
 #: Heads seen most (an app answers with a few statuses and header sets) are built once; a head
-#: with per-request values (a cookie, an ETag) is built each time once the cache is full.
+#: with per-request values (a cookie, an ETag) is built each time once the cache is full. The
+#: cache holds at most HEAD_CACHE heads of at most HEAD_CACHE_LINES bytes of handler headers.
 HEAD_CACHE = 256
+HEAD_CACHE_LINES = 1024
 _heads: dict[tuple, tuple[bytes, bytes]] = {}
 
 
