@@ -278,12 +278,13 @@ class WorkerPool:
             if worker is None:
                 continue  # a worker already gone
             worker.last_seen = now
+            busy = bool(worker.jobs)
             for frame in frames[1:]:
                 try:
                     freed |= self._handle(worker, worker_protocol.unpack(frame))
                 except (ProtocolError, IndexError, TypeError, ValueError) as e:
                     log.warning("app %s: worker %s sent a bad message: %s", self.app, worker.id, e)
-            if not worker.jobs:
+            if busy and not worker.jobs:  # idle from its last answer on; a heartbeat is not work
                 worker.idle_since = now
         if freed:
             self.listener.capacity_freed(self)
