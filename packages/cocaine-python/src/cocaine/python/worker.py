@@ -108,7 +108,7 @@ class PythonWorker:
             # Until the next heartbeat is due; while a handler is stuck, look again now and then.
             wait = max(heartbeat / 10, self.last_sent + heartbeat - time.monotonic())
             # zmq_poll on a ready-made list: Socket.poll builds a Poller each call (9 against 3 us).
-            readable = self._wait(wait) if self.streams else zmq.zmq_poll(only_sock, int(wait * 1000 + 0.999))
+            readable = self._wait(wait) if self.streams else zmq.zmq_poll(only_sock, int(wait * 1000))
             if readable:
                 self.last_heard = time.monotonic()
                 while True:
