@@ -137,6 +137,23 @@ def test_an_idle_worker_above_pool_min_is_asked_to_exit(rig):
     assert r.pool.total == 1
 
 
+
+def test_an_idle_worker_retires_although_it_heartbeats(rig):
+    # A worker sends a heartbeat whenever it has been silent for an interval (1 s here): that is not
+    # work, so it must not restart its idle time (5 s), or idle workers would never retire.
+    r = rig(pool_min=1, pool_limit=4, idle_timeout=5.0, heartbeat_timeout=3.0)
+    r.reactor.round()
+    r.backend.workers[0].hello()
+    r.ready_worker()
+    for _ in range(8):
+        for worker in r.backend.workers:
+            worker.heartbeat()
+        r.reactor.advance(1)
+    assert r.pool.total == 1
+    [spare] = [w for w in r.backend.workers if r.pooled(w) in r.pool.exiting.values()]
+    assert r.pooled(spare).exit_reason == "idle"
+
+
 # -- backing off -----------------------------------------------------------------------------------
 
 def test_failed_starts_back_off_exponentially_up_to_a_cap(rig):

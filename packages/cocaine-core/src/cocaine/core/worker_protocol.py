@@ -74,20 +74,54 @@ def unpack(frame) -> list:
     receiver acts on a half-valid message. Unknown types pass: receivers ignore them.
     """
     try:
-        message = msgpack.unpackb(frame, raw=False, use_list=True)
+        message = _unpackb(frame, raw=False)
     except Exception as e:  # noqa: BLE001 - msgpack raises several unrelated types on garbage
         raise ProtocolError(f"frame is not valid msgpack: {e}") from None
+    # Every frame of the hot path comes here: one exact-type check per field (msgpack makes only
+    # exact types), and the slow path only to say what is wrong.
+    if type(message) is list and message and type(message[0]) is int:
+        check = _CHECKS.get(message[0])
+        if check is None or check(message):
+            return message
+    _explain(message)
+    return message
+
+
+def _explain(message) -> None:
+    """Raise ProtocolError naming what is wrong with a decoded message that failed its check."""
     if not isinstance(message, list) or not message or type(message[0]) is not int:
         raise ProtocolError("frame is not a msgpack array starting with a message type")
-    shape = SHAPES.get(message[0])
-    if shape is not None:
-        if len(message) <= len(shape):
-            raise ProtocolError(f"{NAMES[message[0]]}: expected {len(shape)} fields, got {len(message) - 1}")
-        for i, expected in enumerate(shape, 1):
-            value = message[i]
-            if (type(value) is not int) if expected is _INT else not isinstance(value, expected):
-                raise ProtocolError(f"{NAMES[message[0]]}: field {i} has the wrong type ({type(value).__name__})")
-    return message
+    shape = SHAPES[message[0]]
+    if len(message) <= len(shape):
+        raise ProtocolError(f"{NAMES[message[0]]}: expected {len(shape)} fields, got {len(message) - 1}")
+    for i, expected in enumerate(shape, 1):
+        value = message[i]
+        if (type(value) is not int) if expected is _INT else not isinstance(value, expected):
+            raise ProtocolError(f"{NAMES[message[0]]}: field {i} has the wrong type ({type(value).__name__})")
+
+
+def _check(shape: tuple):
+    """A function telling whether a message (a list) has ``shape``'s fields, with exact types."""
+    types = [(int,) if t is _INT else t if isinstance(t, tuple) else (t,) for t in shape]
+    n = len(types)
+    if n == 0:
+        return lambda m: True
+    if n == 1:
+        a, = types
+        return lambda m: len(m) > 1 and type(m[1]) in a
+    if n == 2:
+        a, b = types
+        return lambda m: len(m) > 2 and type(m[1]) in a and type(m[2]) in b
+    if n == 3:
+        a, b, c = types
+        return lambda m: len(m) > 3 and type(m[1]) in a and type(m[2]) in b and type(m[3]) in c
+    a, b, c, d, e = types  # INVOKE, the longest
+    return lambda m: (len(m) > 5 and type(m[1]) in a and type(m[2]) in b and type(m[3]) in c and type(m[4]) in d
+                      and type(m[5]) in e)
+
+
+_unpackb = msgpack.unpackb
+_CHECKS = {kind: _check(shape) for kind, shape in SHAPES.items()}
 
 
 def invoke(job: int, task: str, meta: dict, body: bytes | None, closed: bool) -> bytes:

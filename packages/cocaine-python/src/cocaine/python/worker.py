@@ -19,13 +19,14 @@ import zmq
 
 from cocaine.core import worker_protocol
 from cocaine.core.errors import Code, ProtocolError
-from cocaine.core.transport import send_frames
+from cocaine.core.transport import recv_frames, send_frames
 from cocaine.python import logs
 from cocaine.python.loader import become_runtime, load_module, runtime_arguments
 from cocaine.python.request import ChunkSource, Request, RequestCancelled, StreamedRequest
 from cocaine.python.response import Response
 
 EXIT_LOAD_FAILED = 3
+POLLIN = int(zmq.POLLIN)
 ENGINE_SILENCE_LIMIT = 3  # heartbeat intervals without a word from the engine before giving up
 
 
@@ -102,15 +103,17 @@ class PythonWorker:
         sock = self.sock
         sock.send(worker_protocol.hello(os.getpid()))
         heartbeat = self.heartbeat
+        only_sock = [(sock, POLLIN)]
         while True:
             # Until the next heartbeat is due; while a handler is stuck, look again now and then.
             wait = max(heartbeat / 10, self.last_sent + heartbeat - time.monotonic())
-            readable = self._wait(wait) if self.streams else sock.poll(wait * 1000)
+            # zmq_poll on a ready-made list: Socket.poll builds a Poller each call (9 against 3 us).
+            readable = self._wait(wait) if self.streams else zmq.zmq_poll(only_sock, int(wait * 1000))
             if readable:
                 self.last_heard = time.monotonic()
                 while True:
                     try:
-                        frames = sock.recv_multipart(zmq.NOBLOCK)
+                        frames = recv_frames(sock)
                     except zmq.Again:
                         break
                     for frame in frames:
@@ -174,7 +177,9 @@ class PythonWorker:
             return
         try:
             result = handler(Request(job, task, body, meta))
-            if result is None:
+            if type(result) is bytes:  # the common case first
+                out.append(worker_protocol.chunk(job, result))
+            elif result is None:
                 pass
             elif isinstance(result, (bytes, bytearray, memoryview, str)):
                 out.append(worker_protocol.chunk(job, _to_bytes(result)))
@@ -195,7 +200,7 @@ class PythonWorker:
     def _handler_for(self, job: int, task: str, meta: dict):
         """The handler to run the job with, or None once the job is answered with an error."""
         deadline = meta.get("deadline")
-        if type(deadline) in (int, float) and time.time() > deadline:
+        if deadline is not None and type(deadline) in (int, float) and time.time() > deadline:
             self.out.append(worker_protocol.error(job, Code.TIMEOUT, "deadline exceeded before the job started"))
             return None
         handler = self.handlers.get(task)

@@ -275,7 +275,7 @@ class Engine:
         if self.state != "running":
             return self._refuse(stats, job, f"app {self.app!r} is {self.state}")
         pool = self.pool
-        if pool.backing_off() and not pool.total:
+        if pool.broken_reason is not None and pool.backing_off() and not pool.total:
             wait = pool.retry_at - time.monotonic()
             return self._refuse(stats, job, f"app {self.app!r} is broken: {pool.broken_reason} "
                                             f"(next start attempt in {wait:.1f} s)")

@@ -24,7 +24,7 @@ from cocaine.core.engine.output import READER, OutputReader, OutputWatch
 from cocaine.core.errors import Code, ProtocolError
 from cocaine.core.languages import Language
 from cocaine.core.manifest import EngineConfig
-from cocaine.core.transport import NOBLOCK, send_frames
+from cocaine.core.transport import NOBLOCK, recv_frames, send_frames
 
 if TYPE_CHECKING:
     from cocaine.core.engine.job import Job
@@ -159,12 +159,15 @@ class WorkerPool:
         gets nothing more, so no queued job waits behind it while the engine could wait for another."""
         best = None
         best_load = self.config.concurrency
-        stalled_before = self.clock() - STALL_AFTER
+        stalled_before = None  # the clock is read only if a busy worker is a candidate
         for worker in self.workers.values():
             load = len(worker.jobs)
             if load < best_load and worker.ready:
-                if load and next(iter(worker.jobs.values())).dispatched_at < stalled_before:
-                    continue
+                if load:
+                    if stalled_before is None:
+                        stalled_before = self.clock() - STALL_AFTER
+                    if next(iter(worker.jobs.values())).dispatched_at < stalled_before:
+                        continue
                 best, best_load = worker, load
                 if load == 0:
                     break
@@ -226,7 +229,14 @@ class WorkerPool:
         worker.jobs[job.id] = job
         handle = job.handle
         closed = True if handle is None else handle.dispatching(self)
-        self._send(worker, worker_protocol.invoke(job.id, job.task, job.worker_meta(), job.body, closed))
+        meta = job.meta if job.deadline is None else job.worker_meta()
+        # _send, inline: this runs for every job
+        frame = worker_protocol.invoke(job.id, job.task, meta, job.body, closed)
+        frames = self.outbox.get(worker)
+        if frames is None:
+            self.outbox[worker] = [worker.identity, frame]
+        else:
+            frames.append(frame)
 
     def send_to(self, worker: PooledWorker, frame: bytes) -> None:
         """Queue one protocol message for ``worker``; it leaves with this reactor round's batch."""
@@ -255,25 +265,26 @@ class WorkerPool:
 
     # -- receiving --------------------------------------------------------------------------------
     def _on_readable(self) -> None:
-        recv = self.sock.recv_multipart
+        sock = self.sock
         workers = self.workers
         now = self.clock()
         freed = False
         while True:
             try:
-                frames = recv(zmq.NOBLOCK)
+                frames = recv_frames(sock)
             except zmq.Again:
                 break
             worker = workers.get(frames[0]) or self.exiting.get(frames[0])
             if worker is None:
                 continue  # a worker already gone
             worker.last_seen = now
+            busy = bool(worker.jobs)
             for frame in frames[1:]:
                 try:
                     freed |= self._handle(worker, worker_protocol.unpack(frame))
                 except (ProtocolError, IndexError, TypeError, ValueError) as e:
                     log.warning("app %s: worker %s sent a bad message: %s", self.app, worker.id, e)
-            if not worker.jobs:
+            if busy and not worker.jobs:  # idle from its last answer on; a heartbeat is not work
                 worker.idle_since = now
         if freed:
             self.listener.capacity_freed(self)
