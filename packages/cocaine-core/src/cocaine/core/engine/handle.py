@@ -29,7 +29,7 @@ class JobHandle:
     only from the reactor thread. ``withdraw(job)`` takes a job that has not reached a worker out of
     the engine's queue."""
 
-    __slots__ = ("withdraw", "job", "stream", "closed", "pending", "on_credit", "pool")
+    __slots__ = ("withdraw", "job", "stream", "closed", "pending", "on_credit", "pool", "streamed")
 
     def __init__(self, job: Job, withdraw: Callable[[Job], None], *, stream: bool,
                  on_credit: Callable[[int], None] | None) -> None:
@@ -40,6 +40,7 @@ class JobHandle:
         self.pending: list[bytes] = []  # request chunks waiting for the job to reach a worker
         self.on_credit = on_credit
         self.pool: WorkerPool | None = None  # the pool of the worker running the job, once dispatched
+        self.streamed = False  # it reached its worker before the request was complete
         job.handle = self
 
     @property
@@ -90,6 +91,7 @@ class JobHandle:
         if self.pending:
             self.job.body = b"".join(self.pending) if len(self.pending) > 1 else self.pending[0]
             self.pending = []
+        self.streamed = not self.closed
         return self.closed
 
     def credited(self, nbytes: int) -> None:
