@@ -217,7 +217,7 @@ def test_response_metadata_goes_before_the_first_chunk(worker):
                                 worker_protocol.end(12)]
 
 
-HANDS_BACK = ["python", "cpp"]  # the runtimes that keep unstarted jobs (docs/pools.md says why not js)
+HANDS_BACK = ["python", "cpp", "perl"]  # the runtimes that queue jobs (docs/pools.md says why not js)
 
 
 @pytest.mark.parametrize("language", HANDS_BACK)

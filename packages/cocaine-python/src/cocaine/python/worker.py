@@ -147,6 +147,7 @@ class PythonWorker:
                 frames = recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
+            self.last_heard = time.monotonic()  # the watchdog reads too: the engine is alive
             for frame in frames:
                 try:
                     pending.append(worker_protocol.unpack(frame))

@@ -1,14 +1,22 @@
 package Cocaine::Worker;
 # A Perl worker: loads the app file, then serves the engine's jobs over the worker protocol
 # (docs/protocol.md) until told to stop. Handlers run one at a time, in arrival order.
+#
+# Handback (docs/pools.md): a watchdog thread, started before the app loads (so that it clones
+# little), hands the engine back the whole requests queued behind a job that has run past the
+# engine's handback-after. The main loop lists their ids in $queued; to start one it must find it
+# at the head of $queued and remove it, under $guard; the watchdog takes all of $queued under
+# $guard: a job is either started or handed back, never both. Every use of the socket holds $guard.
 use strict;
 use warnings;
+use threads;
+use threads::shared;
 use Scalar::Util qw(blessed);
 use Time::HiRes qw(time);
 use ZMQ::FFI;
 use ZMQ::FFI::Constants qw(ZMQ_DEALER);
-use Cocaine::Protocol qw(MSG_INVOKE MSG_CHUNK MSG_END MSG_ERROR MSG_TERMINATE decode hello_frame heartbeat_frame chunk_frame
-    end_frame error_frame log_frame credit_frame meta_frame);
+use Cocaine::Protocol qw(MSG_INVOKE MSG_CHUNK MSG_END MSG_ERROR MSG_TERMINATE MSG_OPTIONS decode hello_frame heartbeat_frame
+    chunk_frame end_frame error_frame log_frame credit_frame meta_frame handback_frame);
 use Cocaine::Request;
 use Cocaine::Response;
 
@@ -21,6 +29,17 @@ use constant {
     ENGINE_SILENCE_LIMIT => 3,        # heartbeat intervals without a word from the engine
     BATCH_DELAY          => 0.001,    # seconds replies may wait for the rest of a batch
 };
+
+# Shared by the main loop and the watchdog (see the top).
+my $guard :shared;
+my $queued :shared = '';          # ids (packed Q>) of the whole requests queued, not started, in order
+my $running_since :shared = 0;    # when the job being run started; 0 while none runs
+my $handback_after :shared = 0;   # seconds, once the engine offered handback
+my @stash :shared;                # frames the watchdog read and did not hand back, for the main loop
+my $heard :shared = 0;            # when the watchdog last read from the engine
+my $parked :shared = 0;           # the watchdog waits for a job to start
+my $closing :shared = 0;
+my $watchdog;
 
 # Exit when the daemon dies, even by SIGKILL: no orphan workers. ZMQ::FFI brings FFI::Platypus,
 # which reaches prctl(2) without a compiler.
@@ -41,18 +60,75 @@ sub main {
     $socket->set_identity($args{id});
     $socket->set_linger(1000);    # time for the last replies (or the load failure) to reach the engine
     $socket->connect($args{endpoint});
+    $watchdog = threads->create(\&watch, $socket);
     my $worker = Cocaine::Worker->new(socket => $socket, heartbeat => $args{heartbeat});
     my $reason = load_app($args{path});
     if (defined $reason) {
         print STDERR "app $args{app}: $reason\n";
         $worker->{out} = [ log_frame(LOG_ERROR, $reason) ];
         $worker->flush;
+        stop_watchdog();
         $socket->close;
         return EXIT_LOAD_FAILED;
     }
     my $status = $worker->serve;
+    stop_watchdog();
     $socket->close;
     return $status;
+}
+
+# Also when a handler calls exit: a thread left running would make perl complain as it exits.
+END { stop_watchdog() if threads->tid == 0 }
+
+sub stop_watchdog {
+    return unless $watchdog;
+    {
+        lock($guard);
+        $closing = 1;
+        cond_signal($guard);
+    }
+    $watchdog->join;
+    $watchdog = undef;
+}
+
+# The watchdog thread: once a job has run past handback-after, hand back what waits behind it, and
+# again every handback-after while it runs (the engine may have sent more before it saw the stall).
+sub watch {
+    my ($socket) = @_;
+    lock($guard);
+    until ($closing) {
+        my $started = $running_since;
+        if (!$started || !$handback_after) {
+            $parked = 1;
+            cond_wait($guard);
+        } elsif (time < $started + $handback_after) {
+            cond_timedwait($guard, $started + $handback_after);
+        } else {
+            hand_back($socket);
+            cond_timedwait($guard, time + $handback_after);
+        }
+    }
+}
+
+# Hold $guard. The whole requests queued, and those still in the socket, go back to the engine in a
+# message of their own; what else the socket held waits in @stash for the main loop. A streamed
+# request stays: its chunks came here and cannot be sent again.
+sub hand_back {
+    my ($socket) = @_;
+    my @ids = unpack('(Q>)*', $queued);
+    $queued = '';
+    while ($socket->has_pollin) {
+        for my $frame ($socket->recv_multipart) {
+            $heard = time;
+            my $message = decode($frame);
+            if ($message && $message->[0] == MSG_INVOKE && @$message >= 6 && $message->[5]) {
+                push @ids, $message->[1];
+            } else {
+                push @stash, $frame;
+            }
+        }
+    }
+    $socket->send(handback_frame(@ids)) if @ids;
 }
 
 # Compile the app file into package main, where its subs become the task handlers. Returns the
@@ -107,11 +183,31 @@ sub serve {
             $self->pump;
             next;
         }
-        $self->run($job);
+        if ($self->claim($job)) {
+            $self->run($job);
+            $running_since = 0;    # no lock needed: it only says when to hand back, never what
+        }
         delete $self->{jobs}{ $job->{id} };
     }
     $self->flush;
     return 0;
+}
+
+# Mark the job started, unless the watchdog handed it back (then it is the engine's again, and
+# this worker forgets it).
+sub claim {
+    my ($self, $job) = @_;
+    lock($guard);
+    unless ($job->{streamed}) {
+        return 0 unless substr($queued, 0, 8) eq pack('Q>', $job->{id});
+        substr($queued, 0, 8, '');
+    }
+    $running_since = time;
+    if ($parked) {
+        $parked = 0;
+        cond_signal($guard);
+    }
+    return 1;
 }
 
 # Every job gets exactly one end or error, even a cancelled one: the engine frees the job's credit
@@ -196,7 +292,18 @@ sub describe_error {
 # chunk taken of a streamed request is credited to the engine (flow control).
 sub next_chunk {
     my ($self, $job) = @_;
-    $self->pump while !@{ $job->{chunks} } && !$job->{closed} && !$self->{stopping};
+    # The main loop reads the socket here, so it hands back itself what waits behind a long request.
+    my $started = $running_since;
+    $running_since = 0;
+    while (!@{ $job->{chunks} } && !$job->{closed} && !$self->{stopping}) {
+        $self->pump;
+        if ($handback_after && time >= $started + $handback_after) {
+            lock($guard);
+            hand_back($self->{socket});
+            $self->apply_stash;
+        }
+    }
+    $running_since = $started;
     cancel($job, UNAVAILABLE, "the worker is stopping") if !@{ $job->{chunks} } && !$job->{closed};
     die Cocaine::Aborted->new if $job->{cancelled};
     my $chunk = shift @{ $job->{chunks} };
@@ -216,6 +323,7 @@ sub flush {
     my ($self) = @_;
     my $out = $self->{out};
     return unless @$out;
+    lock($guard);
     $self->{socket}->send_multipart($out);
     $self->{out}       = [];
     $self->{last_sent} = $self->{batch_started} = time;
@@ -229,15 +337,19 @@ sub pump {
     $self->flush;
     my $socket = $self->{socket};
     # The ZeroMQ descriptor only signals that something may have changed: ask has_pollin first.
-    unless ($socket->has_pollin) {
+    my $ready = do { lock($guard); $self->apply_stash; $socket->has_pollin };
+    unless ($ready) {
         my $timeout = $self->{last_sent} + $self->{heartbeat} - time;
         vec(my $readable = '', $self->{fd}, 1) = 1;
         select($readable, undef, undef, $timeout > 0 ? $timeout : 0);
     }
-    while ($socket->has_pollin) {
-        my @frames = $socket->recv_multipart;
-        $self->{last_heard} = time;
-        $self->apply($_) for @frames;
+    {
+        lock($guard);
+        while ($socket->has_pollin) {
+            my @frames = $socket->recv_multipart;
+            $self->{last_heard} = time;
+            $self->apply($_) for @frames;
+        }
     }
     my $now = $self->{batch_started} = time;
     if ($now - $self->{last_heard} > ENGINE_SILENCE_LIMIT * $self->{heartbeat}) {
@@ -246,6 +358,16 @@ sub pump {
         push @{ $self->{out} }, heartbeat_frame();
         $self->flush;
     }
+}
+
+# What the watchdog read while a handler ran, in order, before anything newer. Hold $guard.
+sub apply_stash {
+    my ($self) = @_;
+    return unless @stash;
+    my @frames = @stash;
+    @stash = ();
+    $self->{last_heard} = $heard;
+    $self->apply($_) for @frames;
 }
 
 # Apply one message from the engine. Unknown types and extra elements are ignored, as the
@@ -271,6 +393,7 @@ sub apply {
         };
         $self->{jobs}{$id} = $job;
         push @{ $self->{queue} }, $job;
+        $queued .= pack('Q>', $id) if $closed;    # the caller holds $guard
     } elsif ($kind == MSG_CHUNK) {
         my $job = $self->{jobs}{$id};
         push @{ $job->{chunks} }, $message->[2] if $job && !$job->{closed};
@@ -282,6 +405,9 @@ sub apply {
         cancel($job, $message->[2], $message->[3]) if $job && $job->{streamed};
     } elsif ($kind == MSG_TERMINATE) {
         $self->{stopping} = 1;
+    } elsif ($kind == MSG_OPTIONS) {
+        my $after = ref $message->[1] eq 'HASH' ? $message->[1]{'handback-after'} : undef;
+        $handback_after = $after if defined $after && !ref $after && $after =~ /\A[0-9.eE+-]+\z/ && $after > 0;
     }
 }
 
