@@ -9,7 +9,6 @@ import time
 import pytest
 import zmq
 
-from runtimes import serve_tasks
 from support import endpoint, wait_for
 
 pytestmark = pytest.mark.timeout(120)

@@ -276,3 +276,18 @@ def test_a_handback_is_no_sign_of_life(rig):
     r.clock.now += 1.5
     r.reactor.advance(1.0)
     assert answers.final is not None and answers.final[1] == Code.TIMEOUT
+
+
+def test_a_worker_that_dies_after_a_handback_fails_only_the_jobs_it_kept(rig):
+    r = rig()
+    worker = r.ready_worker()
+    (running, running_answers), (queued, queued_answers) = r.job(), r.job()
+    r.pool.assign(r.pooled(worker), running)
+    r.pool.assign(r.pooled(worker), queued)
+    worker.send(worker_protocol.handback([2]))
+    r.reactor.round()
+    worker.exit(3)
+    r.reactor.advance(1)
+    assert running_answers.final == ("error", Code.SERVER, "worker exited with status 3")
+    assert queued_answers.final is None  # the engine's again: it runs elsewhere, once
+    assert ("handed-back", [2]) in r.listener.events

@@ -202,12 +202,17 @@ sub claim {
         return 0 unless substr($queued, 0, 8) eq pack('Q>', $job->{id});
         substr($queued, 0, 8, '');
     }
-    $running_since = time;
+    running_since(time);
+    return 1;
+}
+
+# Hold $guard. The watchdog sleeps while no job runs: wake it.
+sub running_since {
+    ($running_since) = @_;
     if ($parked) {
         $parked = 0;
         cond_signal($guard);
     }
-    return 1;
 }
 
 # Every job gets exactly one end or error, even a cancelled one: the engine frees the job's credit
@@ -303,7 +308,10 @@ sub next_chunk {
             $self->apply_stash;
         }
     }
-    $running_since = $started;
+    {
+        lock($guard);
+        running_since($started);
+    }
     cancel($job, UNAVAILABLE, "the worker is stopping") if !@{ $job->{chunks} } && !$job->{closed};
     die Cocaine::Aborted->new if $job->{cancelled};
     my $chunk = shift @{ $job->{chunks} };
