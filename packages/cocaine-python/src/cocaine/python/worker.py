@@ -28,6 +28,9 @@ from cocaine.python.response import Response
 
 EXIT_LOAD_FAILED = 3
 ENGINE_SILENCE_LIMIT = 3  # heartbeat intervals without a word from the engine before giving up
+#: Seconds without a job before the handback watchdog stops looking every handback-after and sleeps
+#: until a job starts: a busy worker never pays a thread wake-up per job, an idle one costs nothing.
+WATCHDOG_PARK_AFTER = 1.0
 
 
 class Handlers:
@@ -179,13 +182,21 @@ class PythonWorker:
         any that arrive while it still runs (the engine sent them before it saw the job stall)."""
         state = self._state
         after = self.handback_after
+        idle_since = None
         with state:
             while not self._closing:
                 started = self.running_since
                 if started is None:
-                    self._parked = True
-                    state.wait()
+                    now = time.monotonic()
+                    idle_since = idle_since or now
+                    if now - idle_since < WATCHDOG_PARK_AFTER:
+                        state.wait(after)
+                    else:
+                        self._parked = True
+                        state.wait()
+                        idle_since = None
                     continue
+                idle_since = None
                 left = started + after - time.monotonic()
                 if left > 0:
                     state.wait(left)

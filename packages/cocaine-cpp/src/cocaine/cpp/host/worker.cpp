@@ -73,6 +73,9 @@ constexpr int exit_load_failed = 3;
 constexpr int exit_transport_failed = 4;
 constexpr int engine_silence_limit = 3;  // heartbeat intervals without a word from the engine
 constexpr auto batch_delay = std::chrono::milliseconds(1);  // how long replies may wait for a batch
+// Without a job for this long, the handback watchdog stops looking every handback-after and sleeps
+// until a job starts: a busy worker never pays a thread wake-up per job, an idle one costs nothing.
+constexpr auto watchdog_park_after = std::chrono::seconds(1);
 
 // Messages carry text as msgpack str, which the engine decodes as UTF-8 (and drops the frame if it
 // cannot): an exception's what() may hold anything, so invalid bytes become '?'.
@@ -361,11 +364,20 @@ private:
 
     void watch() {
         std::unique_lock<std::mutex> lock(mutex_);
+        auto idle_since = Clock::now();
         while (!closing_) {
-            if (!running_) {
+            if (running_) {
+                idle_since = Clock::now();
+            } else if (Clock::now() - idle_since < watchdog_park_after) {
+                wake_.wait_for(lock, handback_after_);
+                continue;
+            } else {
                 parked_ = true;
                 wake_.wait(lock);
-            } else if (!handback_due()) {
+                idle_since = Clock::now();
+                continue;
+            }
+            if (!handback_due()) {
                 wake_.wait_until(lock, running_since_ + handback_after_);
             } else {
                 hand_back();

@@ -28,6 +28,9 @@ use constant {
     EXIT_LOAD_FAILED     => 3,
     ENGINE_SILENCE_LIMIT => 3,        # heartbeat intervals without a word from the engine
     BATCH_DELAY          => 0.001,    # seconds replies may wait for the rest of a batch
+    # Without a job for this long, the handback watchdog stops looking every handback-after and
+    # sleeps until a job starts: a busy worker never pays a thread wake-up per job.
+    WATCHDOG_PARK_AFTER  => 1,
 };
 
 # Shared by the main loop and the watchdog (see the top).
@@ -96,17 +99,22 @@ sub stop_watchdog {
 sub watch {
     my ($socket) = @_;
     lock($guard);
+    my $idle_since = time;
     until ($closing) {
         my $started = $running_since;
-        if (!$started || !$handback_after) {
+        if (!$handback_after || (!$started && time - $idle_since >= WATCHDOG_PARK_AFTER)) {
             $parked = 1;
             cond_wait($guard);
+            $idle_since = time;
+        } elsif (!$started) {
+            cond_timedwait($guard, time + $handback_after);
         } elsif (time < $started + $handback_after) {
             cond_timedwait($guard, $started + $handback_after);
         } else {
             hand_back($socket);
             cond_timedwait($guard, time + $handback_after);
         }
+        $idle_since = time if $running_since;
     }
 }
 
@@ -209,7 +217,7 @@ sub claim {
 # Hold $guard. The watchdog sleeps while no job runs: wake it.
 sub running_since {
     ($running_since) = @_;
-    if ($parked) {
+    if ($parked && $handback_after) {
         $parked = 0;
         cond_signal($guard);
     }
