@@ -99,7 +99,8 @@ class PythonWorker:
         # Handback: messages received but not applied yet (the jobs not started), and who may
         # touch them and the socket.
         self.pending: deque[list] = deque()
-        self._state = threading.Condition()
+        self._guard = threading.Lock()  # taken directly on the hot path: cheaper than the Condition's own
+        self._state = threading.Condition(self._guard)  # the watchdog's, to sleep on
         self.running_since: float | None = None  # when the job being run started
         self.handback_after: float | None = None  # offered by the engine
         self._watchdog: threading.Thread | None = None
@@ -132,7 +133,7 @@ class PythonWorker:
             readable = self._wait(wait) if self.streams else sock.poll(wait * 1000)
             if readable:
                 self.last_heard = time.monotonic()
-                with self._state:
+                with self._guard:
                     self._receive()
                 if not self._apply_pending():
                     self.flush()
@@ -142,7 +143,7 @@ class PythonWorker:
             self.flush()
 
     def _receive(self) -> None:
-        """Move what the engine sent into ``pending``. Hold ``_state``."""
+        """Move what the engine sent into ``pending``. Hold ``_guard``."""
         recv = self.sock.recv_multipart
         pending = self.pending
         while True:
@@ -160,21 +161,24 @@ class PythonWorker:
     def _apply_pending(self) -> bool:
         """Apply the pending messages in order; False when the worker must stop."""
         pending = self.pending
-        state = self._state
+        guard = self._guard
+        handle = self.handle
+        monotonic = time.monotonic
+        invoke = worker_protocol.INVOKE
         while True:
-            with state:
+            with guard:
                 if not pending:
                     self.running_since = None
                     return True
                 message = pending.popleft()
-                if message[0] == worker_protocol.INVOKE and self.handback_after is not None:
-                    self.running_since = time.monotonic()  # from now on the job is this worker's to run
+                if message[0] == invoke and self.handback_after is not None:
+                    self.running_since = monotonic()  # from now on the job is this worker's to run
                     if self._parked:
                         self._parked = False
-                        state.notify()
+                        self._state.notify()
                 else:
                     self.running_since = None
-            if not self.handle(message):
+            if not handle(message):
                 return False
 
     def _watch(self) -> None:
@@ -205,7 +209,7 @@ class PythonWorker:
                 state.wait(after)
 
     def _hand_back(self) -> None:
-        """Drop the whole requests not started yet and tell the engine. Hold ``_state``. A streamed
+        """Drop the whole requests not started yet and tell the engine. Hold ``_guard``. A streamed
         request stays: its chunks came here and cannot be sent again."""
         self._receive()
         jobs = [m[1] for m in self.pending if m[0] == worker_protocol.INVOKE and m[5] is True]
@@ -224,12 +228,12 @@ class PythonWorker:
         if self.logs is not None and self.logs.pending:
             self.out.extend(self.logs.collect())
         if self.out:
-            with self._state:  # the watchdog may be using the socket
+            with self._guard:  # the watchdog may be using the socket
                 send_frames(self.sock, self.out)
                 self.out.clear()  # in place: invoke() holds a reference to this list
             self.last_sent = now
         elif now - self.last_sent >= self.heartbeat:
-            with self._state:
+            with self._guard:
                 self.sock.send(worker_protocol.HEARTBEAT_FRAME)
             self.last_sent = now
 

@@ -4,9 +4,11 @@ package Cocaine::Worker;
 #
 # Handback (docs/pools.md): a watchdog thread, started before the app loads (so that it clones
 # little), hands the engine back the whole requests queued behind a job that has run past the
-# engine's handback-after. The main loop lists their ids in $queued; to start one it must find it
-# at the head of $queued and remove it, under $guard; the watchdog takes all of $queued under
-# $guard: a job is either started or handed back, never both. Every use of the socket holds $guard.
+# engine's handback-after. The main loop numbers the whole requests it queues and lists their ids
+# in $queued. To start number n it checks, under $guard, that the watchdog has not handed back up
+# to n, and says so in $running; the watchdog, under $guard, hands back every number above the one
+# running: a job is either started or handed back, never both. Every use of the socket holds
+# $guard. Shared variables are slow in Perl, so the main loop touches two of them per job.
 use strict;
 use warnings;
 use threads;
@@ -35,8 +37,11 @@ use constant {
 
 # Shared by the main loop and the watchdog (see the top).
 my $guard :shared;
-my $queued :shared = '';          # ids (packed Q>) of the whole requests queued, not started, in order
-my $running_since :shared = 0;    # when the job being run started; 0 while none runs
+my $queued :shared = '';          # ids (packed Q>) of whole requests numbered $queued_base + 1, + 2, ...
+my $queued_base :shared = 0;
+my $handed_upto :shared = 0;      # every whole request numbered up to this and not started went back
+my $running :shared = '';         # pack('dQ>', start time, number of the last whole request started)
+my $pumping :shared = 0;          # the main loop reads the socket itself (a handler waits for chunks)
 my $handback_after :shared = 0;   # seconds, once the engine offered handback
 my @stash :shared;                # frames the watchdog read and did not hand back, for the main loop
 my $heard :shared = 0;            # when the watchdog last read from the engine
@@ -101,12 +106,12 @@ sub watch {
     lock($guard);
     my $idle_since = time;
     until ($closing) {
-        my $started = $running_since;
+        my ($started) = $running eq '' ? (0) : unpack('dQ>', $running);
         if (!$handback_after || (!$started && time - $idle_since >= WATCHDOG_PARK_AFTER)) {
-            $parked = 1;
-            cond_wait($guard);
-            $idle_since = time;
-        } elsif (!$started) {
+            $parked = 1;    # the first job after a wait wakes it; a second at most if that was missed
+            cond_timedwait($guard, time + WATCHDOG_PARK_AFTER);
+            $idle_since = time if $running ne '';
+        } elsif (!$started || $pumping) {
             cond_timedwait($guard, time + $handback_after);
         } elsif (time < $started + $handback_after) {
             cond_timedwait($guard, $started + $handback_after);
@@ -114,7 +119,7 @@ sub watch {
             hand_back($socket);
             cond_timedwait($guard, time + $handback_after);
         }
-        $idle_since = time if $running_since;
+        $idle_since = time if $running ne '';
     }
 }
 
@@ -123,8 +128,11 @@ sub watch {
 # request stays: its chunks came here and cannot be sent again.
 sub hand_back {
     my ($socket) = @_;
-    my @ids = unpack('(Q>)*', $queued);
-    $queued = '';
+    my (undef, $last) = unpack('dQ>', $running);
+    my $from = $last > $handed_upto ? $last : $handed_upto;    # up to here: started, or gone already
+    my $base = $queued_base;
+    my @ids = unpack('(Q>)*', substr($queued, ($from - $base) * 8));
+    $handed_upto = $base + length($queued) / 8;
     while ($socket->has_pollin) {
         for my $frame ($socket->recv_multipart) {
             $heard = time;
@@ -174,6 +182,10 @@ sub new {
         out        => [],    # frames of the next message
         queue      => [],    # jobs not started yet, in arrival order
         jobs       => {},    # queued or running jobs by id
+        numbered   => 0,     # whole requests queued so far (handback: see the top)
+        started    => 0,     # the number of the last whole request started
+        fresh      => '',    # ids of whole requests queued, not published yet
+        woke       => 0,     # the loop waited for the engine since the last job started
         stopping   => 0,
         last_sent     => $now,
         last_heard    => $now,
@@ -191,10 +203,7 @@ sub serve {
             $self->pump;
             next;
         }
-        if ($self->claim($job)) {
-            $self->run($job);
-            $running_since = 0;    # no lock needed: it only says when to hand back, never what
-        }
+        $self->run($job) if $self->claim($job);
         delete $self->{jobs}{ $job->{id} };
     }
     $self->flush;
@@ -206,20 +215,34 @@ sub serve {
 sub claim {
     my ($self, $job) = @_;
     lock($guard);
-    unless ($job->{streamed}) {
-        return 0 unless substr($queued, 0, 8) eq pack('Q>', $job->{id});
-        substr($queued, 0, 8, '');
+    if (my $number = $job->{number}) {
+        return 0 if $number <= $handed_upto;
+        $self->{started} = $number;
     }
-    running_since(time);
+    $running = pack('dQ>', time, $self->{started});
+    if ($self->{woke}) {    # the first job after a wait: the watchdog may be asleep
+        $self->{woke} = 0;
+        if ($parked) {
+            $parked = 0;
+            cond_signal($guard);
+        }
+    }
     return 1;
 }
 
 # Hold $guard. The watchdog sleeps while no job runs: wake it.
-sub running_since {
-    ($running_since) = @_;
-    if ($parked && $handback_after) {
-        $parked = 0;
-        cond_signal($guard);
+# Hold $guard. The ids of the whole requests just queued become visible to the watchdog; those
+# started or handed back leave $queued.
+sub publish {
+    my ($self) = @_;
+    my $done = ($self->{started} > $handed_upto ? $self->{started} : $handed_upto) - $queued_base;
+    if ($done > 0) {
+        substr($queued, 0, $done * 8, '');
+        $queued_base += $done;
+    }
+    if (length $self->{fresh}) {
+        $queued .= $self->{fresh};
+        $self->{fresh} = '';
     }
 }
 
@@ -306,19 +329,19 @@ sub describe_error {
 sub next_chunk {
     my ($self, $job) = @_;
     # The main loop reads the socket here, so it hands back itself what waits behind a long request.
-    my $started = $running_since;
-    $running_since = 0;
+    my $started = do { lock($guard); $pumping = 1; $running eq '' ? time : (unpack('dQ>', $running))[0] };
     while (!@{ $job->{chunks} } && !$job->{closed} && !$self->{stopping}) {
         $self->pump;
         if ($handback_after && time >= $started + $handback_after) {
             lock($guard);
             hand_back($self->{socket});
             $self->apply_stash;
+            $self->publish;
         }
     }
     {
         lock($guard);
-        running_since($started);
+        $pumping = 0;
     }
     cancel($job, UNAVAILABLE, "the worker is stopping") if !@{ $job->{chunks} } && !$job->{closed};
     die Cocaine::Aborted->new if $job->{cancelled};
@@ -353,8 +376,15 @@ sub pump {
     $self->flush;
     my $socket = $self->{socket};
     # The ZeroMQ descriptor only signals that something may have changed: ask has_pollin first.
-    my $ready = do { lock($guard); $self->apply_stash; $socket->has_pollin };
+    my $ready = do {
+        lock($guard);
+        $self->apply_stash;
+        $self->publish;
+        $running = '' unless @{ $self->{queue} } || $pumping;    # idle: nothing waits behind a job
+        $socket->has_pollin;
+    };
     unless ($ready) {
+        $self->{woke} = 1;
         my $timeout = $self->{last_sent} + $self->{heartbeat} - time;
         vec(my $readable = '', $self->{fd}, 1) = 1;
         select($readable, undef, undef, $timeout > 0 ? $timeout : 0);
@@ -366,6 +396,7 @@ sub pump {
             $self->{last_heard} = time;
             $self->apply($_) for @frames;
         }
+        $self->publish;
     }
     my $now = $self->{batch_started} = time;
     if ($now - $self->{last_heard} > ENGINE_SILENCE_LIMIT * $self->{heartbeat}) {
@@ -409,7 +440,10 @@ sub apply {
         };
         $self->{jobs}{$id} = $job;
         push @{ $self->{queue} }, $job;
-        $queued .= pack('Q>', $id) if $closed;    # the caller holds $guard
+        if ($closed) {    # a handback candidate: numbered, published by the caller (publish)
+            $job->{number} = ++$self->{numbered};
+            $self->{fresh} .= pack('Q>', $id);
+        }
     } elsif ($kind == MSG_CHUNK) {
         my $job = $self->{jobs}{$id};
         push @{ $job->{chunks} }, $message->[2] if $job && !$job->{closed};
