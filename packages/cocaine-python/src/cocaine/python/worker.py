@@ -142,16 +142,17 @@ class PythonWorker:
                 return  # the engine is gone
             self.flush()
 
-    def _receive(self) -> None:
-        """Move what the engine sent into ``pending``. Hold ``_guard``."""
+    def _receive(self) -> bool:
+        """Move what the engine sent into ``pending``; True if there was anything. Hold ``_guard``."""
         recv = self.sock.recv_multipart
         pending = self.pending
+        received = False
         while True:
             try:
                 frames = recv(zmq.NOBLOCK)
             except zmq.Again:
-                return
-            self.last_heard = time.monotonic()  # the watchdog reads too: the engine is alive
+                return received
+            received = True
             for frame in frames:
                 try:
                     pending.append(worker_protocol.unpack(frame))
@@ -211,7 +212,8 @@ class PythonWorker:
     def _hand_back(self) -> None:
         """Drop the whole requests not started yet and tell the engine. Hold ``_guard``. A streamed
         request stays: its chunks came here and cannot be sent again."""
-        self._receive()
+        if self._receive():
+            self.last_heard = time.monotonic()  # what it read shows the engine alive, as the main loop's would
         jobs = [m[1] for m in self.pending if m[0] == worker_protocol.INVOKE and m[5] is True]
         if jobs:
             kept = [m for m in self.pending if not (m[0] == worker_protocol.INVOKE and m[5] is True)]

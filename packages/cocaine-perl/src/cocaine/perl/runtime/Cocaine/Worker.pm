@@ -230,7 +230,6 @@ sub claim {
     return 1;
 }
 
-# Hold $guard. The watchdog sleeps while no job runs: wake it.
 # Hold $guard. The ids of the whole requests just queued become visible to the watchdog; those
 # started or handed back leave $queued.
 sub publish {
