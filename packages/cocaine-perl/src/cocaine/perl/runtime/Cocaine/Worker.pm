@@ -186,6 +186,9 @@ sub new {
         started    => 0,     # the number of the last whole request started
         fresh      => '',    # ids of whole requests queued, not published yet
         woke       => 0,     # the loop waited for the engine since the last job started
+        base       => 0,     # $queued_base, which only this loop changes
+        running    => 0,     # $running is set
+        pumping    => 0,     # $pumping, which only this loop changes
         stopping   => 0,
         last_sent     => $now,
         last_heard    => $now,
@@ -220,6 +223,7 @@ sub claim {
         $self->{started} = $number;
     }
     $running = pack('dQ>', time, $self->{started});
+    $self->{running} = 1;
     if ($self->{woke}) {    # the first job after a wait: the watchdog may be asleep
         $self->{woke} = 0;
         if ($parked) {
@@ -234,10 +238,13 @@ sub claim {
 # started or handed back leave $queued.
 sub publish {
     my ($self) = @_;
-    my $done = ($self->{started} > $handed_upto ? $self->{started} : $handed_upto) - $queued_base;
-    if ($done > 0) {
-        substr($queued, 0, $done * 8, '');
-        $queued_base += $done;
+    # Trimmed now and then, not on every read: each touch of a shared variable costs.
+    if ($self->{started} - $self->{base} >= 64 || !@{ $self->{queue} }) {
+        my $done = ($self->{started} > $handed_upto ? $self->{started} : $handed_upto) - $self->{base};
+        if ($done > 0) {
+            substr($queued, 0, $done * 8, '');
+            $queued_base = $self->{base} += $done;
+        }
     }
     if (length $self->{fresh}) {
         $queued .= $self->{fresh};
@@ -328,7 +335,7 @@ sub describe_error {
 sub next_chunk {
     my ($self, $job) = @_;
     # The main loop reads the socket here, so it hands back itself what waits behind a long request.
-    my $started = do { lock($guard); $pumping = 1; $running eq '' ? time : (unpack('dQ>', $running))[0] };
+    my $started = do { lock($guard); $pumping = $self->{pumping} = 1; $running eq '' ? time : (unpack('dQ>', $running))[0] };
     while (!@{ $job->{chunks} } && !$job->{closed} && !$self->{stopping}) {
         $self->pump;
         if ($handback_after && time >= $started + $handback_after) {
@@ -340,7 +347,7 @@ sub next_chunk {
     }
     {
         lock($guard);
-        $pumping = 0;
+        $pumping = $self->{pumping} = 0;
     }
     cancel($job, UNAVAILABLE, "the worker is stopping") if !@{ $job->{chunks} } && !$job->{closed};
     die Cocaine::Aborted->new if $job->{cancelled};
@@ -379,7 +386,10 @@ sub pump {
         lock($guard);
         $self->apply_stash;
         $self->publish;
-        $running = '' unless @{ $self->{queue} } || $pumping;    # idle: nothing waits behind a job
+        if ($self->{running} && !@{ $self->{queue} } && !$self->{pumping}) {
+            $running = '';    # idle: nothing waits behind a job
+            $self->{running} = 0;
+        }
         $socket->has_pollin;
     };
     unless ($ready) {
