@@ -7,8 +7,10 @@ package Cocaine::Worker;
 # engine's handback-after. The main loop numbers the whole requests it queues and lists their ids
 # in $queued. To start number n it checks, under $guard, that the watchdog has not handed back up
 # to n, and says so in $running; the watchdog, under $guard, hands back every number above the one
-# running: a job is either started or handed back, never both. Every use of the socket holds
-# $guard. Shared variables are slow in Perl, so the main loop touches two of them per job.
+# running: a job is either started or handed back, never both. The main loop holds $guard all the
+# time except while a handler's own code runs (which takes it for each call into the runtime), so
+# the watchdog uses the socket only then. Shared variables are slow in Perl: the main loop takes
+# $guard once per job and touches two of them.
 use strict;
 use warnings;
 use threads;
@@ -41,7 +43,6 @@ my $queued :shared = '';          # ids (packed Q>) of whole requests numbered $
 my $queued_base :shared = 0;
 my $handed_upto :shared = 0;      # every whole request numbered up to this and not started went back
 my $running :shared = '';         # pack('dQ>', start time, number of the last whole request started)
-my $pumping :shared = 0;          # the main loop reads the socket itself (a handler waits for chunks)
 my $handback_after :shared = 0;   # seconds, once the engine offered handback
 my @stash :shared;                # frames the watchdog read and did not hand back, for the main loop
 my $heard :shared = 0;            # when the watchdog last read from the engine
@@ -111,7 +112,7 @@ sub watch {
             $parked = 1;    # the first job after a wait wakes it; a second at most if that was missed
             cond_timedwait($guard, time + WATCHDOG_PARK_AFTER);
             $idle_since = time if $running ne '';
-        } elsif (!$started || $pumping) {
+        } elsif (!$started) {
             cond_timedwait($guard, time + $handback_after);
         } elsif (time < $started + $handback_after) {
             cond_timedwait($guard, $started + $handback_after);
@@ -188,7 +189,6 @@ sub new {
         woke       => 0,     # the loop waited for the engine since the last job started
         base       => 0,     # $queued_base, which only this loop changes
         running    => 0,     # $running is set
-        pumping    => 0,     # $pumping, which only this loop changes
         stopping   => 0,
         last_sent     => $now,
         last_heard    => $now,
@@ -200,24 +200,39 @@ sub serve {
     my ($self) = @_;
     push @{ $self->{out} }, hello_frame();
     $self->flush;
-    while (!$self->{stopping}) {
-        my $job = shift @{ $self->{queue} };
-        unless ($job) {
-            $self->pump;
-            next;
-        }
-        $self->run($job) if $self->claim($job);
+    while (my $job = $self->next_job) {
+        $self->run($job);
         delete $self->{jobs}{ $job->{id} };
     }
     $self->flush;
     return 0;
 }
 
+# The next job to run, claimed (undef once the worker must stop): between handlers the loop holds
+# $guard, for everything it does until the next one starts.
+sub next_job {
+    my ($self) = @_;
+    lock($guard);
+    while (!$self->{stopping}) {
+        my $job = shift @{ $self->{queue} };
+        unless ($job) {
+            if ($self->{running}) {
+                $running = '';    # idle: nothing waits behind a job
+                $self->{running} = 0;
+            }
+            $self->pump;
+            next;
+        }
+        return $job if $self->claim($job);
+        delete $self->{jobs}{ $job->{id} };    # handed back: the engine's again
+    }
+    return undef;
+}
+
 # Mark the job started, unless the watchdog handed it back (then it is the engine's again, and
-# this worker forgets it).
+# this worker forgets it). Hold $guard.
 sub claim {
     my ($self, $job) = @_;
-    lock($guard);
     if (my $number = $job->{number}) {
         return 0 if $number <= $handed_upto;
         $self->{started} = $number;
@@ -335,19 +350,17 @@ sub describe_error {
 sub next_chunk {
     my ($self, $job) = @_;
     # The main loop reads the socket here, so it hands back itself what waits behind a long request.
-    my $started = do { lock($guard); $pumping = $self->{pumping} = 1; $running eq '' ? time : (unpack('dQ>', $running))[0] };
-    while (!@{ $job->{chunks} } && !$job->{closed} && !$self->{stopping}) {
-        $self->pump;
-        if ($handback_after && time >= $started + $handback_after) {
-            lock($guard);
-            hand_back($self->{socket});
-            $self->apply_stash;
-            $self->publish;
-        }
-    }
-    {
+    if (!@{ $job->{chunks} } && !$job->{closed} && !$self->{stopping}) {
         lock($guard);
-        $pumping = $self->{pumping} = 0;
+        my $started = $running eq '' ? time : (unpack('dQ>', $running))[0];
+        while (!@{ $job->{chunks} } && !$job->{closed} && !$self->{stopping}) {
+            $self->pump;
+            if ($handback_after && time >= $started + $handback_after) {
+                hand_back($self->{socket});
+                $self->apply_stash;
+                $self->publish;
+            }
+        }
     }
     cancel($job, UNAVAILABLE, "the worker is stopping") if !@{ $job->{chunks} } && !$job->{closed};
     die Cocaine::Aborted->new if $job->{cancelled};
@@ -366,9 +379,16 @@ sub cancel {
 
 sub flush {
     my ($self) = @_;
+    return unless @{ $self->{out} };
+    lock($guard);
+    $self->send_out;
+}
+
+# Send what is pending. Hold $guard.
+sub send_out {
+    my ($self) = @_;
     my $out = $self->{out};
     return unless @$out;
-    lock($guard);
     $self->{socket}->send_multipart($out);
     $self->{out}       = [];
     $self->{last_sent} = $self->{batch_started} = time;
@@ -376,43 +396,32 @@ sub flush {
 
 # Send what is pending, then read what the engine sent, waiting until a message arrives or the
 # next heartbeat is due. Called when no job is runnable: the queue is empty, or a handler waits
-# for request chunks.
+# for request chunks. Hold $guard.
 sub pump {
     my ($self) = @_;
-    $self->flush;
+    $self->send_out;
     my $socket = $self->{socket};
+    $self->apply_stash;
+    $self->publish;
     # The ZeroMQ descriptor only signals that something may have changed: ask has_pollin first.
-    my $ready = do {
-        lock($guard);
-        $self->apply_stash;
-        $self->publish;
-        if ($self->{running} && !@{ $self->{queue} } && !$self->{pumping}) {
-            $running = '';    # idle: nothing waits behind a job
-            $self->{running} = 0;
-        }
-        $socket->has_pollin;
-    };
-    unless ($ready) {
+    unless ($socket->has_pollin) {
         $self->{woke} = 1;
         my $timeout = $self->{last_sent} + $self->{heartbeat} - time;
         vec(my $readable = '', $self->{fd}, 1) = 1;
         select($readable, undef, undef, $timeout > 0 ? $timeout : 0);
     }
-    {
-        lock($guard);
-        while ($socket->has_pollin) {
-            my @frames = $socket->recv_multipart;
-            $self->{last_heard} = time;
-            $self->apply($_) for @frames;
-        }
-        $self->publish;
+    while ($socket->has_pollin) {
+        my @frames = $socket->recv_multipart;
+        $self->{last_heard} = time;
+        $self->apply($_) for @frames;
     }
+    $self->publish;
     my $now = $self->{batch_started} = time;
     if ($now - $self->{last_heard} > ENGINE_SILENCE_LIMIT * $self->{heartbeat}) {
         $self->{stopping} = 1;    # the engine is gone
     } elsif ($now - $self->{last_sent} >= $self->{heartbeat}) {
         push @{ $self->{out} }, heartbeat_frame();
-        $self->flush;
+        $self->send_out;
     }
 }
 
