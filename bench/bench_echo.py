@@ -108,8 +108,9 @@ def main() -> None:
         return
     for name, result in (("cocaine", ours), ("baseline", base)):
         tp, lat = result["throughput"], result["latency"]
+        workers = f", workers {tp['workers_cpu_us']:5.1f}" if "workers_cpu_us" in tp else ""
         print(f"{name:9} {tp['rps']:9,.0f} req/s at 64 in flight ({tp['errors']} errors), "
-              f"broker CPU {tp['broker_cpu_us']:5.1f} us/request   "
+              f"broker CPU {tp['broker_cpu_us']:5.1f}{workers} us/request   "
               f"1 in flight: p50 {lat['p50_us']:5.0f} us, p99 {lat['p99_us']:6.0f} us")
     print(f"cocaine / baseline: throughput {ratio['throughput']:.2f}x, "
           f"broker CPU efficiency {ratio['broker_cpu']:.2f}x, "
