@@ -56,7 +56,7 @@ def run_cocaine(duration: float, workers: int, concurrency: int, app_type: str =
             before = sum(cpu_seconds(pid) for pid in pids)
             throughput = measure_broker(endpoint, daemon.pid, inflight=inflight, duration=duration)
             throughput["workers_cpu_us"] = (sum(cpu_seconds(pid) for pid in pids) - before) / max(
-                1, throughput["requests"]) * 1e6
+                1, throughput["requests"]) * 1e6 if pids else None
             return {
                 "workers": pool["total"],
                 "throughput": throughput,
@@ -108,7 +108,7 @@ def main() -> None:
         return
     for name, result in (("cocaine", ours), ("baseline", base)):
         tp, lat = result["throughput"], result["latency"]
-        workers = f", workers {tp['workers_cpu_us']:5.1f}" if "workers_cpu_us" in tp else ""
+        workers = f", workers {tp['workers_cpu_us']:5.1f}" if tp.get("workers_cpu_us") is not None else ""
         print(f"{name:9} {tp['rps']:9,.0f} req/s at 64 in flight ({tp['errors']} errors), "
               f"broker CPU {tp['broker_cpu_us']:5.1f}{workers} us/request   "
               f"1 in flight: p50 {lat['p50_us']:5.0f} us, p99 {lat['p99_us']:6.0f} us")
