@@ -250,12 +250,18 @@ def test_jobs_handed_back_leave_the_worker_and_go_back_in_their_order(rig):
     assert all(job.worker is None and answers.final is None for job, answers in jobs[1:3])
 
 
+def running_and_queued(r):
+    """A ready worker given two jobs: the one it runs, and one queued behind it (job 2)."""
+    worker = r.ready_worker()
+    jobs = r.job(), r.job()
+    for job, _ in jobs:
+        r.pool.assign(r.pooled(worker), job)
+    return worker, jobs
+
+
 def test_a_job_answered_while_on_the_worker_is_not_handed_back_twice(rig):
     r = rig()
-    worker = r.ready_worker()
-    (first, _), (expired, answers) = r.job(), r.job()
-    r.pool.assign(r.pooled(worker), first)
-    r.pool.assign(r.pooled(worker), expired)
+    worker, (_, (expired, answers)) = running_and_queued(r)
     expired.fail(Code.TIMEOUT, "deadline exceeded")  # what the engine does when a deadline passes
     worker.send(worker_protocol.handback([2]))
     r.reactor.round()
@@ -280,10 +286,7 @@ def test_a_handback_is_no_sign_of_life(rig):
 
 def test_a_worker_that_dies_after_a_handback_fails_only_the_jobs_it_kept(rig):
     r = rig()
-    worker = r.ready_worker()
-    (running, running_answers), (queued, queued_answers) = r.job(), r.job()
-    r.pool.assign(r.pooled(worker), running)
-    r.pool.assign(r.pooled(worker), queued)
+    worker, ((_, running_answers), (_, queued_answers)) = running_and_queued(r)
     worker.send(worker_protocol.handback([2]))
     r.reactor.round()
     worker.exit(3)
