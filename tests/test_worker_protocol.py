@@ -215,3 +215,17 @@ def test_response_metadata_goes_before_the_first_chunk(worker):
     worker.send(frame("invoke, http metadata"))
     assert worker.frames(3) == [frame("meta"), worker_protocol.chunk(12, b"POST /p?a=1 t 127.0.0.1:1"),
                                 worker_protocol.end(12)]
+
+
+HANDS_BACK = ["python", "cpp", "perl"]  # the runtimes that queue jobs (docs/pools.md says why not js)
+
+
+@pytest.mark.parametrize("language", HANDS_BACK)
+def test_jobs_queued_behind_a_long_job_are_handed_back_once_offered(worker):
+    worker.send(frame("options"), worker_protocol.invoke(1, "hang", {}, None, True),
+                worker_protocol.invoke(2, "echo", {}, b"x", True), worker_protocol.invoke(3, "echo", {}, b"y", True))
+    assert worker.frame() == frame("handback")
+    # One that arrives while the long job still runs (sent before the engine saw it stall) goes too.
+    worker.send(worker_protocol.invoke(5, "echo", {}, b"z", True))
+    assert worker.frame() == worker_protocol.handback([5])
+

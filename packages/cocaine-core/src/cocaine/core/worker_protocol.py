@@ -31,6 +31,10 @@ LOG = 8  # [LOG, level, message]
 CREDIT = 9  # [CREDIT, job, bytes]
 # worker -> engine: the response's metadata (an HTTP status and headers), before its first chunk
 META = 10  # [META, job, meta]
+# worker -> engine: jobs the worker will never start; the engine runs them elsewhere (docs/pools.md)
+HANDBACK = 11  # [HANDBACK, [job, ...]]
+# engine -> worker: what the engine offers this worker, a map (unknown keys ignored); sent after hello
+OPTIONS = 12  # [OPTIONS, {"handback-after": seconds}]
 
 NAMES = {
     HELLO: "hello",
@@ -43,6 +47,8 @@ NAMES = {
     LOG: "log",
     CREDIT: "credit",
     META: "meta",
+    HANDBACK: "handback",
+    OPTIONS: "options",
 }
 
 _packer = msgpack.Packer(use_bin_type=True)
@@ -52,6 +58,7 @@ HEARTBEAT_FRAME = pack([HEARTBEAT])
 
 
 _INT = "int"  # an integer, not a boolean
+_INTS = "ints"  # an array of integers
 #: The fields of each known message after its type; extra trailing elements are allowed (and ignored).
 SHAPES: dict[int, tuple] = {
     HELLO: (_INT, _INT),
@@ -64,6 +71,8 @@ SHAPES: dict[int, tuple] = {
     LOG: (_INT, str),
     CREDIT: (_INT, _INT),
     META: (_INT, dict),
+    HANDBACK: (_INTS,),
+    OPTIONS: (dict,),
 }
 
 
@@ -91,17 +100,26 @@ def _explain(message) -> None:
     """Raise ProtocolError naming what is wrong with a decoded message that failed its check."""
     if not isinstance(message, list) or not message or type(message[0]) is not int:
         raise ProtocolError("frame is not a msgpack array starting with a message type")
-    shape = SHAPES[message[0]]
-    if len(message) <= len(shape):
-        raise ProtocolError(f"{NAMES[message[0]]}: expected {len(shape)} fields, got {len(message) - 1}")
-    for i, expected in enumerate(shape, 1):
-        value = message[i]
-        if (type(value) is not int) if expected is _INT else not isinstance(value, expected):
-            raise ProtocolError(f"{NAMES[message[0]]}: field {i} has the wrong type ({type(value).__name__})")
+    shape = SHAPES.get(message[0])
+    if shape is not None:
+        if len(message) <= len(shape):
+            raise ProtocolError(f"{NAMES[message[0]]}: expected {len(shape)} fields, got {len(message) - 1}")
+        for i, expected in enumerate(shape, 1):
+            value = message[i]
+            if expected is _INT:
+                wrong = type(value) is not int
+            elif expected is _INTS:
+                wrong = type(value) is not list or any(type(v) is not int for v in value)
+            else:
+                wrong = not isinstance(value, expected)
+            if wrong:
+                raise ProtocolError(f"{NAMES[message[0]]}: field {i} has the wrong type ({type(value).__name__})")
 
 
 def _check(shape: tuple):
     """A function telling whether a message (a list) has ``shape``'s fields, with exact types."""
+    if _INTS in shape:
+        return lambda m: False  # checked element by element in _explain: a handback is rare
     types = [(int,) if t is _INT else t if isinstance(t, tuple) else (t,) for t in shape]
     n = len(types)
     if n == 0:
@@ -158,3 +176,11 @@ def credit(job: int, nbytes: int) -> bytes:
 
 def meta(job: int, meta: dict) -> bytes:
     return pack([META, job, meta])
+
+
+def handback(jobs: list[int]) -> bytes:
+    return pack([HANDBACK, jobs])
+
+
+def options(handback_after: float) -> bytes:
+    return pack([OPTIONS, {"handback-after": float(handback_after)}])

@@ -54,6 +54,7 @@ class Engine:
         self.forwarder = forwarder  # a cluster's: where engine.overflow "forward" sends what it cannot take
         self.forwarded = 0
         self.forwarding: set[Job] = set()  # forwarded jobs whose peer has not answered yet
+        self.handed_back_jobs = 0  # jobs workers gave back unstarted, run elsewhere
         self.reactor = Reactor(name=f"engine-{self.app}")
         self.state = "created"
         self.started_at: float | None = None
@@ -389,6 +390,14 @@ class Engine:
         if self.state == "stopping":
             self._maybe_finish_stop()
 
+    def handed_back(self, pool: WorkerPool, jobs: list[Job]) -> None:
+        """A worker's running job outlived the handback threshold and the worker gave back the jobs
+        queued behind it, unstarted: they go first, to another worker or a new one. They were
+        accepted, so queue-limit does not apply; a deadline still does (``_expire`` watches them)."""
+        self.handed_back_jobs += len(jobs)
+        self.queue.extendleft(reversed(jobs))
+        self.dispatch()
+
     def start_failed(self, pool: WorkerPool, reason: str, attempt: int, retry_in: float) -> None:
         """A worker could not start: if none can serve, answer the waiting jobs rather than hang them."""
         if pool is not self.pool:
@@ -500,7 +509,8 @@ class Engine:
                 "workers": [{"id": w.id, "pid": w.pid, "generation": w.generation, "state": w.state, "jobs": w.jobs,
                              "uptime": w.uptime} for w in figures.workers],
             },
-            "queue": {"depth": figures.queue_depth, "peak": figures.queue_peak, "limit": figures.queue_limit},
+            "queue": {"depth": figures.queue_depth, "peak": figures.queue_peak, "limit": figures.queue_limit,
+                      "handed-back": self.handed_back_jobs},
             "jobs": figures.jobs(),
             "tasks": {name: {"type": driver.name, **driver.info(), "stats": figures.tasks[name].to_json()}
                       for name, driver in self.drivers.items()},

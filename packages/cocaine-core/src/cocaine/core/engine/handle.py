@@ -29,7 +29,7 @@ class JobHandle:
     only from the reactor thread. ``withdraw(job)`` takes a job that has not reached a worker out of
     the engine's queue."""
 
-    __slots__ = ("withdraw", "job", "stream", "closed", "pending", "on_credit", "pool", "remote")
+    __slots__ = ("withdraw", "job", "stream", "closed", "pending", "on_credit", "pool", "remote", "streamed")
 
     def __init__(self, job: Job, withdraw: Callable[[Job], None], *, stream: bool,
                  on_credit: Callable[[int], None] | None) -> None:
@@ -43,6 +43,7 @@ class JobHandle:
         #: Where the job runs when a cluster peer runs it (engine.overflow "forward"): takes the
         #: request's further chunks, its end and a cancel (``push``, ``close``, ``cancel``).
         self.remote = None
+        self.streamed = False  # it reached its worker before the request was complete
         job.handle = self
 
     @property
@@ -104,6 +105,7 @@ class JobHandle:
             chunks = [job.body, *self.pending] if job.body else self.pending
             job.body = b"".join(chunks) if len(chunks) > 1 else chunks[0]
             self.pending = []
+        self.streamed = not self.closed
         return self.closed
 
     def credited(self, nbytes: int) -> None:

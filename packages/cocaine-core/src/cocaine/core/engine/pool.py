@@ -25,6 +25,7 @@ from cocaine.core.errors import Code, ProtocolError
 from cocaine.core.languages import Language
 from cocaine.core.manifest import EngineConfig
 from cocaine.core.transport import NOBLOCK, recv_frames, send_frames
+from cocaine.core.worker_protocol import HANDBACK
 
 if TYPE_CHECKING:
     from cocaine.core.engine.job import Job
@@ -34,6 +35,9 @@ log = logging.getLogger(__name__)
 
 #: A worker whose oldest job has run this long gets no more jobs while it could hold them hostage.
 STALL_AFTER = 0.1
+#: Sent after a worker's hello: a worker whose running job has run this long hands back the jobs it
+#: has not started (docs/pools.md). The same as STALL_AFTER: from then on the worker gets no new jobs.
+OPTIONS_FRAME = worker_protocol.options(STALL_AFTER)
 #: Spawn retries after failed starts back off exponentially from BACKOFF_FIRST up to BACKOFF_MAX.
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 30.0
@@ -81,6 +85,9 @@ class PoolListener(Protocol):
 
     def capacity_freed(self, pool: WorkerPool) -> None:
         """Credit was freed or a worker lost: queued jobs may go, a drained pool may close."""
+
+    def handed_back(self, pool: WorkerPool, jobs: list[Job]) -> None:
+        """A worker gave back ``jobs``, in their order, never started: they are to run elsewhere."""
 
     def start_failed(self, pool: WorkerPool, reason: str, attempt: int, retry_in: float) -> None: ...
 
@@ -277,12 +284,17 @@ class WorkerPool:
             worker = workers.get(frames[0]) or self.exiting.get(frames[0])
             if worker is None:
                 continue  # a worker already gone
-            worker.last_seen = now
             busy = bool(worker.jobs)
             for frame in frames[1:]:
                 try:
-                    freed |= self._handle(worker, worker_protocol.unpack(frame))
+                    message = worker_protocol.unpack(frame)
+                    # A handback comes from a worker's watchdog, not from the loop that runs its
+                    # handlers: it is no sign that a hung handler lives.
+                    if message[0] != HANDBACK:
+                        worker.last_seen = now
+                    freed |= self._handle(worker, message)
                 except (ProtocolError, IndexError, TypeError, ValueError) as e:
+                    worker.last_seen = now
                     log.warning("app %s: worker %s sent a bad message: %s", self.app, worker.id, e)
             if busy and not worker.jobs:  # idle from its last answer on; a heartbeat is not work
                 worker.idle_since = now
@@ -323,12 +335,15 @@ class WorkerPool:
                             cause=exits.PROTOCOL_ERROR)
                 return False
             worker.ready = True
+            self._send(worker, OPTIONS_FRAME)  # before any invoke: the batch keeps its order
             self.failed_in_a_row = 0
             self.broken_reason = None
             self.listener.worker_ready(self, worker)
             return True
         if kind == worker_protocol.HEARTBEAT:
             return False
+        if kind == HANDBACK:
+            return self._take_back(worker, message[1])
         if kind == worker_protocol.LOG:
             level, text = message[1], message[2]
             if level >= logging.ERROR:
@@ -337,6 +352,30 @@ class WorkerPool:
             return False
         log.warning("app %s: worker %s sent unknown message type %r", self.app, worker.id, kind)
         return False
+
+    def _take_back(self, worker: PooledWorker, ids: list[int]) -> bool:
+        """The worker dropped these jobs unstarted and will never run them (docs/protocol.md): they
+        leave its credit and go back to the engine, to run elsewhere. A job already answered (its
+        deadline passed, it was cancelled) only frees its credit."""
+        jobs = []
+        for job_id in ids:
+            job = worker.jobs.pop(job_id, None)
+            if job is None or job.done:
+                continue
+            handle = job.handle
+            if handle is not None and handle.streamed:
+                # Its request chunks went to this worker: they cannot be sent again. A worker never
+                # hands such a job back; if one does, the job still gets its one answer.
+                job.fail(Code.SERVER, f"worker {worker.id} handed back a streamed request")
+                continue
+            job.worker = None
+            if handle is not None:
+                handle.pool = None
+            jobs.append(job)
+        if jobs:
+            log.debug("app %s: worker %s handed back %d jobs", self.app, worker.id, len(jobs))
+            self.listener.handed_back(self, jobs)
+        return True
 
     # -- liveness and size ------------------------------------------------------------------------
     def _check(self) -> None:
