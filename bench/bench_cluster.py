@@ -10,12 +10,19 @@
   throughput against the sum of capacities, and p50/p99 latency;
 - the cost of the client's choice: one request at a time to a no-op handler on one node, through
   the cluster client (given the node under three names, so it still chooses) against a plain
-  native_client call: wall time, and the client's CPU time per call.
+  native_client call: wall time, and the client's CPU time per call;
+- the cost of one server-side forward (``engine.overflow: "forward"``): two nodes in network
+  namespaces on one etcd (tests/cluster_support.py; needs root and etcd, else this part says why it
+  is not measured). Node A's only worker is held by a long job and its queue is full, so A forwards
+  every request to node B. One request at a time to B's no-op handler, sent to B (answered there)
+  against sent to A (forwarded to B, answered back through A), alternating: wall time per call and
+  the CPU per call of both daemons and their workers.
 
-Nodes come from a static list here (no etcd needed), so no node reports its load: the per-slot
-variant is told each node's worker count, as the pool-limit in an etcd node record would tell it.
+Nodes come from a static list for the balancing part (no etcd needed), so no node reports its load:
+the per-slot variant is told each node's worker count, as the pool-limit in an etcd node record would
+tell it.
 
-Usage: .venv/bin/python bench/bench_cluster.py [--duration 5] [--rounds 2]
+Usage: sudo .venv/bin/python bench/bench_cluster.py [--duration 5] [--rounds 2] [--forward-calls 1000]
 """
 
 from __future__ import annotations
@@ -28,13 +35,18 @@ import sys
 import tempfile
 import threading
 import time
+from pathlib import Path
 
 import zmq
 
 from bench_echo import _free_port, _manage
 from cocaine.cluster.client import ClusterClient, RoundRobin, StaticNodes, power_of_two_choices
 from cocaine.drivers.native_client import Client
-from loadgen import stop_process
+from loadgen import cpu_seconds, stop_process
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from cluster_support import ClusterNode, Etcd, Network, etcd_unavailable, namespaces_unavailable, stop_nodes  # noqa: E402
+from support import wait_for  # noqa: E402
 
 P2C_SLOTS = "P2C, in flight per worker slot"
 P2C = "P2C, in flight only"
@@ -50,6 +62,10 @@ def work(request):
     return b"ok"
 
 def noop(request):
+    return b"ok"
+
+def hold(request):  # keeps node A's only worker busy for the forward measure
+    time.sleep(float(request.body))
     return b"ok"
 """
 
@@ -150,6 +166,134 @@ def choice_cost(nodes: list[Node], calls: int) -> dict:
     return {name: (statistics.median(timings[name]), statistics.median(cpu[name])) for name in timings}
 
 
+def tree_cpu(node) -> float:
+    """CPU seconds used so far by a node's daemon and its live workers."""
+    total = 0.0
+    for pid in [node.proc.pid, *node.workers()]:
+        try:
+            total += cpu_seconds(pid)
+        except OSError:  # a worker that just exited
+            pass
+    return total
+
+
+def forward_cost(app: str, calls: int, rounds: int) -> dict | str:
+    """Microseconds per sequential no-op call answered by node B: sent to B against forwarded by A.
+    Returns why not, when namespaces or etcd are not available here."""
+    reason = namespaces_unavailable() or etcd_unavailable()
+    if reason:
+        return reason
+    context = zmq.Context.instance()
+    network = Network(hosts=2)
+    port = 9300
+    try:
+        with tempfile.TemporaryDirectory(prefix="cocaine-bench-forward-") as tmp:
+            etcd = Etcd(Path(tmp) / "etcd", network.gateway).start()
+            # Logging at warning, as in production: the tests' debug level logs every forward.
+            nodes = [ClusterNode(Path(tmp) / f"node-{i}", context, network, i, etcd, "--log-level", "warning")
+                     for i in range(2)]
+            for node in nodes:
+                node.start()
+            a, b = nodes
+            try:
+                a.create("fwd", {"type": "python", "args": app,
+                                 # A worker in a handler does not heartbeat: the held one must outlive the run.
+                                 "engine": {"pool-limit": 1, "pool-min": 1, "concurrency": 1, "queue-limit": 1,
+                                            "overflow": "forward", "heartbeat-timeout": 7200},
+                                 "tasks": {"noop": {"type": "native-server", "endpoint": f"tcp://*:{port}"},
+                                           "hold": {"type": "native-server", "endpoint": f"tcp://*:{port + 1}"}}})
+                wait_for(lambda: all(n.info("fwd").get("state") == "running" and n.info("fwd")["pool"]["idle"] == 1
+                                     for n in nodes), timeout=30, message="a ready worker on both nodes")
+                wait_for(lambda: set(a.cluster()["apps"].get("fwd", {})) == {a.name, b.name}, timeout=10,
+                         message="node A seeing the app on node B")
+                holder = Client(a.endpoint(port + 1), context=context, timeout=3600)
+                held = [holder.request(b"3600"), holder.request(b"3600")]  # A's worker, then its queue
+                wait_for(lambda: a.info("fwd")["queue"]["depth"] == 1, timeout=10, message="node A's queue full")
+                local = Client(b.endpoint(port), context=context)
+                forwarded = Client(a.endpoint(port), context=context)
+                wall = {"local": [], "forwarded": []}
+                cpu = {"local": [], "forwarded": []}
+                cpu_a = {"local": [], "forwarded": []}
+                for _ in range(100):  # connections up, the forwarder's connection to B up
+                    local.call(b"")
+                    forwarded.call(b"")
+                before = a.info("fwd")["jobs"]["forwarded"]
+                for _ in range(rounds):
+                    for name, client in (("local", local), ("forwarded", forwarded)):
+                        started, started_a, started_b = time.perf_counter(), tree_cpu(a), tree_cpu(b)
+                        for _ in range(calls):
+                            client.call(b"")
+                        wall[name].append((time.perf_counter() - started) / calls * 1e6)
+                        used_a, used_b = tree_cpu(a) - started_a, tree_cpu(b) - started_b
+                        cpu[name].append((used_a + used_b) / calls * 1e6)
+                        cpu_a[name].append(used_a / calls * 1e6)
+                # Every call sent to A went to B: none ran on A, whose worker was held throughout.
+                assert a.info("fwd")["jobs"]["forwarded"] - before == rounds * calls, a.info("fwd")["jobs"]
+                for client in (local, forwarded):
+                    client.close()
+                del held
+                holder.close()
+            finally:
+                stop_nodes(nodes)
+                etcd.stop()
+    finally:
+        network.close()
+    return {name: (statistics.median(wall[name]), statistics.median(cpu[name]), statistics.median(cpu_a[name]))
+            for name in wall}
+
+
+def balancing(args, tmp: str, app: str) -> None:
+    """The three nodes on loopback: capacities, P2C against round robin, the cost of the choice."""
+    nodes = [Node("fast-1", tmp, app, args.workers), Node("fast-2", tmp, app, args.workers),
+             Node("slow", tmp, app, 1)]
+    try:
+        for node in nodes:
+            node.warm()
+        context = zmq.Context.instance()
+        print(f"3 nodes: workers {[n.workers for n in nodes]}, {args.work * 1000:g} ms per request, "
+              f"{args.inflight} in flight, {args.duration:g} s per measurement")
+        capacity = {}
+        for node in nodes:
+            with ClusterClient("bench", "work", StaticNodes({node.name: node.endpoints["work"]}),
+                               context=context) as alone:
+                capacity[node.name] = load(alone, 2 * node.workers, args.duration)["rps"]
+        total = sum(capacity.values())
+        print("capacity alone: " + ", ".join(f"{n} {rps:,.0f} req/s" for n, rps in capacity.items())
+              + f"; sum {total:,.0f} req/s")
+        endpoints = {n.name: n.endpoints["work"] for n in nodes}
+        blind = StaticNodes(endpoints)
+        weighed = StaticNodes(endpoints, slots={n.name: n.workers for n in nodes})
+        policies = {P2C_SLOTS: (weighed, power_of_two_choices), P2C: (blind, power_of_two_choices),
+                    RR: (blind, None)}
+        results: dict[str, list[dict]] = {policy: [] for policy in policies}
+        for _ in range(args.rounds):
+            for policy, (static, choose) in policies.items():
+                with ClusterClient("bench", "work", static, context=context,
+                                   choose=choose or RoundRobin()) as client:
+                    result = load(client, args.inflight, args.duration)
+                results[policy].append(result)
+                share = ", ".join(f"{n} {c / sum(result['where'].values()):.0%}"
+                                  for n, c in sorted(result["where"].items()))
+                print(f"  {policy:31}: {result['rps']:7,.0f} req/s ({result['rps'] / total:.2f}x capacity), "
+                      f"p50 {result['p50_ms']:6.1f} ms, p99 {result['p99_ms']:6.1f} ms, errors "
+                      f"{result['errors']}; requests: {share}"
+                      + (f"; first error: {result['first_error']}" if result["errors"] else ""))
+        rr_p99 = statistics.median(r["p99_ms"] for r in results[RR])
+        for policy in (P2C_SLOTS, P2C):
+            p99 = statistics.median(r["p99_ms"] for r in results[policy]) / rr_p99
+            throughput = statistics.median(r["rps"] for r in results[policy]) / total
+            print(f"{policy}: p99 / round robin's {p99:.2f} (goal <= 0.5), throughput / capacity "
+                  f"{throughput:.2f} (goal >= 0.9)")
+        cost = choice_cost(nodes, args.calls)
+        (plain, plain_cpu), (cluster, cluster_cpu) = cost["native_client"], cost["cluster_client"]
+        print(f"one call at a time, no-op handler: native_client {plain:.0f} us, cluster client "
+              f"{cluster:.0f} us ({cluster / plain:.2f}x); client CPU per call {plain_cpu:.0f} us against "
+              f"{cluster_cpu:.0f} us (+{cluster_cpu - plain_cpu:.0f} us)")
+    finally:
+        for node in nodes:
+            node.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
@@ -158,60 +302,29 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4, help="workers of each of the two fast nodes")
     parser.add_argument("--inflight", type=int, default=18, help="requests in flight against the cluster")
     parser.add_argument("--calls", type=int, default=2000, help="sequential calls for the cost of the choice")
+    parser.add_argument("--forward-calls", type=int, default=1000,
+                        help="sequential calls per round for the cost of a forward (0: skip it)")
+    parser.add_argument("--forward-rounds", type=int, default=5, help="alternating rounds for the cost of a forward")
+    parser.add_argument("--forward-only", action="store_true", help="measure only the cost of a forward")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="cocaine-bench-") as tmp:
         app = os.path.join(tmp, "app.py")
         with open(app, "w") as f:
             f.write(APP.format(work=args.work))
-        nodes = [Node("fast-1", tmp, app, args.workers), Node("fast-2", tmp, app, args.workers),
-                 Node("slow", tmp, app, 1)]
-        try:
-            for node in nodes:
-                node.warm()
-            context = zmq.Context.instance()
-            print(f"3 nodes: workers {[n.workers for n in nodes]}, {args.work * 1000:g} ms per request, "
-                  f"{args.inflight} in flight, {args.duration:g} s per measurement")
-            capacity = {}
-            for node in nodes:
-                with ClusterClient("bench", "work", StaticNodes({node.name: node.endpoints["work"]}),
-                                   context=context) as alone:
-                    capacity[node.name] = load(alone, 2 * node.workers, args.duration)["rps"]
-            total = sum(capacity.values())
-            print("capacity alone: " + ", ".join(f"{n} {rps:,.0f} req/s" for n, rps in capacity.items())
-                  + f"; sum {total:,.0f} req/s")
-            endpoints = {n.name: n.endpoints["work"] for n in nodes}
-            blind = StaticNodes(endpoints)
-            weighed = StaticNodes(endpoints, slots={n.name: n.workers for n in nodes})
-            policies = {P2C_SLOTS: (weighed, power_of_two_choices), P2C: (blind, power_of_two_choices),
-                        RR: (blind, None)}
-            results: dict[str, list[dict]] = {policy: [] for policy in policies}
-            for _ in range(args.rounds):
-                for policy, (static, choose) in policies.items():
-                    with ClusterClient("bench", "work", static, context=context,
-                                       choose=choose or RoundRobin()) as client:
-                        result = load(client, args.inflight, args.duration)
-                    results[policy].append(result)
-                    share = ", ".join(f"{n} {c / sum(result['where'].values()):.0%}"
-                                      for n, c in sorted(result["where"].items()))
-                    print(f"  {policy:31}: {result['rps']:7,.0f} req/s ({result['rps'] / total:.2f}x capacity), "
-                          f"p50 {result['p50_ms']:6.1f} ms, p99 {result['p99_ms']:6.1f} ms, errors "
-                          f"{result['errors']}; requests: {share}"
-                          + (f"; first error: {result['first_error']}" if result["errors"] else ""))
-            rr_p99 = statistics.median(r["p99_ms"] for r in results[RR])
-            for policy in (P2C_SLOTS, P2C):
-                p99 = statistics.median(r["p99_ms"] for r in results[policy]) / rr_p99
-                throughput = statistics.median(r["rps"] for r in results[policy]) / total
-                print(f"{policy}: p99 / round robin's {p99:.2f} (goal <= 0.5), throughput / capacity "
-                      f"{throughput:.2f} (goal >= 0.9)")
-            cost = choice_cost(nodes, args.calls)
-            (plain, plain_cpu), (cluster, cluster_cpu) = cost["native_client"], cost["cluster_client"]
-            print(f"one call at a time, no-op handler: native_client {plain:.0f} us, cluster client "
-                  f"{cluster:.0f} us ({cluster / plain:.2f}x); client CPU per call {plain_cpu:.0f} us against "
-                  f"{cluster_cpu:.0f} us (+{cluster_cpu - plain_cpu:.0f} us)")
-        finally:
-            for node in nodes:
-                node.stop()
+        if not args.forward_only:
+            balancing(args, tmp, app)
+        if args.forward_calls:
+            cost = forward_cost(app, args.forward_calls, args.forward_rounds)
+            if isinstance(cost, str):
+                print(f"one forward: not measured ({cost})")
+            else:
+                (local, local_cpu, local_a), (forwarded, forwarded_cpu, forwarded_a) = cost["local"], cost["forwarded"]
+                print(f"one call at a time, no-op handler on node B: answered by B {local:.0f} us, forwarded by "
+                      f"A to B {forwarded:.0f} us (+{forwarded - local:.0f} us, {forwarded / local:.2f}x); "
+                      f"CPU per call, both nodes' daemons and workers, {local_cpu:.0f} us against "
+                      f"{forwarded_cpu:.0f} us (+{forwarded_cpu - local_cpu:.0f} us); node A's share {local_a:.0f} "
+                      f"us against {forwarded_a:.0f} us")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import tempfile
 import zmq
 
 from bench_baseline import run_baseline
-from loadgen import measure_broker, measure_latency, measure_throughput, stop_process, wait_ready
+from loadgen import cpu_seconds, measure_broker, measure_latency, measure_throughput, stop_process, wait_ready
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -51,9 +51,15 @@ def run_cocaine(duration: float, workers: int, concurrency: int, app_type: str =
             # A burst larger than one worker's credit grows the pool to its limit before measuring.
             measure_throughput(endpoint, inflight=workers * concurrency, duration=1.0)
             pool = _manage(management, {"version": 2, "action": "info"})["apps"]["echo"]["pool"]
+            # Process workers' own CPU per request (thread workers count in the daemon's).
+            pids = [w["pid"] for w in pool["workers"] if w["pid"] and w["pid"] != daemon.pid]
+            before = sum(cpu_seconds(pid) for pid in pids)
+            throughput = measure_broker(endpoint, daemon.pid, inflight=inflight, duration=duration)
+            throughput["workers_cpu_us"] = (sum(cpu_seconds(pid) for pid in pids) - before) / max(
+                1, throughput["requests"]) * 1e6 if pids else None
             return {
                 "workers": pool["total"],
-                "throughput": measure_broker(endpoint, daemon.pid, inflight=inflight, duration=duration),
+                "throughput": throughput,
                 "latency": measure_latency(endpoint),
             }
         finally:
@@ -102,8 +108,9 @@ def main() -> None:
         return
     for name, result in (("cocaine", ours), ("baseline", base)):
         tp, lat = result["throughput"], result["latency"]
+        workers = f", workers {tp['workers_cpu_us']:5.1f}" if tp.get("workers_cpu_us") is not None else ""
         print(f"{name:9} {tp['rps']:9,.0f} req/s at 64 in flight ({tp['errors']} errors), "
-              f"broker CPU {tp['broker_cpu_us']:5.1f} us/request   "
+              f"broker CPU {tp['broker_cpu_us']:5.1f}{workers} us/request   "
               f"1 in flight: p50 {lat['p50_us']:5.0f} us, p99 {lat['p99_us']:6.0f} us")
     print(f"cocaine / baseline: throughput {ratio['throughput']:.2f}x, "
           f"broker CPU efficiency {ratio['broker_cpu']:.2f}x, "

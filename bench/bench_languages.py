@@ -60,8 +60,10 @@ def main() -> None:
         return
     for language, result in results.items():
         tp, lat = result["throughput"], result["latency"]
+        own = tp.get("workers_cpu_us")
+        workers = " (workers in it)" if own is None else f", workers {own:5.1f}"
         print(f"{language:10} {tp['rps']:9,.0f} req/s at 64 in flight ({tp['errors']} errors), "
-              f"daemon CPU {tp['broker_cpu_us']:5.1f} us/request   "
+              f"daemon CPU {tp['broker_cpu_us']:5.1f}{workers} us/request   "
               f"1 in flight: p50 {lat['p50_us']:5.0f} us, p99 {lat['p99_us']:6.0f} us")
 
 

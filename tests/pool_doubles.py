@@ -183,6 +183,9 @@ class Recorder:
     def capacity_freed(self, pool) -> None:
         self.events.append(("capacity",))
 
+    def handed_back(self, pool, jobs) -> None:
+        self.events.append(("handed-back", [job.id for job in jobs]))
+
     def start_failed(self, pool, reason, attempt, retry_in) -> None:
         self.events.append(("start-failed", reason, attempt, retry_in))
 
@@ -227,6 +230,7 @@ class PoolRig:
         worker = self.backend.workers[-1]
         worker.hello()
         self.reactor.round()
+        assert worker.received() == [[worker_protocol.OPTIONS, {"handback-after": 0.1}]]  # the answer to hello
         return worker
 
     def job(self) -> tuple[Job, Answers]:

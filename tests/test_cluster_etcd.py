@@ -65,6 +65,11 @@ def test_nodes_ride_out_an_etcd_outage_and_converge_after_it(cluster, tmp_path, 
     wait_for(lambda: all(not node.cluster()["stale"] for node in cluster), timeout=15, message="views current again")
     wait_for(lambda: all(set(node.cluster()["nodes"]) == NODES for node in cluster), timeout=15,
              message="every node seeing three after the outage")
+    # The writes refused during the outage changed nothing, then either.
+    for node in cluster:
+        assert set(node.info()["apps"]) == {"echo"} and node.running("echo")
+    assert etcd.ctl("get", "--prefix", "--keys-only", f"/cocaine/{a.instance}/storage/apps/").split() == \
+        [f"/cocaine/{a.instance}/storage/apps/echo"]
     b.create("new", app(tmp_path, PORT + 1))
     wait_for(lambda: all(node.running("new") for node in cluster), timeout=10, message="new on every node")
     for node in cluster:

@@ -122,6 +122,23 @@ def test_a_handler_reads_a_streamed_request_while_the_client_still_sends(daemon,
     assert list(chunks) == [answer(b"c")]
 
 
+def test_a_queued_streamed_request_keeps_its_opening_chunk_and_the_chunks_sent_while_it_waits(
+        daemon, tmp_path, client):
+    addresses = serve(daemon, tmp_path, "hold", "relay", pool_limit=1, pool_min=1, concurrency=1)
+    wait_for(lambda: daemon.info("app")["pool"]["idle"] == 1, message="a ready worker")
+    held = client(addresses["hold"]).request(b"")  # the only worker, until "release" exists
+    wait_for(lambda: daemon.info("app")["jobs"]["running"] == 1, message="the worker held")
+    call = client(addresses["relay"]).request(b"first", stream=True)
+    call.write(b"second")
+    call.write(b"third")
+    call.end()
+    wait_for(lambda: daemon.info("app")["queue"]["depth"] == 1, message="the streamed request queued")
+    (tmp_path / "release").touch()
+    assert held.read() == b"released"
+    # Queued, it reaches the worker with everything sent so far as its body, the opening chunk first.
+    assert b"".join(call) == b"got firstsecondthird"
+
+
 def test_many_requests_interleave_on_one_connection(daemon, tmp_path, client):
     addresses = serve(daemon, tmp_path, "echo", "relay", pool_limit=1)
     echo, relay = client(addresses["echo"]), client(addresses["relay"])

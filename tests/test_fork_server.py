@@ -46,13 +46,18 @@ def version(request):
 TASKS = ["pid", "ppid", "chatty", "exit3", "sleep", "hang", "version"]
 
 
-def create(daemon, tmp_path, source=APP, pubsub=None, **engine):
+def create(daemon, tmp_path, source=APP, pubsub=None, subscriber=None, **engine):
     app = python_app(tmp_path, source)
     addresses = {task: endpoint() for task in TASKS}
     m = manifest(app, {t: {"type": "zeromq-server", "endpoint": a} for t, a in addresses.items()}, **engine)
     if pubsub:
-        m["pubsub"] = {"endpoint": pubsub}
+        # Frequent @stats let the test prove its subscription live before any worker logs (slow joiner).
+        m["pubsub"] = {"endpoint": pubsub, "stats-interval": 0.1}
     daemon.create("app", m)
+    if subscriber:
+        subscriber.sock.subscribe(b"@stats")
+        subscriber.wait("@stats")
+        subscriber.sock.unsubscribe(b"@stats")
     return addresses, m
 
 
@@ -82,7 +87,7 @@ def two_forked_workers(daemon, context, addresses):
 def test_forked_workers_are_the_daemons_children_with_their_own_output_and_memory(daemon, tmp_path, zmq_context):
     pubsub = endpoint()
     sub = Subscriber(daemon.context, pubsub, "@log", "@worker")
-    addresses, _ = create(daemon, tmp_path, pubsub=pubsub, pool_limit=2, concurrency=1)
+    addresses, _ = create(daemon, tmp_path, pubsub=pubsub, subscriber=sub, pool_limit=2, concurrency=1)
     server = fork_server(daemon)
     two_forked_workers(daemon, zmq_context, addresses)
     # No ZeroMQ code was ever loaded in the server: each worker made its own context after the fork.
@@ -119,7 +124,7 @@ def test_forked_workers_are_the_daemons_children_with_their_own_output_and_memor
 def test_exit_status_signal_and_heartbeat_kills_are_reported_as_for_any_worker(daemon, tmp_path):
     pubsub = endpoint()
     sub = Subscriber(daemon.context, pubsub, "@worker exited")
-    addresses, _ = create(daemon, tmp_path, pubsub=pubsub, pool_limit=1, heartbeat_timeout=1)
+    addresses, _ = create(daemon, tmp_path, pubsub=pubsub, subscriber=sub, pool_limit=1, heartbeat_timeout=1)
     fork_server(daemon)
     assert daemon.client(addresses["exit3"]).call(b"") == [b"error", b"500", b"worker exited with status 3"]
     _, exited, _ = sub.wait("@worker exited")

@@ -128,13 +128,30 @@ def test_an_idle_worker_above_pool_min_is_asked_to_exit(rig):
     r.reactor.advance(2)
     assert r.pool.total == 1  # one of the two, never both: pool-min
     [spare] = [w for w in r.backend.workers if r.pooled(w) in r.pool.exiting.values()]
-    assert [k for k in kinds(spare.received()) if k != "heartbeat"] == ["terminate"]
+    assert [k for k in kinds(spare.received()) if k not in ("heartbeat", "options")] == ["terminate"]
     assert r.pooled(spare).exit_reason == "idle"
     spare.exit(0)
     r.reactor.advance(1)
     assert ("exited", spare.id, "idle") in r.listener.events
     r.reactor.advance(10)
     assert r.pool.total == 1
+
+
+
+def test_an_idle_worker_retires_although_it_heartbeats(rig):
+    # A worker sends a heartbeat whenever it has been silent for an interval (1 s here): that is not
+    # work, so it must not restart its idle time (5 s), or idle workers would never retire.
+    r = rig(pool_min=1, pool_limit=4, idle_timeout=5.0, heartbeat_timeout=3.0)
+    r.reactor.round()
+    r.backend.workers[0].hello()
+    r.ready_worker()
+    for _ in range(8):
+        for worker in r.backend.workers:
+            worker.heartbeat()
+        r.reactor.advance(1)
+    assert r.pool.total == 1
+    [spare] = [w for w in r.backend.workers if r.pooled(w) in r.pool.exiting.values()]
+    assert r.pooled(spare).exit_reason == "idle"
 
 
 # -- backing off -----------------------------------------------------------------------------------
@@ -220,3 +237,77 @@ def test_a_worker_that_exits_is_forgotten_and_its_jobs_fail(rig):
     assert answers.final == ("error", Code.SERVER, "worker exited with status 3")
     assert r.pool.total == 0 and not r.pool.exiting
     assert ("exited", worker.id, "crash") in r.listener.events
+
+
+# -- jobs handed back ----------------------------------------------------------------------------
+
+def test_a_worker_is_offered_handback_right_after_its_hello_before_any_job(rig):
+    r = rig()
+    assert r.pool.spawn()
+    worker = r.backend.workers[0]
+    worker.hello()
+    r.reactor.round()
+    r.pool.assign(r.pooled(worker), r.job()[0])
+    r.reactor.round()
+    assert worker.received()[:2] == [[worker_protocol.OPTIONS, {"handback-after": STALL_AFTER}],
+                                     worker_protocol.unpack(worker_protocol.invoke(1, "task", {}, b"body", True))]
+
+
+def test_jobs_handed_back_leave_the_worker_and_go_back_in_their_order(rig):
+    r = rig(concurrency=8)
+    worker = r.ready_worker()
+    jobs = [r.job() for _ in range(4)]
+    for job, _ in jobs:
+        r.pool.assign(r.pooled(worker), job)
+    r.reactor.round()
+    worker.send(worker_protocol.handback([3, 2, 99]))  # 99: not this worker's: ignored
+    r.reactor.round()
+    assert r.listener.events[-2:] == [("handed-back", [3, 2]), ("capacity",)]
+    assert list(r.pooled(worker).jobs) == [1, 4]
+    assert all(job.worker is None and answers.final is None for job, answers in jobs[1:3])
+
+
+def running_and_queued(r):
+    """A ready worker given two jobs: the one it runs, and one queued behind it (job 2)."""
+    worker = r.ready_worker()
+    jobs = r.job(), r.job()
+    for job, _ in jobs:
+        r.pool.assign(r.pooled(worker), job)
+    return worker, jobs
+
+
+def test_a_job_answered_while_on_the_worker_is_not_handed_back_twice(rig):
+    r = rig()
+    worker, (_, (expired, answers)) = running_and_queued(r)
+    expired.fail(Code.TIMEOUT, "deadline exceeded")  # what the engine does when a deadline passes
+    worker.send(worker_protocol.handback([2]))
+    r.reactor.round()
+    assert ("handed-back", [2]) not in r.listener.events
+    assert list(r.pooled(worker).jobs) == [1]  # its credit is free
+    assert answers.final == ("error", Code.TIMEOUT, "deadline exceeded")
+
+
+def test_a_handback_is_no_sign_of_life(rig):
+    # A watchdog thread sends it while a handler may hang: the heartbeat timeout must still apply.
+    r = rig(heartbeat_timeout=3.0)
+    worker = r.ready_worker()
+    job, answers = r.job()
+    r.pool.assign(r.pooled(worker), job)
+    r.clock.now += 2.0
+    worker.send(worker_protocol.handback([]))
+    r.reactor.round()
+    r.clock.now += 1.5
+    r.reactor.advance(1.0)
+    assert answers.final is not None and answers.final[1] == Code.TIMEOUT
+
+
+def test_a_worker_that_dies_after_a_handback_fails_only_the_jobs_it_kept(rig):
+    r = rig()
+    worker, ((_, running_answers), (_, queued_answers)) = running_and_queued(r)
+    worker.send(worker_protocol.handback([2]))
+    r.reactor.round()
+    worker.exit(3)
+    r.reactor.advance(1)
+    assert running_answers.final == ("error", Code.SERVER, "worker exited with status 3")
+    assert queued_answers.final is None  # the engine's again: it runs elsewhere, once
+    assert ("handed-back", [2]) in r.listener.events

@@ -5,6 +5,7 @@ import msgpack
 import pytest
 
 from cocaine.core import worker_protocol
+from cocaine.core.errors import ProtocolError
 from vectors import vectors
 
 ENCODERS = {
@@ -18,6 +19,8 @@ ENCODERS = {
     "log": lambda m: worker_protocol.log(m[1], m[2]),
     "credit": lambda m: worker_protocol.credit(m[1], m[2]),
     "meta": lambda m: worker_protocol.meta(m[1], m[2]),
+    "handback": lambda m: worker_protocol.handback(m[1]),
+    "options": lambda m: worker_protocol.options(m[1]["handback-after"]),
     "grant": lambda m: worker_protocol.grant(m[1], m[2]),
 }
 KINDS = worker_protocol.NAMES
@@ -47,3 +50,9 @@ def test_vectors_are_canonical_msgpack():
     # Re-encoding the decoded message gives the same bytes: no vector relies on a non-minimal form.
     for v in vectors().values():
         assert msgpack.packb(v.message, use_bin_type=True) == v.frame, v.name
+
+
+@pytest.mark.parametrize("jobs", [[2, "3"], [2, True], 3, None])
+def test_a_handback_with_a_job_that_is_not_an_integer_is_dropped_whole(jobs):
+    with pytest.raises(ProtocolError, match="handback: field 1 has the wrong type"):
+        worker_protocol.unpack(msgpack.packb([worker_protocol.HANDBACK, jobs]))

@@ -284,3 +284,38 @@ def test_other_jobs_run_while_a_response_waits_for_credit(paced_worker):
 def test_grants_for_unknown_jobs_are_ignored(worker):
     worker.send(frame("grant"), frame("grant, job 2**33"), frame("invoke"))
     assert worker.frames(2) == [frame("chunk"), frame("end")]
+
+
+HANDS_BACK = ["python", "cpp", "perl"]  # the runtimes that queue jobs (docs/pools.md says why not js)
+
+
+@pytest.mark.parametrize("language", HANDS_BACK)
+def test_jobs_queued_behind_a_long_job_are_handed_back_once_offered(worker):
+    worker.send(frame("options"), worker_protocol.invoke(1, "hang", {}, None, True),
+                worker_protocol.invoke(2, "echo", {}, b"x", True), worker_protocol.invoke(3, "echo", {}, b"y", True))
+    assert worker.frame() == frame("handback")
+    # One that arrives while the long job still runs (sent before the engine saw it stall) goes too.
+    worker.send(worker_protocol.invoke(5, "echo", {}, b"z", True))
+    assert worker.frame() == worker_protocol.handback([5])
+
+
+@pytest.mark.parametrize("language", [lang for lang in HANDS_BACK if lang not in INTERLEAVING])
+def test_jobs_queued_behind_a_response_waiting_for_credit_are_handed_back(paced_worker):
+    # A job waiting for response credit is running: what waits behind it goes back, and the job
+    # itself still completes once granted.
+    paced_worker.send(frame("options"), worker_protocol.invoke(1, "flood", {}, b"1048576", True),
+                      worker_protocol.invoke(2, "echo", {}, b"x", True), worker_protocol.invoke(3, "echo", {}, b"y", True))
+    sent = 0
+    while True:
+        raw = paced_worker.frame(skip_heartbeats=False)
+        if raw == worker_protocol.HEARTBEAT_FRAME:
+            paced_worker.send(worker_protocol.HEARTBEAT_FRAME)
+            continue
+        if raw == frame("handback"):
+            break
+        message = worker_protocol.unpack(raw)
+        assert message[0] == worker_protocol.CHUNK and message[1] == 1, message
+        sent += len(message[2])
+    assert sent <= WINDOW
+    paced_worker.send(worker_protocol.grant(1, 1 << 20))
+    assert sent + response_until_quiet(paced_worker, 1)[0] == 1 << 20

@@ -27,6 +27,11 @@ static void crash(cocaine::Request&, cocaine::Response&) {
     std::_Exit(7);  // the worker process dies in the middle of the job
 }
 
+static void slow(cocaine::Request& request, cocaine::Response& response) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::stoi(request.body())));  // the milliseconds in the body
+    response.write("slept " + request.body());
+}
+
 static void hang(cocaine::Request&, cocaine::Response&) {
     for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));  // the heartbeat timeout ends it
 }
@@ -70,5 +75,5 @@ static void flood(cocaine::Request& request, cocaine::Response& response) {
     }
 }
 
-COCAINE_APP({"echo", echo}, {"chunks", chunks}, {"fail", fail}, {"crash", crash}, {"hang", hang},
+COCAINE_APP({"echo", echo}, {"chunks", chunks}, {"fail", fail}, {"crash", crash}, {"hang", hang}, {"slow", slow},
             {"tick", tick}, {"upper", upper}, {"stream", stream}, {"respond", respond}, {"flood", flood})

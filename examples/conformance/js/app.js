@@ -15,6 +15,12 @@ exports.fail = (request) => {
 
 exports.crash = () => process.exit(7); // the worker process dies in the middle of the job
 
+exports.slow = async (request) => {
+  // Waits the milliseconds in the body without blocking the event loop, as JavaScript code does.
+  await new Promise((resolve) => setTimeout(resolve, Number(request.text())));
+  return `slept ${request.text()}`;
+};
+
 exports.hang = () => {
   // Blocks the event loop, as a stuck handler would: the heartbeat timeout ends it.
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);

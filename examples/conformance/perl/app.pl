@@ -23,6 +23,12 @@ sub crash {
     POSIX::_exit(7);    # the worker process dies in the middle of the job
 }
 
+sub slow {
+    my ($request) = @_;
+    select(undef, undef, undef, $request->body / 1000);    # the milliseconds in the body
+    return "slept " . $request->body;
+}
+
 sub hang {
     sleep 1 while 1;    # a handler that never returns: the heartbeat timeout ends it
 }

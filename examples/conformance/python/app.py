@@ -24,6 +24,11 @@ def crash(request):
     os._exit(7)  # the worker process dies in the middle of the job
 
 
+def slow(request):
+    time.sleep(int(request.body) / 1000)  # the milliseconds in the body
+    return b"slept " + request.body
+
+
 def hang(request):
     while True:  # a handler that never returns: the heartbeat timeout ends it
         time.sleep(1)

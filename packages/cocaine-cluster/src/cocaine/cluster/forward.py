@@ -4,9 +4,15 @@ back through this node, so the client cannot tell but by latency.
 
 Every node binds one ROUTER (its record's ``forward`` endpoint) and keeps a DEALER per peer, all on
 one thread of their own. A request goes as ``[id, header, body]`` (the header: app, task, the job's
-metadata, its remaining deadline, the forwarding node); the answer comes back as ``[id, "chunk",
-data]`` frames and one ``[id, "end", ""]`` or ``[id, "error", {"code", "message"}]``. A forwarded job
-carries ``forwarded-by`` in its metadata and is never forwarded again: one hop at most, so never back.
+metadata, its remaining deadline, whether it streams, the forwarding node); a streamed request's
+further chunks follow as ``[id, "chunk", data]`` and its end as ``[id, "end", ""]``, and a request
+its client gave up on as ``[id, "cancel", {"code", "message"}]``. The answer comes back as at most
+one ``[id, "meta", msgpack map]`` (the handler's response metadata: an HTTP status and headers),
+``[id, "chunk", data]`` frames, ``[id, "credit", bytes]`` as the handler reads a streamed request
+(the origin's driver reads its client under that flow control, as for a local job), and one
+``[id, "end", ""]`` or ``[id, "error", {"code", "message"}]``. The metadata travels as msgpack, as
+it came from the worker, so bytes stay bytes. A forwarded job carries ``forwarded-by`` in its
+metadata and is never forwarded again: one hop at most, so never back.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import queue
 import threading
 import time
 
+import msgpack
 import zmq
 
 from cocaine.cluster import records
@@ -27,6 +34,7 @@ from cocaine.core.errors import Code
 log = logging.getLogger(__name__)
 
 POLL = 0.5  # seconds between checks for peers that left with forwarded jobs
+FROM_ORIGIN = (b"chunk", b"end", b"cancel")  # what follows a forwarded request, after its header
 
 
 class Forwarder:
@@ -40,6 +48,7 @@ class Forwarder:
         self.endpoint = f"tcp://{membership.address}:{port}"
         self.peers: dict[str, zmq.Socket] = {}  # forward endpoint → DEALER
         self.pending: dict[bytes, tuple] = {}  # request id → (engine, job, peer name)
+        self.serving: dict[tuple[bytes, bytes], Relay] = {}  # (origin, request id) → a peer's job run here
         self._ids = itertools.count(1)
         self._parsed: dict[str, tuple[int, records.NodeRecord]] = {}
         self._outbox: queue.SimpleQueue = queue.SimpleQueue()
@@ -64,10 +73,16 @@ class Forwarder:
             return False
         request_id = str(next(self._ids)).encode()
         timeout = None if job.deadline is None else max(0.001, job.deadline - time.monotonic())
+        body, handle = job.body or b"", job.handle
+        stream = handle is not None and not handle.closed
+        if handle is not None:  # from now on its chunks, end and cancel go to the peer
+            if handle.pending:
+                body, handle.pending = b"".join([body, *handle.pending]), []
+            handle.remote = Outgoing(self, peer.forward, request_id)
         header = json.dumps({"app": engine.app, "task": job.task, "meta": job.meta, "timeout": timeout,
-                             "by": self.membership.name}).encode()
+                             "stream": stream, "by": self.membership.name}).encode()
         self.pending[request_id] = (engine, job, peer.name)
-        self._post(self._send, peer.forward, [request_id, header, job.body or b""])
+        self._post(self._send, peer.forward, [request_id, header, body])
         log.debug("app %s: %s: forwarded to %s", engine.app, why, peer.name)
         return True
 
@@ -103,6 +118,7 @@ class Forwarder:
         try:
             request = json.loads(header)
             app, task, meta, timeout = request["app"], request["task"], dict(request["meta"]), request["timeout"]
+            stream = bool(request.get("stream"))
             meta["forwarded-by"] = str(request["by"])
         except (ValueError, KeyError, TypeError) as e:
             relay.error(Code.BAD_REQUEST, f"bad forwarded request: {e}")
@@ -112,11 +128,23 @@ class Forwarder:
         if context is None:
             relay.error(Code.UNAVAILABLE, f"app {app!r} task {task!r} does not run on node {self.membership.name}")
             return
+        relay.engine = engine
+        self.serving[(identity, request_id)] = relay  # until its answer ends (see _answer)
+
+        def open_job() -> None:
+            relay.handle = context.open_job(relay, meta, body=body, stream=stream, timeout=timeout,
+                                            on_credit=relay.credit if stream else None)
+
         try:
-            engine.reactor.call_soon_threadsafe(
-                lambda: context.submit(body, relay, meta, timeout=timeout))
+            engine.reactor.call_soon_threadsafe(open_job)
         except RuntimeError:  # the engine stopped meanwhile
             relay.error(Code.UNAVAILABLE, f"app {app!r} stopped on node {self.membership.name}")
+
+    def _received_part(self, identity: bytes, request_id: bytes, kind: bytes, payload: bytes) -> None:
+        """A streamed request's chunk or end, or a cancel, for a job run here (dropped once answered)."""
+        relay = self.serving.get((identity, request_id))
+        if relay is not None:
+            self._on_reactor(relay.engine, relay.apply, kind, payload)
 
     def reply(self, frames: list[bytes]) -> None:
         self._post(self._answer, frames)
@@ -142,6 +170,8 @@ class Forwarder:
         sock.send_multipart(frames)
 
     def _answer(self, frames: list[bytes]) -> None:
+        if frames[2] == b"end" or frames[2] == b"error":
+            self.serving.pop((frames[0], frames[1]), None)
         try:
             self.router.send_multipart(frames, zmq.NOBLOCK)
         except zmq.ZMQError as e:  # the origin is gone: its client gets its answer from the origin's deadline
@@ -188,16 +218,30 @@ class Forwarder:
     def _received_request(self, frames: list[bytes]) -> None:
         if len(frames) != 4:
             return  # not a forwarding node's request
-        self._serve(*frames)
+        if frames[2] in FROM_ORIGIN:
+            self._received_part(*frames)
+        else:
+            self._serve(*frames)
 
     def _received_answer(self, frames: list[bytes]) -> None:
         if len(frames) != 3:
             return
         request_id, kind, payload = frames
-        if kind == b"chunk":
+        if kind == b"chunk" or kind == b"meta" or kind == b"credit":
             found = self.pending.get(request_id)
-            if found is not None:
-                self._on_reactor(found[0], found[1].chunk, payload)
+            if found is None:
+                return
+            engine, job, _ = found
+            if kind == b"chunk":
+                self._on_reactor(engine, job.chunk, payload)
+                return
+            try:
+                if kind == b"meta":
+                    self._on_reactor(engine, job.reply_meta, msgpack.unpackb(payload))
+                elif job.handle is not None:
+                    self._on_reactor(engine, job.handle.credited, int(payload))
+            except ValueError:
+                log.warning("app %s: a peer's %s message was garbled; dropped", engine.app, kind.decode())
             return
         found = self.pending.pop(request_id, None)
         if found is None:
@@ -206,11 +250,7 @@ class Forwarder:
         if kind == b"end":
             self._on_reactor(engine, engine.forward_finished, job)
         else:
-            try:
-                error = json.loads(payload)
-                code, message = int(error["code"]), str(error["message"])
-            except (ValueError, KeyError, TypeError):
-                code, message = Code.SERVER, "the peer's answer to a forwarded request was garbled"
+            code, message = error_of(payload, Code.SERVER, "the peer's answer to a forwarded request was garbled")
             self._on_reactor(engine, engine.forward_finished, job, code, message)
 
     def _fail_departed(self) -> None:
@@ -230,15 +270,66 @@ class Forwarder:
             pass
 
 
-class Relay:
-    """The responder of a job run for a peer: every chunk and the final answer go back to it."""
+def error_of(payload: bytes, code: int, message: str) -> tuple[int, str]:
+    """The ``{"code", "message"}`` of an error or cancel frame; (code, message) if it is garbled."""
+    try:
+        error = json.loads(payload)
+        return int(error["code"]), str(error["message"])
+    except (ValueError, KeyError, TypeError):
+        return code, message
 
-    __slots__ = ("forwarder", "identity", "request_id")
+
+class Outgoing:
+    """A forwarded job's way to its peer, for its handle: a streamed request's further chunks and
+    its end, and a cancel (the client gave up). Called on the origin's reactor."""
+
+    __slots__ = ("forwarder", "endpoint", "request_id")
+
+    def __init__(self, forwarder: Forwarder, endpoint: str, request_id: bytes) -> None:
+        self.forwarder = forwarder
+        self.endpoint = endpoint
+        self.request_id = request_id
+
+    def push(self, data: bytes) -> None:
+        self.forwarder._post(self.forwarder._send, self.endpoint, [self.request_id, b"chunk", bytes(data)])
+
+    def close(self) -> None:
+        self.forwarder._post(self.forwarder._send, self.endpoint, [self.request_id, b"end", b""])
+
+    def cancel(self, code: int, message: str) -> None:
+        self.forwarder._post(self.forwarder._send, self.endpoint, [
+            self.request_id, b"cancel", json.dumps({"code": int(code), "message": message}).encode()])
+
+
+class Relay:
+    """A job run for a peer: its responder (every chunk and the final answer go back to the peer),
+    and what the peer sends after the request (``apply``, on this node's reactor)."""
+
+    __slots__ = ("forwarder", "identity", "request_id", "engine", "handle")
 
     def __init__(self, forwarder: Forwarder, identity: bytes, request_id: bytes) -> None:
         self.forwarder = forwarder
         self.identity = identity
         self.request_id = request_id
+        self.engine = None
+        self.handle = None  # the job's, once opened on the reactor
+
+    def apply(self, kind: bytes, payload: bytes) -> None:
+        handle = self.handle
+        if handle is None:
+            return
+        if kind == b"chunk":
+            handle.push(payload)
+        elif kind == b"end":
+            handle.close()
+        else:
+            handle.cancel(*error_of(payload, Code.UNAVAILABLE, "cancelled by the forwarding node"))
+
+    def credit(self, nbytes: int) -> None:
+        self.forwarder.reply([self.identity, self.request_id, b"credit", str(nbytes).encode()])
+
+    def meta(self, meta) -> None:
+        self.forwarder.reply([self.identity, self.request_id, b"meta", msgpack.packb(meta)])
 
     def chunk(self, data: bytes) -> None:
         self.forwarder.reply([self.identity, self.request_id, b"chunk", bytes(data)])

@@ -38,16 +38,23 @@ def default_address() -> str:
             return "127.0.0.1"
 
 
-_WILDCARD = re.compile(r"^(tcp|udp|ws|pgm|epgm)://(\*|0\.0\.0\.0|[A-Za-z][\w.-]*?)(:\d+|:\*)$")
+# scheme:// (none for a TCP driver's host:port, such as http-server's), host, :port
+_WILDCARD = re.compile(r"^((?:tcp|udp|ws|pgm|epgm)://)?(\*|0\.0\.0\.0|[A-Za-z][\w.-]*?)(:\d+|:\*)$")
+
+
+LOOPBACK = ("lo", "localhost")  # binds that only this host reaches
 
 
 def reachable(endpoint: str, address: str) -> str:
     """``endpoint`` as a client on another host connects to it: a bind to ``*``, ``0.0.0.0`` or an
-    interface name becomes this node's advertise address."""
+    interface name becomes this node's advertise address. A bind to the loopback interface stays on
+    loopback (``127.0.0.1``, as a bind to that address is published): no other host reaches it, and
+    advertising it elsewhere would send clients to a port nothing listens on."""
     match = _WILDCARD.match(endpoint)
     if match is None or _is_host_name(match.group(2)):
         return endpoint
-    return f"{match.group(1)}://{address}{match.group(3)}"
+    host = "127.0.0.1" if match.group(2) in LOOPBACK else address
+    return f"{match.group(1) or ''}{host}{match.group(3)}"
 
 
 def _is_host_name(host: str) -> bool:

@@ -31,6 +31,10 @@ LOG = 8  # [LOG, level, message]
 CREDIT = 9  # [CREDIT, job, bytes]
 # worker -> engine: the response's metadata (an HTTP status and headers), before its first chunk
 META = 10  # [META, job, meta]
+# worker -> engine: jobs the worker will never start; the engine runs them elsewhere (docs/pools.md)
+HANDBACK = 11  # [HANDBACK, [job, ...]]
+# engine -> worker: what the engine offers this worker, a map (unknown keys ignored); sent after hello
+OPTIONS = 12  # [OPTIONS, {"handback-after": seconds}]
 # engine -> worker: the job's response may have this many more bytes (flow control of responses)
 GRANT = 13  # [GRANT, job, bytes]
 
@@ -48,6 +52,8 @@ NAMES = {
     LOG: "log",
     CREDIT: "credit",
     META: "meta",
+    HANDBACK: "handback",
+    OPTIONS: "options",
     GRANT: "grant",
 }
 
@@ -58,6 +64,7 @@ HEARTBEAT_FRAME = pack([HEARTBEAT])
 
 
 _INT = "int"  # an integer, not a boolean
+_INTS = "ints"  # an array of integers
 #: The fields of each known message after its type; extra trailing elements are allowed (and ignored).
 SHAPES: dict[int, tuple] = {
     HELLO: (_INT, _INT),
@@ -71,6 +78,8 @@ SHAPES: dict[int, tuple] = {
     CREDIT: (_INT, _INT),
     META: (_INT, dict),
     GRANT: (_INT, _INT),
+    HANDBACK: (_INTS,),
+    OPTIONS: (dict,),
 }
 
 
@@ -81,9 +90,21 @@ def unpack(frame) -> list:
     receiver acts on a half-valid message. Unknown types pass: receivers ignore them.
     """
     try:
-        message = msgpack.unpackb(frame, raw=False, use_list=True)
+        message = _unpackb(frame, raw=False)
     except Exception as e:  # noqa: BLE001 - msgpack raises several unrelated types on garbage
         raise ProtocolError(f"frame is not valid msgpack: {e}") from None
+    # Every frame of the hot path comes here: one exact-type check per field (msgpack makes only
+    # exact types), and the slow path only to say what is wrong.
+    if type(message) is list and message and type(message[0]) is int:
+        check = _CHECKS.get(message[0])
+        if check is None or check(message):
+            return message
+    _explain(message)
+    return message
+
+
+def _explain(message) -> None:
+    """Raise ProtocolError naming what is wrong with a decoded message that failed its check."""
     if not isinstance(message, list) or not message or type(message[0]) is not int:
         raise ProtocolError("frame is not a msgpack array starting with a message type")
     shape = SHAPES.get(message[0])
@@ -92,9 +113,40 @@ def unpack(frame) -> list:
             raise ProtocolError(f"{NAMES[message[0]]}: expected {len(shape)} fields, got {len(message) - 1}")
         for i, expected in enumerate(shape, 1):
             value = message[i]
-            if (type(value) is not int) if expected is _INT else not isinstance(value, expected):
+            if expected is _INT:
+                wrong = type(value) is not int
+            elif expected is _INTS:
+                wrong = type(value) is not list or any(type(v) is not int for v in value)
+            else:
+                wrong = not isinstance(value, expected)
+            if wrong:
                 raise ProtocolError(f"{NAMES[message[0]]}: field {i} has the wrong type ({type(value).__name__})")
-    return message
+
+
+def _check(shape: tuple):
+    """A function telling whether a message (a list) has ``shape``'s fields, with exact types."""
+    if _INTS in shape:
+        return lambda m: False  # checked element by element in _explain: a handback is rare
+    types = [(int,) if t is _INT else t if isinstance(t, tuple) else (t,) for t in shape]
+    n = len(types)
+    if n == 0:
+        return lambda m: True
+    if n == 1:
+        a, = types
+        return lambda m: len(m) > 1 and type(m[1]) in a
+    if n == 2:
+        a, b = types
+        return lambda m: len(m) > 2 and type(m[1]) in a and type(m[2]) in b
+    if n == 3:
+        a, b, c = types
+        return lambda m: len(m) > 3 and type(m[1]) in a and type(m[2]) in b and type(m[3]) in c
+    a, b, c, d, e = types  # INVOKE, the longest
+    return lambda m: (len(m) > 5 and type(m[1]) in a and type(m[2]) in b and type(m[3]) in c and type(m[4]) in d
+                      and type(m[5]) in e)
+
+
+_unpackb = msgpack.unpackb
+_CHECKS = {kind: _check(shape) for kind, shape in SHAPES.items()}
 
 
 def invoke(job: int, task: str, meta: dict, body: bytes | None, closed: bool) -> bytes:
@@ -131,6 +183,14 @@ def credit(job: int, nbytes: int) -> bytes:
 
 def meta(job: int, meta: dict) -> bytes:
     return pack([META, job, meta])
+
+
+def handback(jobs: list[int]) -> bytes:
+    return pack([HANDBACK, jobs])
+
+
+def options(handback_after: float) -> bytes:
+    return pack([OPTIONS, {"handback-after": float(handback_after)}])
 
 
 def grant(job: int, nbytes: int) -> bytes:

@@ -82,11 +82,11 @@ def _build(folder: Path, target: Host) -> None:
     # The library first: the executable links to it by name, found next to it ($ORIGIN).
     library_tmp = folder / f".{LIBRARY_NAME}.{os.getpid()}"
     _compile([*CXXFLAGS, "-fPIC", "-shared", f"-Wl,-soname,{LIBRARY_NAME}", "-I", str(INCLUDE),
-              str(HOST_SOURCES / "worker.cpp"), "-o", str(library_tmp), "-lzmq", "-ldl"])
+              str(HOST_SOURCES / "worker.cpp"), "-o", str(library_tmp), "-lzmq", "-ldl", "-pthread"])
     os.replace(library_tmp, target.library)
     executable_tmp = folder / f".{EXECUTABLE_NAME}.{os.getpid()}"
     _compile([*CXXFLAGS, str(HOST_SOURCES / "main.cpp"), "-o", str(executable_tmp), "-L", str(folder),
-              f"-l:{LIBRARY_NAME}", "-Wl,-rpath,$ORIGIN"])
+              f"-l:{LIBRARY_NAME}", "-Wl,-rpath,$ORIGIN", "-pthread"])
     os.replace(executable_tmp, target.executable)
 
 

@@ -13,7 +13,7 @@ import time
 import zmq
 
 from cocaine.core.plugin_api import check_endpoint, Code, get_number, only_keys, ProtocolError
-from cocaine.core.transport import NOBLOCK, send_frames
+from cocaine.core.transport import NOBLOCK, recv_frames, send_frames
 from cocaine.drivers import native_protocol
 from cocaine.drivers.common import SocketDriver
 from cocaine.drivers.native_protocol import WINDOW, pack
@@ -46,10 +46,10 @@ class NativeServer(SocketDriver):
 
     # -- receiving ----------------------------------------------------------------------------------
     def _on_readable(self) -> None:
-        recv = self.sock.recv_multipart
+        sock = self.sock
         while True:
             try:
-                frames = recv(zmq.NOBLOCK)
+                frames = recv_frames(sock)
             except zmq.Again:
                 return
             if len(frames) < 2:

@@ -17,6 +17,7 @@ import logging
 import zmq
 
 from cocaine.core.plugin_api import check_endpoint, get_int, get_str, only_keys
+from cocaine.core.transport import recv_frames
 from cocaine.drivers.common import Finished, SocketDriver, get_str_list
 
 log = logging.getLogger(__name__)
@@ -59,11 +60,11 @@ class MessageSource(SocketDriver):
         raise NotImplementedError
 
     def _on_readable(self) -> None:
-        recv = self.sock.recv_multipart
+        sock = self.sock
         limit = self.config["max-in-flight"]
         while self.in_flight < limit:
             try:
-                frames = recv(zmq.NOBLOCK)
+                frames = recv_frames(sock)
             except zmq.Again:
                 return
             self.received += 1

@@ -13,20 +13,25 @@ import os
 import sys
 import threading
 import time
+from collections import deque
 from types import ModuleType
 
 import zmq
 
 from cocaine.core import worker_protocol
 from cocaine.core.errors import Code, ProtocolError
-from cocaine.core.transport import send_frames
+from cocaine.core.transport import recv_frames, send_frames
 from cocaine.python import logs
 from cocaine.python.loader import become_runtime, load_module, runtime_arguments
 from cocaine.python.request import ChunkSource, Request, RequestCancelled, StreamedRequest
 from cocaine.python.response import Response
 
 EXIT_LOAD_FAILED = 3
+POLLIN = int(zmq.POLLIN)
 ENGINE_SILENCE_LIMIT = 3  # heartbeat intervals without a word from the engine before giving up
+#: Seconds without a job before the handback watchdog stops looking every handback-after and sleeps
+#: until a job starts: a busy worker never pays a thread wake-up per job, an idle one costs nothing.
+WATCHDOG_PARK_AFTER = 1.0
 
 
 class Handlers:
@@ -69,6 +74,13 @@ class PythonWorker:
     streamed request's handler counts as stuck once it has gone a heartbeat interval without taking
     a request chunk or producing a response chunk (waiting for the sender's next chunk, or for
     credit, is not stuck). While one is stuck, the worker holds all its output.
+
+    Handback (docs/pools.md): once the engine offers it (``options``), a watchdog thread hands the
+    engine back the whole requests still queued (``pending``) when the running job has run past
+    ``handback-after``. The main loop takes the next message from ``pending`` and marks a job started
+    under the same lock, so a job is either started here or handed back, never both. The watchdog
+    uses the socket only while a job runs, under that lock; the main loop takes it for every send.
+    A parked response resumed by a grant counts as running too: what waits behind it may go back.
     """
 
     def __init__(self, sock: zmq.Socket, handlers: Handlers, heartbeat: float) -> None:
@@ -91,11 +103,26 @@ class PythonWorker:
         self._poller.register(sock, zmq.POLLIN)
         self._poller.register(self._wake_r, zmq.POLLIN)
         self.logs: logs.LogForwarder | None = None  # the app's log records, sent with the next output
+        # Handback: messages received but not applied yet (the jobs not started), and who may
+        # touch them and the socket.
+        self.pending: deque[list] = deque()
+        self._guard = threading.Lock()  # taken directly on the hot path: cheaper than the Condition's own
+        self._state = threading.Condition(self._guard)  # the watchdog's, to sleep on
+        self.running_since: float | None = None  # when the job being run started
+        self.handback_after: float | None = None  # offered by the engine
+        self._watchdog: threading.Thread | None = None
+        self._parked = False  # the watchdog waits for a job to start
+        self._closing = False
 
     def run(self) -> None:
         try:
             self._serve()
         finally:
+            if self._watchdog is not None:
+                with self._state:
+                    self._closing = True
+                    self._state.notify()
+                self._watchdog.join()
             for stream in self.streams.values():  # no handler thread waits for chunks that will not come
                 stream.source.cancel(Code.UNAVAILABLE, "the worker is stopping")
             for parked in self.parked.values():
@@ -109,29 +136,103 @@ class PythonWorker:
         sock = self.sock
         sock.send(worker_protocol.hello(os.getpid()))
         heartbeat = self.heartbeat
+        only_sock = [(sock, POLLIN)]
         while True:
             # Until the next heartbeat is due; while a handler is stuck, look again now and then.
             wait = max(heartbeat / 10, self.last_sent + heartbeat - time.monotonic())
-            readable = self._wait(wait) if self.streams else sock.poll(wait * 1000)
+            # zmq_poll on a ready-made list: Socket.poll builds a Poller each call (9 against 3 us).
+            readable = self._wait(wait) if self.streams else zmq.zmq_poll(only_sock, int(wait * 1000))
             if readable:
                 self.last_heard = time.monotonic()
-                while True:
-                    try:
-                        frames = sock.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    for frame in frames:
-                        try:
-                            message = worker_protocol.unpack(frame)
-                        except ProtocolError as e:  # drop it, say so, serve on
-                            self.out.append(worker_protocol.log(logging.WARNING, f"dropped a bad message: {e}"))
-                            continue
-                        if not self.handle(message):
-                            self.flush()
-                            return
+                with self._guard:
+                    self._receive()
+                if not self._apply_pending():
+                    self.flush()
+                    return
             elif time.monotonic() - self.last_heard > ENGINE_SILENCE_LIMIT * heartbeat:
                 return  # the engine is gone
             self.flush()
+
+    def _receive(self) -> bool:
+        """Move what the engine sent into ``pending``; True if there was anything. Hold ``_guard``."""
+        sock = self.sock
+        pending = self.pending
+        received = False
+        while True:
+            try:
+                frames = recv_frames(sock)
+            except zmq.Again:
+                return received
+            received = True
+            for frame in frames:
+                try:
+                    pending.append(worker_protocol.unpack(frame))
+                except ProtocolError as e:  # drop it, say so, serve on
+                    self.out.append(worker_protocol.log(logging.WARNING, f"dropped a bad message: {e}"))
+
+    def _apply_pending(self) -> bool:
+        """Apply the pending messages in order; False when the worker must stop."""
+        pending = self.pending
+        guard = self._guard
+        handle = self.handle
+        monotonic = time.monotonic
+        invoke = worker_protocol.INVOKE
+        grant = worker_protocol.GRANT
+        while True:
+            with guard:
+                if not pending:
+                    self.running_since = None
+                    return True
+                message = pending.popleft()
+                # A grant may resume a parked response, whose handler then runs like a job's.
+                if (message[0] == invoke or message[0] == grant) and self.handback_after is not None:
+                    self.running_since = monotonic()  # from now on the job is this worker's to run
+                    if self._parked:
+                        self._parked = False
+                        self._state.notify()
+                else:
+                    self.running_since = None
+            if not handle(message):
+                return False
+
+    def _watch(self) -> None:
+        """The watchdog: hand back the whole requests queued behind a job that runs too long, and
+        any that arrive while it still runs (the engine sent them before it saw the job stall)."""
+        state = self._state
+        after = self.handback_after
+        idle_since = None
+        with state:
+            while not self._closing:
+                started = self.running_since
+                if started is None:
+                    now = time.monotonic()
+                    idle_since = idle_since or now
+                    if now - idle_since < WATCHDOG_PARK_AFTER:
+                        state.wait(after)
+                    else:
+                        self._parked = True
+                        state.wait()
+                        idle_since = None
+                    continue
+                idle_since = None
+                left = started + after - time.monotonic()
+                if left > 0:
+                    state.wait(left)
+                    continue
+                self._hand_back()
+                state.wait(after)
+
+    def _hand_back(self) -> None:
+        """Drop the whole requests not started yet and tell the engine. Hold ``_guard``. A streamed
+        request stays: its chunks came here and cannot be sent again."""
+        if self._receive():
+            self.last_heard = time.monotonic()  # what it read shows the engine alive, as the main loop's would
+        jobs = [m[1] for m in self.pending if m[0] == worker_protocol.INVOKE and m[5] is True]
+        if jobs:
+            kept = [m for m in self.pending if not (m[0] == worker_protocol.INVOKE and m[5] is True)]
+            self.pending.clear()
+            self.pending.extend(kept)
+            self.sock.send(worker_protocol.handback(jobs))
 
     def flush(self) -> None:
         """Send what is pending, or a heartbeat if nothing was sent for an interval; neither while a
@@ -142,11 +243,13 @@ class PythonWorker:
         if self.logs is not None and self.logs.pending:
             self.out.extend(self.logs.collect())
         if self.out:
-            send_frames(self.sock, self.out)
-            self.out.clear()  # in place: invoke() holds a reference to this list
+            with self._guard:  # the watchdog may be using the socket
+                send_frames(self.sock, self.out)
+                self.out.clear()  # in place: invoke() holds a reference to this list
             self.last_sent = now
         elif now - self.last_sent >= self.heartbeat:
-            self.sock.send(worker_protocol.HEARTBEAT_FRAME)
+            with self._guard:
+                self.sock.send(worker_protocol.HEARTBEAT_FRAME)
             self.last_sent = now
 
     def handle(self, message: list) -> bool:
@@ -193,7 +296,16 @@ class PythonWorker:
                 self.out.append(worker_protocol.error(job, Code.UNAVAILABLE, "the worker is stopping"))
             self.parked.clear()
             return False
+        elif kind == worker_protocol.OPTIONS:
+            self._offered(message[1])
         return True
+
+    def _offered(self, options: dict) -> None:
+        after = options.get("handback-after")
+        if type(after) in (int, float) and after > 0 and self._watchdog is None:
+            self.handback_after = float(after)
+            self._watchdog = threading.Thread(target=self._watch, name="handback", daemon=True)
+            self._watchdog.start()
 
     def invoke(self, job: int, task: str, meta: dict, body: bytes | None) -> None:
         out = self.out
@@ -202,7 +314,9 @@ class PythonWorker:
             return
         try:
             result = handler(Request(job, task, body, meta))
-            if result is None:
+            if type(result) is bytes:  # the common case first
+                out.append(worker_protocol.chunk(job, result))
+            elif result is None:
                 pass
             elif isinstance(result, (bytes, bytearray, memoryview, str)):
                 out.append(worker_protocol.chunk(job, _to_bytes(result)))
@@ -247,7 +361,7 @@ class PythonWorker:
     def _handler_for(self, job: int, task: str, meta: dict):
         """The handler to run the job with, or None once the job is answered with an error."""
         deadline = meta.get("deadline")
-        if type(deadline) in (int, float) and time.time() > deadline:
+        if deadline is not None and type(deadline) in (int, float) and time.time() > deadline:
             self.out.append(worker_protocol.error(job, Code.TIMEOUT, "deadline exceeded before the job started"))
             return None
         handler = self.handlers.get(task)

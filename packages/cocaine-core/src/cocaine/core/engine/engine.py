@@ -54,6 +54,7 @@ class Engine:
         self.forwarder = forwarder  # a cluster's: where engine.overflow "forward" sends what it cannot take
         self.forwarded = 0
         self.forwarding: set[Job] = set()  # forwarded jobs whose peer has not answered yet
+        self.handed_back_jobs = 0  # jobs workers gave back unstarted, run elsewhere
         self.reactor = Reactor(name=f"engine-{self.app}")
         self.state = "created"
         self.started_at: float | None = None
@@ -275,7 +276,7 @@ class Engine:
         if self.state != "running":
             return self._refuse(stats, job, f"app {self.app!r} is {self.state}")
         pool = self.pool
-        if pool.backing_off() and not pool.total:
+        if pool.broken_reason is not None and pool.backing_off() and not pool.total:
             wait = pool.retry_at - time.monotonic()
             return self._refuse(stats, job, f"app {self.app!r} is broken: {pool.broken_reason} "
                                             f"(next start attempt in {wait:.1f} s)")
@@ -313,10 +314,7 @@ class Engine:
             pass
 
     def _refuse(self, stats, job: Job, message: str) -> bool:
-        if self.manifest.engine.overflow == "forward" and self._forwardable(job) and self.forwarder.forward(
-                self, job, message):
-            self.forwarded += 1
-            self.forwarding.add(job)
+        if self._forward(job, message):
             stats.accepted += 1
             if job.deadline is not None:
                 self._watch_deadline(job)  # a peer that never answers still answers by the deadline
@@ -326,13 +324,22 @@ class Engine:
         job.responder.error(Code.UNAVAILABLE, message)
         return False
 
+    def _forward(self, job: Job, why: str) -> bool:
+        """Hand a job this node cannot run to a peer (overflow "forward"); False if it stays here."""
+        if self.manifest.engine.overflow == "forward" and self._forwardable(job) and self.forwarder.forward(
+                self, job, why):
+            self.forwarded += 1
+            self.forwarding.add(job)
+            return True
+        return False
+
     def _forwardable(self, job: Job) -> bool:
         """A peer can run this job for us: we are in a cluster, the job came from a client (not from a
-        peer: one hop at most, so never back), has a requester (not a timer's), and its whole
-        request is here (a streamed request's chunks arrive here)."""
+        peer: one hop at most, so never back) and has a requester (not a timer's). A streamed
+        request's further chunks follow it through the job's handle."""
         driver = self.drivers.get(job.task)
-        return (self.forwarder is not None and "forwarded-by" not in job.meta and driver is not None
-                and not driver.publishes and (job.handle is None or job.handle.closed))
+        return self.forwarder is not None and "forwarded-by" not in job.meta and driver is not None \
+            and not driver.publishes
 
     def forward_finished(self, job: Job, code: int | None = None, message: str = "") -> None:
         """The peer's final answer to a forwarded job (on the reactor; the forwarder relays chunks to
@@ -365,8 +372,11 @@ class Engine:
             pool.grow(len(queue))
 
     def _fail_queue(self, message: str) -> None:
+        """The app is broken: its queued jobs never ran, so a peer may run them (overflow "forward")."""
         while self.queue:
-            self.queue.popleft().fail(Code.UNAVAILABLE, message)
+            job = self.queue.popleft()
+            if not job.done and not self._forward(job, message):
+                job.fail(Code.UNAVAILABLE, message)
         if self.state == "stopping":
             self._maybe_finish_stop()
 
@@ -379,6 +389,14 @@ class Engine:
             self._retire_old_pools()
         if self.state == "stopping":
             self._maybe_finish_stop()
+
+    def handed_back(self, pool: WorkerPool, jobs: list[Job]) -> None:
+        """A worker's running job outlived the handback threshold and the worker gave back the jobs
+        queued behind it, unstarted: they go first, to another worker or a new one. They were
+        accepted, so queue-limit does not apply; a deadline still does (``_expire`` watches them)."""
+        self.handed_back_jobs += len(jobs)
+        self.queue.extendleft(reversed(jobs))
+        self.dispatch()
 
     def start_failed(self, pool: WorkerPool, reason: str, attempt: int, retry_in: float) -> None:
         """A worker could not start: if none can serve, answer the waiting jobs rather than hang them."""
@@ -491,7 +509,8 @@ class Engine:
                 "workers": [{"id": w.id, "pid": w.pid, "generation": w.generation, "state": w.state, "jobs": w.jobs,
                              "uptime": w.uptime} for w in figures.workers],
             },
-            "queue": {"depth": figures.queue_depth, "peak": figures.queue_peak, "limit": figures.queue_limit},
+            "queue": {"depth": figures.queue_depth, "peak": figures.queue_peak, "limit": figures.queue_limit,
+                      "handed-back": self.handed_back_jobs},
             "jobs": figures.jobs(),
             "tasks": {name: {"type": driver.name, **driver.info(), "stats": figures.tasks[name].to_json()}
                       for name, driver in self.drivers.items()},

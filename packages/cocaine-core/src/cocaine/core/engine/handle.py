@@ -36,7 +36,8 @@ class JobHandle:
     only from the reactor thread. ``withdraw(job)`` takes a job that has not reached a worker out of
     the engine's queue."""
 
-    __slots__ = ("withdraw", "job", "stream", "closed", "pending", "on_credit", "pool", "paced")
+    __slots__ = ("withdraw", "job", "stream", "closed", "pending", "on_credit", "pool", "paced", "remote",
+                 "streamed")
 
     def __init__(self, job: Job, withdraw: Callable[[Job], None], *, stream: bool,
                  on_credit: Callable[[int], None] | None, paced: bool = False) -> None:
@@ -48,6 +49,10 @@ class JobHandle:
         self.on_credit = on_credit
         self.pool: WorkerPool | None = None  # the pool of the worker running the job, once dispatched
         self.paced = paced  # the driver calls drained() as its client takes the response
+        #: Where the job runs when a cluster peer runs it (engine.overflow "forward"): takes the
+        #: request's further chunks, its end and a cancel (``push``, ``close``, ``cancel``).
+        self.remote = None
+        self.streamed = False  # it reached its worker before the request was complete
         job.handle = self
 
     @property
@@ -60,10 +65,12 @@ class JobHandle:
         job = self.job
         if self.closed or job.done or not data:
             return
-        if self.pool is None:
-            self.pending.append(data)
-        else:
+        if self.pool is not None:
             self.pool.send_to(job.worker, worker_protocol.chunk(job.id, data))
+        elif self.remote is not None:
+            self.remote.push(data)
+        else:
+            self.pending.append(data)
 
     def close(self) -> None:
         """The streamed request is complete."""
@@ -71,8 +78,12 @@ class JobHandle:
             return
         self.closed = True
         job = self.job
-        if self.pool is not None and not job.done:
+        if job.done:
+            return
+        if self.pool is not None:
             self.pool.send_to(job.worker, worker_protocol.end(job.id))
+        elif self.remote is not None:
+            self.remote.close()
 
     def drained(self, nbytes: int) -> None:
         """The driver passed ``nbytes`` more bytes of the response on to its client (a ``paced``
@@ -90,7 +101,9 @@ class JobHandle:
             return
         self.closed = True
         self.pending = []
-        if self.pool is None:
+        if self.remote is not None:
+            self.remote.cancel(code, message)
+        elif self.pool is None:
             self.withdraw(job)
         else:
             # The job keeps its place in the worker's credit until the worker answers it.
@@ -103,8 +116,12 @@ class JobHandle:
         far. Returns ``closed``."""
         self.pool = pool
         if self.pending:
-            self.job.body = b"".join(self.pending) if len(self.pending) > 1 else self.pending[0]
+            job = self.job
+            # The body the job was opened with (a native request's first chunk) comes first.
+            chunks = [job.body, *self.pending] if job.body else self.pending
+            job.body = b"".join(chunks) if len(chunks) > 1 else chunks[0]
             self.pending = []
+        self.streamed = not self.closed
         return self.closed
 
     def credited(self, nbytes: int) -> None:

@@ -41,32 +41,42 @@ class Job:
             return self.meta
         return {**self.meta, "deadline": time.time() + (self.deadline - time.monotonic())}
 
+    # chunk, end and fail run for every job: each calls its responder inline, in a try of its own.
     def chunk(self, data: bytes) -> None:
         if not self.done:
-            self._call(self.responder.chunk, data)
+            try:
+                self.responder.chunk(data)
+            except Exception:  # noqa: BLE001 - logged with its traceback
+                self._failed()
 
     def reply_meta(self, meta: dict[str, Any]) -> None:
         """The handler's response metadata, for a responder that takes it (``meta``; others ignore it)."""
         if not self.done:
             method = getattr(self.responder, "meta", None)
             if method is not None:
-                self._call(method, meta)
+                try:
+                    method(meta)
+                except Exception:  # noqa: BLE001 - logged with its traceback
+                    self._failed()
 
     def end(self) -> None:
         if not self.done:
             self.done = True
             self.stats.finished(self.accepted_at, None)
-            self._call(self.responder.end)
+            try:
+                self.responder.end()
+            except Exception:  # noqa: BLE001 - logged with its traceback
+                self._failed()
 
     def fail(self, code: int, message: str) -> None:
         if not self.done:
             self.done = True
             self.stats.finished(self.accepted_at, int(code))
-            self._call(self.responder.error, int(code), message)
+            try:
+                self.responder.error(int(code), message)
+            except Exception:  # noqa: BLE001 - logged with its traceback
+                self._failed()
 
-    def _call(self, method, *args) -> None:
+    def _failed(self) -> None:
         # A broken responder (a driver bug) must not break the engine's bookkeeping for other jobs.
-        try:
-            method(*args)
-        except Exception:
-            log.exception("job %s of task %s: responder failed", self.id, self.task)
+        log.exception("job %s of task %s: responder failed", self.id, self.task)

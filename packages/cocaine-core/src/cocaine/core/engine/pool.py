@@ -24,7 +24,8 @@ from cocaine.core.engine.output import READER, OutputReader, OutputWatch
 from cocaine.core.errors import Code, ProtocolError
 from cocaine.core.languages import Language
 from cocaine.core.manifest import EngineConfig
-from cocaine.core.transport import NOBLOCK, send_frames
+from cocaine.core.transport import NOBLOCK, recv_frames, send_frames
+from cocaine.core.worker_protocol import HANDBACK
 
 if TYPE_CHECKING:
     from cocaine.core.engine.job import Job
@@ -34,6 +35,9 @@ log = logging.getLogger(__name__)
 
 #: A worker whose oldest job has run this long gets no more jobs while it could hold them hostage.
 STALL_AFTER = 0.1
+#: Sent after a worker's hello: a worker whose running job has run this long hands back the jobs it
+#: has not started (docs/pools.md). The same as STALL_AFTER: from then on the worker gets no new jobs.
+OPTIONS_FRAME = worker_protocol.options(STALL_AFTER)
 #: Spawn retries after failed starts back off exponentially from BACKOFF_FIRST up to BACKOFF_MAX.
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 30.0
@@ -83,6 +87,9 @@ class PoolListener(Protocol):
 
     def capacity_freed(self, pool: WorkerPool) -> None:
         """Credit was freed or a worker lost: queued jobs may go, a drained pool may close."""
+
+    def handed_back(self, pool: WorkerPool, jobs: list[Job]) -> None:
+        """A worker gave back ``jobs``, in their order, never started: they are to run elsewhere."""
 
     def start_failed(self, pool: WorkerPool, reason: str, attempt: int, retry_in: float) -> None: ...
 
@@ -161,12 +168,15 @@ class WorkerPool:
         gets nothing more, so no queued job waits behind it while the engine could wait for another."""
         best = None
         best_load = self.config.concurrency
-        stalled_before = self.clock() - STALL_AFTER
+        stalled_before = None  # the clock is read only if a busy worker is a candidate
         for worker in self.workers.values():
             load = len(worker.jobs)
             if load < best_load and worker.ready:
-                if load and next(iter(worker.jobs.values())).dispatched_at < stalled_before:
-                    continue
+                if load:
+                    if stalled_before is None:
+                        stalled_before = self.clock() - STALL_AFTER
+                    if next(iter(worker.jobs.values())).dispatched_at < stalled_before:
+                        continue
                 best, best_load = worker, load
                 if load == 0:
                     break
@@ -228,7 +238,14 @@ class WorkerPool:
         worker.jobs[job.id] = job
         handle = job.handle
         closed = True if handle is None else handle.dispatching(self)
-        self._send(worker, worker_protocol.invoke(job.id, job.task, job.worker_meta(), job.body, closed))
+        meta = job.meta if job.deadline is None else job.worker_meta()
+        # _send, inline: this runs for every job
+        frame = worker_protocol.invoke(job.id, job.task, meta, job.body, closed)
+        frames = self.outbox.get(worker)
+        if frames is None:
+            self.outbox[worker] = [worker.identity, frame]
+        else:
+            frames.append(frame)
 
     def send_to(self, worker: PooledWorker, frame: bytes) -> None:
         """Queue one protocol message for ``worker``; it leaves with this reactor round's batch."""
@@ -257,25 +274,31 @@ class WorkerPool:
 
     # -- receiving --------------------------------------------------------------------------------
     def _on_readable(self) -> None:
-        recv = self.sock.recv_multipart
+        sock = self.sock
         workers = self.workers
         now = self.clock()
         freed = False
         while True:
             try:
-                frames = recv(zmq.NOBLOCK)
+                frames = recv_frames(sock)
             except zmq.Again:
                 break
             worker = workers.get(frames[0]) or self.exiting.get(frames[0])
             if worker is None:
                 continue  # a worker already gone
-            worker.last_seen = now
+            busy = bool(worker.jobs)
             for frame in frames[1:]:
                 try:
-                    freed |= self._handle(worker, worker_protocol.unpack(frame))
+                    message = worker_protocol.unpack(frame)
+                    # A handback comes from a worker's watchdog, not from the loop that runs its
+                    # handlers: it is no sign that a hung handler lives.
+                    if message[0] != HANDBACK:
+                        worker.last_seen = now
+                    freed |= self._handle(worker, message)
                 except (ProtocolError, IndexError, TypeError, ValueError) as e:
+                    worker.last_seen = now
                     log.warning("app %s: worker %s sent a bad message: %s", self.app, worker.id, e)
-            if not worker.jobs:
+            if busy and not worker.jobs:  # idle from its last answer on; a heartbeat is not work
                 worker.idle_since = now
         if freed:
             self.listener.capacity_freed(self)
@@ -323,12 +346,15 @@ class WorkerPool:
                             cause=exits.PROTOCOL_ERROR)
                 return False
             worker.ready = True
+            self._send(worker, OPTIONS_FRAME)  # before any invoke: the batch keeps its order
             self.failed_in_a_row = 0
             self.broken_reason = None
             self.listener.worker_ready(self, worker)
             return True
         if kind == worker_protocol.HEARTBEAT:
             return False
+        if kind == HANDBACK:
+            return self._take_back(worker, message[1])
         if kind == worker_protocol.LOG:
             level, text = message[1], message[2]
             if level >= logging.ERROR:
@@ -337,6 +363,30 @@ class WorkerPool:
             return False
         log.warning("app %s: worker %s sent unknown message type %r", self.app, worker.id, kind)
         return False
+
+    def _take_back(self, worker: PooledWorker, ids: list[int]) -> bool:
+        """The worker dropped these jobs unstarted and will never run them (docs/protocol.md): they
+        leave its credit and go back to the engine, to run elsewhere. A job already answered (its
+        deadline passed, it was cancelled) only frees its credit."""
+        jobs = []
+        for job_id in ids:
+            job = worker.jobs.pop(job_id, None)
+            if job is None or job.done:
+                continue
+            handle = job.handle
+            if handle is not None and handle.streamed:
+                # Its request chunks went to this worker: they cannot be sent again. A worker never
+                # hands such a job back; if one does, the job still gets its one answer.
+                job.fail(Code.SERVER, f"worker {worker.id} handed back a streamed request")
+                continue
+            job.worker = None
+            if handle is not None:
+                handle.pool = None
+            jobs.append(job)
+        if jobs:
+            log.debug("app %s: worker %s handed back %d jobs", self.app, worker.id, len(jobs))
+            self.listener.handed_back(self, jobs)
+        return True
 
     # -- liveness and size ------------------------------------------------------------------------
     def _check(self) -> None:

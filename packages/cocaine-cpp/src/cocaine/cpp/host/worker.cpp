@@ -20,12 +20,15 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <typeinfo>
 #include <unordered_map>
 #include <utility>
@@ -60,7 +63,7 @@ namespace msgpack = cocaine::msgpack;
 
 // Message types and constants of protocol version 1 (docs/protocol.md).
 enum Kind : uint64_t { HELLO = 1, HEARTBEAT = 2, TERMINATE = 3, INVOKE = 4, CHUNK = 5, END = 6, ERROR = 7, LOG = 8, CREDIT = 9,
-                       META = 10, GRANT = 13 };
+                       META = 10, HANDBACK = 11, OPTIONS = 12, GRANT = 13 };
 constexpr uint64_t protocol_version = 1;
 constexpr uint64_t app_error_code = 502;
 constexpr uint64_t timeout_code = 504;
@@ -71,6 +74,9 @@ constexpr int exit_load_failed = 3;
 constexpr int exit_transport_failed = 4;
 constexpr int engine_silence_limit = 3;  // heartbeat intervals without a word from the engine
 constexpr auto batch_delay = std::chrono::milliseconds(1);  // how long replies may wait for a batch
+// Without a job for this long, the handback watchdog stops looking every handback-after and sleeps
+// until a job starts: a busy worker never pays a thread wake-up per job, an idle one costs nothing.
+constexpr auto watchdog_park_after = std::chrono::seconds(1);
 
 // Messages carry text as msgpack str, which the engine decodes as UTF-8 (and drops the frame if it
 // cannot): an exception's what() may hold anything, so invalid bytes become '?'.
@@ -184,6 +190,11 @@ private:
     bool body_read_ = false;
 };
 
+// Handback (docs/pools.md): once the engine offers it, a watchdog thread hands back the whole
+// requests queued behind a job that has run past handback-after. The main loop holds mutex_ all the
+// time except while a handler's own code runs (JobIo takes it back for each call), so the watchdog
+// reads the socket and the queue only then: a job is either taken from the queue and started, or
+// handed back, never both.
 class Worker {
 public:
     Worker(const cocaine_zmq_api& zmq, void* sock, double heartbeat_seconds)
@@ -204,6 +215,8 @@ public:
     }
 
     int serve() {
+        std::unique_lock<std::mutex> lock(mutex_);
+        held_ = &lock;
         out_.push_back(frame(HELLO, protocol_version, static_cast<uint64_t>(getpid())));
         flush();
         while (!stopping_) {
@@ -213,17 +226,36 @@ public:
             }
             std::shared_ptr<Job> job = std::move(queue_.front());
             queue_.pop_front();
+            running_since_ = Clock::now();
+            running_ = true;
+            if (parked_) {
+                parked_ = false;
+                wake_.notify_one();
+            }
             run(*job);
+            running_ = false;
             jobs_.erase(job->id);
         }
         flush();
+        if (watchdog_.joinable()) {
+            closing_ = true;
+            wake_.notify_one();
+            lock.unlock();
+            watchdog_.join();
+        }
         return 0;
     }
 
+    std::mutex& mutex() { return mutex_; }
+
     // The next chunk of `job`'s request, pumping the socket while the engine still streams it;
-    // each chunk taken of a streamed request is credited to the engine (flow control).
+    // each chunk taken of a streamed request is credited to the engine (flow control). The socket is
+    // the main loop's here: it hands back what waits behind a long request itself.
     bool next_chunk(Job& job, std::string& chunk) {
-        while (job.chunks.empty() && !job.closed && !stopping_) pump();
+        while (job.chunks.empty() && !job.closed && !stopping_) {
+            pump();
+            if (handback_due()) hand_back();
+        }
         if (!job.closed && job.chunks.empty()) cancel(job, unavailable_code, "the worker is stopping");
         if (job.cancelled) throw cocaine::Aborted();
         if (job.chunks.empty()) return false;
@@ -236,9 +268,13 @@ public:
     // A chunk is held back until the job writes the next one, waits for input or flushes, so the
     // replies to a batch of quick jobs leave together in one message (docs/cpp.md). A job whose
     // response has no credit left waits for the engine's grant, pumping the socket (its client is
-    // behind); a chunk may overdraw the credit.
+    // behind); a chunk may overdraw the credit. The socket is the main loop's while it waits, so it
+    // hands back what waits behind the job itself, as next_chunk does.
     void write_chunk(Job& job, std::string_view data) {
-        while (job.credit <= 0 && !job.cancelled && !stopping_) pump();
+        while (job.credit <= 0 && !job.cancelled && !stopping_) {
+            pump();
+            if (handback_due()) hand_back();
+        }
         if (job.credit <= 0 && !job.cancelled) cancel(job, unavailable_code, "the worker is stopping");
         if (job.cancelled) throw cocaine::Aborted();
         job.credit -= static_cast<int64_t>(data.size());
@@ -311,7 +347,10 @@ private:
         if (Clock::now() - batch_started_ > batch_delay) flush();
         JobIo io(*this, job);
         try {
-            found->second(io, io);
+            {
+                Unlocked unlocked(*held_);  // the handler's own code runs without the lock
+                found->second(io, io);
+            }
             send_meta(job);
             out_.push_back(frame(END, job.id));
         } catch (const cocaine::Aborted& e) {
@@ -322,6 +361,75 @@ private:
         } catch (...) {
             fail(job, "unknown exception");
         }
+    }
+
+    // Releases the main loop's lock for a scope, and takes it back even when the scope throws.
+    struct Unlocked {
+        explicit Unlocked(std::unique_lock<std::mutex>& lock) : lock_(lock) { lock_.unlock(); }
+        ~Unlocked() { lock_.lock(); }
+        std::unique_lock<std::mutex>& lock_;
+    };
+
+    bool handback_due() const {
+        return running_ && handback_after_ > Clock::duration::zero() && Clock::now() - running_since_ >= handback_after_;
+    }
+
+    void watch() {
+        std::unique_lock<std::mutex> lock(mutex_);
+        auto idle_since = Clock::now();
+        while (!closing_) {
+            if (running_) {
+                idle_since = Clock::now();
+            } else if (Clock::now() - idle_since < watchdog_park_after) {
+                wake_.wait_for(lock, handback_after_);
+                continue;
+            } else {
+                parked_ = true;
+                wake_.wait(lock);
+                idle_since = Clock::now();
+                continue;
+            }
+            if (!handback_due()) {
+                wake_.wait_until(lock, running_since_ + handback_after_);
+            } else {
+                hand_back();
+                // Later invokes (sent before the engine saw the job stall) go back too.
+                wake_.wait_for(lock, handback_after_);
+            }
+        }
+    }
+
+    // Drop the whole requests not started yet and tell the engine, in a message of its own. Hold
+    // mutex_. A streamed request stays: its chunks came here and cannot be sent again.
+    void hand_back() {
+        drain();
+        std::vector<uint64_t> ids;
+        for (auto it = queue_.begin(); it != queue_.end();) {
+            Job& job = **it;
+            if (job.streamed || job.cancelled) {
+                ++it;
+                continue;
+            }
+            ids.push_back(job.id);
+            jobs_.erase(job.id);
+            it = queue_.erase(it);
+        }
+        if (ids.empty()) return;
+        std::string f;
+        msgpack::Writer w(f);
+        w.array(2);
+        w.uinteger(HANDBACK);
+        w.array(ids.size());
+        for (uint64_t id : ids) w.uinteger(id);
+        while (zmq_.send(sock_, f.data(), f.size(), 0) < 0 && errno == EINTR) {
+        }
+    }
+
+    void on_options(const Value& options) {
+        const Value* after = options.find("handback-after");
+        if (!after || !after->is_number() || after->as_double() <= 0 || watchdog_.joinable()) return;
+        handback_after_ = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(after->as_double()));
+        watchdog_ = std::thread([this] { watch(); });
     }
 
     void fail(Job& job, const std::string& message) {
@@ -379,6 +487,7 @@ private:
             case ERROR: return on_cancel(fields.at(1).as_uint(), fields.at(2).as_uint(), fields.at(3).as_string());
             case GRANT: return on_grant(fields.at(1).as_uint(), fields.at(2).as_uint());
             case TERMINATE: stopping_ = true; return;
+            case OPTIONS: return on_options(fields.at(1));
             default: return;  // heartbeat, or a type from a later version
             }
         } catch (const std::exception& e) {
@@ -441,9 +550,23 @@ private:
     std::unordered_map<uint64_t, std::shared_ptr<Job>> jobs_;  // queued or running
     std::deque<std::shared_ptr<Job>> queue_;                    // not started yet, in arrival order
     std::vector<std::string> out_;                              // frames of the next message
+    // Handback (see the class comment).
+    std::mutex mutex_;
+    std::unique_lock<std::mutex>* held_ = nullptr;  // the main loop's hold on mutex_
+    std::condition_variable wake_;
+    std::thread watchdog_;
+    Clock::duration handback_after_{};  // zero until the engine offers handback
+    Clock::time_point running_since_;
+    bool running_ = false;
+    bool parked_ = false;  // the watchdog waits for a job to start
+    bool closing_ = false;
 };
 
-bool JobIo::read(std::string& chunk) { return worker_.next_chunk(job_, chunk); }
+// A handler calls these without the worker's lock (Worker::run): each takes it.
+bool JobIo::read(std::string& chunk) {
+    std::lock_guard<std::mutex> lock(worker_.mutex());
+    return worker_.next_chunk(job_, chunk);
+}
 
 const std::string& JobIo::body() {
     if (!body_read_) {
@@ -454,11 +577,18 @@ const std::string& JobIo::body() {
     return body_;
 }
 
-void JobIo::write(const char* data, std::size_t size) { worker_.write_chunk(job_, std::string_view(data, size)); }
+void JobIo::write(const char* data, std::size_t size) {
+    std::lock_guard<std::mutex> lock(worker_.mutex());
+    worker_.write_chunk(job_, std::string_view(data, size));
+}
 
-void JobIo::flush() { worker_.flush(); }
+void JobIo::flush() {
+    std::lock_guard<std::mutex> lock(worker_.mutex());
+    worker_.flush();
+}
 
 void JobIo::status(int code) {
+    std::lock_guard<std::mutex> lock(worker_.mutex());
     if (job_.meta_sent) return;  // the head is out: too late
     if (code < 100 || code > 999) throw std::invalid_argument("status " + std::to_string(code) + " is not an HTTP status");
     job_.has_meta = true;
@@ -466,6 +596,7 @@ void JobIo::status(int code) {
 }
 
 void JobIo::header(std::string_view name, std::string_view value) {
+    std::lock_guard<std::mutex> lock(worker_.mutex());
     if (job_.meta_sent) return;
     job_.has_meta = true;
     job_.headers.emplace_back(name, value);

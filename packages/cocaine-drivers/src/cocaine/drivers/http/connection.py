@@ -222,7 +222,7 @@ class Connection:
     # The request path is the product's speed: these run for every request, so they do little.
     def on_message_begin(self) -> None:
         self.phase = HEAD
-        self.since = time.monotonic()
+        self.since = self.server.now
         self.url = b""
         self.fields = []
         self.head_size = 0
@@ -236,7 +236,13 @@ class Connection:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.fields.append((name, value))
-        self._grew(len(name) + len(value) + 4)  # "name: value\r\n"
+        # _grew, inline: this runs for every header of every request
+        size = len(name) + len(value) + 4  # "name: value\r\n"
+        self.progressed = True
+        self.consumed += size
+        self.head_size += size
+        if self.head_size > self.max_head:
+            raise Refused(431, "request head too large")
 
     def _grew(self, size: int) -> None:
         self.progressed = True
@@ -254,7 +260,7 @@ class Connection:
         exchange = self.current = Exchange(self, method == "HEAD", parser.should_keep_alive(), version == "1.0")
         self.exchanges.append(exchange)
         self.phase = BODY
-        self.since = time.monotonic()
+        self.since = self.server.now
         url = self.url
         if url[:1] == b"/":  # origin form, as nearly every request
             path, _, query = url.partition(b"?")
@@ -287,7 +293,7 @@ class Connection:
         self.body_size += len(data)
         if self.body_size > self.max_body:
             raise Refused(413, f"body above {self.max_body} bytes")
-        self.since = time.monotonic()
+        self.since = self.server.now
         if not self.streamed:
             self.body.append(data)
             return
@@ -461,7 +467,7 @@ class Connection:
                     exchanges.clear()
                 elif not exchanges and self.current is None and not self.closing:
                     self.phase = IDLE
-                    self.since = time.monotonic()
+                    self.since = self.server.now
         except Abort:
             self._reset("the response failed after it started")
             return

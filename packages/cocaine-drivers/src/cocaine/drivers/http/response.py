@@ -83,12 +83,31 @@ def _header_bytes(part) -> bytes:
 def head(status: int, headers: bytes, framing: bytes, keep_alive: bool, http10: bool) -> bytes:
     """The status line and header block. ``framing`` is the Content-Length or Transfer-Encoding
     line (or nothing); ``headers`` the handler's lines."""
+    key = (status, headers, keep_alive, http10)
+    parts = _heads.get(key)
+    if parts is None:
+        parts = _head_parts(*key)
+        if len(_heads) < HEAD_CACHE and len(headers) <= HEAD_CACHE_LINES:
+            _heads[key] = parts
+    return b"".join((parts[0], date_header(), framing, parts[1]))
+
+
+#: Heads seen most (an app answers with a few statuses and header sets) are built once; a head
+#: with per-request values (a cookie, an ETag) is built each time once the cache is full. The
+#: cache holds at most HEAD_CACHE heads of at most HEAD_CACHE_LINES bytes of handler headers.
+HEAD_CACHE = 256
+HEAD_CACHE_LINES = 1024
+_heads: dict[tuple, tuple[bytes, bytes]] = {}
+
+
+def _head_parts(status: int, headers: bytes, keep_alive: bool, http10: bool) -> tuple[bytes, bytes]:
+    """The status line, and what follows the Date and framing lines: Connection, the handler's
+    headers (with a default Content-Type) and the blank line."""
     connection = b"" if keep_alive != http10 else (b"Connection: keep-alive\r\n" if keep_alive
                                                      else b"Connection: close\r\n")
     if b"content-type:" not in headers.lower():
         headers += b"Content-Type: application/octet-stream\r\n"
-    return b"".join((b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, b"Unknown")), date_header(),
-                     framing, connection, headers, b"\r\n"))
+    return b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, b"Unknown")), connection + headers + b"\r\n"
 
 
 def error_response(status: int, keep_alive: bool, http10: bool, is_head: bool = False) -> bytes:

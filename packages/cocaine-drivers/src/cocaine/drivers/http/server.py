@@ -51,6 +51,9 @@ class HttpServer(TcpServer):
         self.counters = dict.fromkeys(("connections", "requests", "streamed", "errors", "refused", "timed-out",
                                        "client-gone", "too-slow", "bytes-out"), 0)
         self.dirty: list[Connection] = []
+        # The clock of the connections' timeouts, read once per wake-up rather than per request:
+        # timeouts are whole seconds, checked by the sweep at most once a second.
+        self.now = time.monotonic()
         config = self.config
         self.limits = {IDLE: config["keepalive-timeout"], HEAD: config["header-timeout"], BODY: config["body-timeout"]}
         self.sweep_every = min(SWEEP_MAX, *(limit / 4 for limit in self.limits.values()))
@@ -67,6 +70,7 @@ class HttpServer(TcpServer):
         connection.start()
 
     def _on_events(self) -> None:
+        self.now = time.monotonic()
         connections = self.connections
         for fd, events in self.poller.poll(0, EVENTS_PER_WAKE):
             connection = connections.get(fd)
@@ -75,6 +79,8 @@ class HttpServer(TcpServer):
 
     def _flush(self) -> None:
         dirty = self.dirty
+        if dirty:
+            self.now = time.monotonic()
         while dirty:
             batch, self.dirty = dirty, []
             for connection in batch:
@@ -82,7 +88,7 @@ class HttpServer(TcpServer):
             dirty = self.dirty
 
     def _sweep(self) -> None:
-        now = time.monotonic()
+        now = self.now = time.monotonic()
         limits = self.limits
         for connection in list(self.connections.values()):
             limit = limits.get(connection.phase)

@@ -7,6 +7,8 @@
 //
 // Jobs run concurrently: each invoke calls its handler at once, so async handlers overlap, and a
 // handler that blocks the event loop blocks heartbeats too (the engine then ends it, as it should).
+// So no job ever waits here unstarted behind a long one, and this worker never needs the engine's
+// handback offer (the `options` message, ignored like any message it does not use).
 'use strict';
 
 const { parseArgs } = require('node:util');

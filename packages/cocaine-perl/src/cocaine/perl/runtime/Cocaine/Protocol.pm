@@ -4,7 +4,7 @@ package Cocaine::Protocol;
 #
 # The frames a worker sends are encoded by hand. Data::MessagePack packs every Perl string alike
 # (all bin, or with ->utf8 all str) while the protocol wants chunks as bin and text as str, and it
-# packs integers above 2**31 as floats unless asked otherwise. Six frames are a few lines, and they
+# packs integers above 2**31 as floats unless asked otherwise. Each frame is a line or a few, and they
 # match tests/vectors/protocol.json byte for byte.
 use strict;
 use warnings;
@@ -24,13 +24,15 @@ use constant {
     MSG_LOG       => 8,
     MSG_CREDIT    => 9,
     MSG_META      => 10,
+    MSG_HANDBACK  => 11,
+    MSG_OPTIONS   => 12,
     MSG_GRANT     => 13,
     RESPONSE_WINDOW => 256 * 1024,    # bytes of a job's response it may send beyond the engine's grants
 };
 
 our @EXPORT_OK = qw(PROTOCOL_VERSION MSG_HELLO MSG_HEARTBEAT MSG_TERMINATE MSG_INVOKE MSG_CHUNK MSG_END MSG_ERROR MSG_LOG
-    MSG_CREDIT MSG_META MSG_GRANT RESPONSE_WINDOW decode hello_frame heartbeat_frame chunk_frame end_frame error_frame log_frame credit_frame
-    meta_frame bytes_of);
+    MSG_CREDIT MSG_META MSG_HANDBACK MSG_OPTIONS MSG_GRANT RESPONSE_WINDOW decode hello_frame heartbeat_frame chunk_frame
+    end_frame error_frame log_frame credit_frame meta_frame handback_frame bytes_of);
 
 my $unpacker = Data::MessagePack->new;
 
@@ -99,6 +101,7 @@ sub end_frame       { "\x92" . _uint(MSG_END) . _uint($_[0]) }
 sub error_frame     { "\x94" . _uint(MSG_ERROR) . _uint($_[0]) . _uint($_[1]) . _str($_[2]) }
 sub log_frame       { "\x93" . _uint(MSG_LOG) . _uint($_[0]) . _str($_[1]) }
 sub credit_frame    { "\x93" . _uint(MSG_CREDIT) . _uint($_[0]) . _uint($_[1]) }
+sub handback_frame  { "\x92" . _uint(MSG_HANDBACK) . _array(scalar @_) . join('', map { _uint($_) } @_) }
 
 # [10, job, {"status": S, "headers": [[name, value], ...]}]: the keys in that order (a fixmap of 2)
 sub meta_frame {
