@@ -21,7 +21,7 @@ import time
 import msgpack
 import pytest
 import zmq
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from zmq.utils.monitor import recv_monitor_message
 
@@ -77,6 +77,7 @@ management_frames = st.lists(
 # -- in process -----------------------------------------------------------------------------------
 @IN_PROCESS
 @given(st.binary(max_size=200) | messages.map(worker_protocol.pack))
+@example(b"\x92\x0b\x90")  # [11, []]: a handback, whose field is an array of job ids
 def test_unpack_returns_a_checked_message_or_raises_protocol_error(frame):
     try:
         message = worker_protocol.unpack(frame)
@@ -84,7 +85,13 @@ def test_unpack_returns_a_checked_message_or_raises_protocol_error(frame):
         return
     assert type(message[0]) is int
     for i, expected in enumerate(worker_protocol.SHAPES.get(message[0], ()), 1):
-        assert (type(message[i]) is int) if expected == "int" else isinstance(message[i], expected)
+        value = message[i]
+        if expected == "int":
+            assert type(value) is int
+        elif expected == "ints":  # a handback's job ids
+            assert type(value) is list and all(type(v) is int for v in value)
+        else:
+            assert isinstance(value, expected)
 
 
 @pytest.fixture
