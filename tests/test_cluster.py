@@ -418,6 +418,20 @@ def test_records_publish_endpoints_that_other_hosts_can_reach(bound, published):
 
 
 # -- server-side forwarding ---------------------------------------------------------------------------
+def seen_on_every_node(cluster, app: str = "full", seen_by=None) -> None:
+    """Wait until the app runs on every node in the view of ``seen_by`` (default: every node)."""
+    names = {f"node-{i}" for i in range(len(cluster))}
+    wait_for(lambda: all(set(node.cluster()["apps"].get(app, {})) == names for node in seen_by or cluster),
+             timeout=10, message=f"the app {app!r} on every node in the view of {len(seen_by or cluster)} node(s)")
+
+
+def ready_on_every_node(cluster, app: str = "full", seen_by=None) -> None:
+    """Wait for an idle worker of the app on every node, then as :func:`seen_on_every_node`."""
+    wait_for(lambda: all(node.running(app) and node.info(app)["pool"]["idle"] == 1 for node in cluster),
+             timeout=15, message="a ready worker on every node")
+    seen_on_every_node(cluster, app, seen_by)
+
+
 def burst(zmq_context, address: str, count: int, body: bytes, timeout: float = 20.0) -> list[list[bytes]]:
     """``count`` requests at once on one DEALER; the replies, in arrival order."""
     sock = zmq_context.socket(zmq.DEALER)
@@ -441,10 +455,7 @@ def test_overflow_forward_sends_what_a_full_node_cannot_take_to_its_least_loaded
     # One worker taking one job at a time and a queue of one: each node takes two requests at once.
     a.create("full", app_manifest(tmp_path, pool_limit=1, pool_min=1, concurrency=1, queue_limit=1,
                                   overflow="forward"))
-    wait_for(lambda: all(node.running("full") and node.info("full")["pool"]["idle"] == 1 for node in cluster),
-             timeout=15, message="a ready worker on every node")
-    wait_for(lambda: all(set(node.cluster()["apps"].get("full", {})) == {"node-0", "node-1", "node-2"}
-                         for node in cluster), timeout=10, message="every record showing the app")
+    ready_on_every_node(cluster)
     replies = burst(zmq_context, a.endpoint(PORT + 1), 6, b"1.0")
     assert replies == [[b"ok", b"done"]] * 6, replies  # 2 here, 2 on each peer
     info = a.info("full")
@@ -466,10 +477,7 @@ def test_a_request_forwarded_to_a_node_that_is_killed_fails_with_an_error_naming
     a, b, c = cluster
     a.create("full", app_manifest(tmp_path, pool_limit=1, pool_min=1, concurrency=1, queue_limit=1,
                                   overflow="forward"))
-    wait_for(lambda: all(node.running("full") and node.info("full")["pool"]["idle"] == 1 for node in cluster),
-             timeout=15, message="a ready worker on every node")
-    wait_for(lambda: set(a.cluster()["apps"].get("full", {})) == {"node-0", "node-1", "node-2"}, timeout=10,
-             message="node-0 seeing the app on every node")
+    ready_on_every_node(cluster, seen_by=[a])
     sock = zmq_context.socket(zmq.DEALER)
     sock.linger = 0
     sock.connect(a.endpoint(PORT + 1))
@@ -510,8 +518,7 @@ def test_overflow_forward_sends_what_reaches_a_broken_app_to_a_peer(cluster, tmp
     a.create("full", manifest(python_app(tmp_path, code), {"echo": {"type": "zeromq-server", "endpoint": f"tcp://*:{PORT}"}},
                               pool_limit=1, fork_server=False, overflow="forward"))
     wait_for(lambda: all(node.running("full") for node in (b, c)), timeout=15, message="the app running on the peers")
-    wait_for(lambda: set(a.cluster()["apps"].get("full", {})) == {"node-0", "node-1", "node-2"}, timeout=10,
-             message="node-0 seeing the app on every node")
+    seen_on_every_node(cluster, seen_by=[a])
     # The first request makes node-0 start a worker, which dies: the request, queued meanwhile, and
     # those refused while the pool backs off, all run on the peers.
     replies = burst(zmq_context, a.endpoint(PORT), 5, b"x")
@@ -533,10 +540,7 @@ def test_overflow_refuse_is_the_default_even_in_a_cluster(cluster, tmp_path, zmq
 def test_overflow_forward_sends_what_reaches_a_stopping_app_to_a_peer(cluster, tmp_path, zmq_context):
     a, b, c = cluster
     a.create("full", app_manifest(tmp_path, pool_limit=1, pool_min=1, concurrency=1, overflow="forward"))
-    wait_for(lambda: all(node.running("full") and node.info("full")["pool"]["idle"] == 1 for node in cluster),
-             timeout=15, message="a ready worker on every node")
-    wait_for(lambda: set(a.cluster()["apps"].get("full", {})) == {"node-0", "node-1", "node-2"}, timeout=10,
-             message="node-0 seeing the app on every node")
+    ready_on_every_node(cluster, seen_by=[a])
     sock = zmq_context.socket(zmq.DEALER)
     sock.linger = 0
     sock.connect(a.endpoint(PORT + 1))
@@ -593,10 +597,7 @@ def test_overflow_forward_works_on_the_native_and_http_servers(cluster, tmp_path
     handler = "slow" if driver == "native-server" else "web"
     a.create("full", manifest(python_app(tmp_path, APP), {handler: task}, pool_limit=1, pool_min=1, concurrency=1,
                               queue_limit=1, overflow="forward"))
-    wait_for(lambda: all(node.running("full") and node.info("full")["pool"]["idle"] == 1 for node in cluster),
-             timeout=15, message="a ready worker on every node")
-    wait_for(lambda: all(set(node.cluster()["apps"].get("full", {})) == {"node-0", "node-1", "node-2"}
-                         for node in cluster), timeout=10, message="every record showing the app")
+    ready_on_every_node(cluster)
     if driver == "native-server":
         with NativeClient(a.endpoint(port), context=zmq_context, timeout=20) as client:
             calls = [client.request(b"1.0") for _ in range(6)]
@@ -644,10 +645,7 @@ def test_overflow_forward_carries_streamed_requests_under_flow_control(cluster, 
     endpoint = f"tcp://*:{port}" if driver == "native-server" else f"*:{port}"
     a.create("full", manifest(python_app(tmp_path, APP), {"upload": {"type": driver, "endpoint": endpoint}},
                               pool_limit=1, pool_min=1, concurrency=1, queue_limit=1, overflow="forward"))
-    wait_for(lambda: all(node.running("full") and node.info("full")["pool"]["idle"] == 1 for node in cluster),
-             timeout=15, message="a ready worker on every node")
-    wait_for(lambda: all(set(node.cluster()["apps"].get("full", {})) == {"node-0", "node-1", "node-2"}
-                         for node in cluster), timeout=10, message="every record showing the app")
+    ready_on_every_node(cluster)
     bodies = [bytes([i]) * (1 << 20) for i in range(6)]
     answers: dict[int, bytes] = {}
 
@@ -669,10 +667,7 @@ def test_a_forwarded_request_whose_client_goes_away_is_cancelled_on_the_peer(clu
     port = PORT + 4
     a.create("full", manifest(python_app(tmp_path, APP), {"upload": {"type": "raw-socket-server", "endpoint": f"*:{port}"}},
                               pool_limit=1, pool_min=1, concurrency=1, queue_limit=1, overflow="forward"))
-    wait_for(lambda: all(node.running("full") and node.info("full")["pool"]["idle"] == 1 for node in cluster),
-             timeout=15, message="a ready worker on every node")
-    wait_for(lambda: set(a.cluster()["apps"].get("full", {})) == {"node-0", "node-1", "node-2"}, timeout=10,
-             message="node-0 seeing the app on every node")
+    ready_on_every_node(cluster, seen_by=[a])
     held = [socket.create_connection((a.address, port), timeout=20) for _ in range(2)]  # requests that do not end
     try:
         wait_for(lambda: a.info("full")["queue"]["depth"] == 1, timeout=10, message="node-0's worker and queue taken")
