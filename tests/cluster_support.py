@@ -203,7 +203,7 @@ class ClusterNode(Daemon):
         return self
 
     def wait_started(self) -> None:
-        wait_for(self._answers, timeout=30, message=f"{self.name} to answer (log: {self.log_path})")
+        self._wait_answering(timeout=30)
 
     def endpoint(self, port: int) -> str:
         """Where the test reaches a port this node's apps bind."""

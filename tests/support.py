@@ -154,17 +154,22 @@ class Daemon:
              "--runtime-dir", str(self.runtime), "--management", self.management, "--log-level", "debug",
              "--stop-timeout", "5", *self.extra],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        wait_for(self._answers, timeout=20, message=f"cocained to answer (log: {self.log_path})")
+        self._wait_answering(timeout=20)
         return self
 
-    def _answers(self) -> bool:
-        assert self.proc.poll() is None, f"cocained exited with {self.proc.returncode}:\n{self.log()}"
-        probe = Client(self.context, self.management, timeout=0.5, curve=self.curve)
+    def _wait_answering(self, timeout: float) -> None:
+        """Send one probe and wait for its answer. A REQ's request waits in its queue until the daemon
+        binds, so exactly one probe reaches it (tests count what a daemon refused, this probe included)."""
+        probe = Client(self.context, self.management, curve=self.curve)
         try:
-            reply = probe.call_json({"version": 2, "action": "info"})
-            return "node" in reply or "signature required" in reply.get("error", "")
-        except zmq.Again:
-            return False
+            probe.sock.send(json.dumps({"version": 2, "action": "info"}).encode())
+            deadline = time.monotonic() + timeout
+            while not probe.sock.poll(200):
+                assert self.proc.poll() is None, f"cocained exited with {self.proc.returncode}:\n{self.log()}"
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"cocained did not answer within {timeout} s (log: {self.log_path})")
+            reply = json.loads(probe.sock.recv())
+            assert "node" in reply or "signature required" in reply.get("error", ""), reply
         finally:
             probe.close()
 
