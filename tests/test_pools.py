@@ -232,6 +232,8 @@ def test_request_timeout_answers_504_and_an_expired_job_never_runs(daemon, tmp_p
     marker = tmp_path / "ran"
     addresses, _ = create(daemon, tmp_path, ["slow", "mark"], backend=backend, pool_limit=1, concurrency=1,
                           request_timeout=0.5)
+    # A ready worker first: the slow job must start within its own 0.5 s deadline, however slow a start.
+    assert daemon.client(addresses["slow"]).call(b"0") == [b"ok", b"done"]
     first = daemon.context.socket(zmq.DEALER)
     first.linger = 0
     first.rcvtimeo = 10_000
