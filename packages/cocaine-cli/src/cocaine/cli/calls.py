@@ -18,6 +18,7 @@ from cocaine.cli.keys import CurveClient
 from cocaine.core.errors import JobError
 from cocaine.drivers import zeromq_server
 from cocaine.drivers.native_client import Client
+from cocaine.drivers.zeromq_client import StreamClient
 
 Caller = Callable[[str, bytes, float, "CurveClient | None"], Iterator[bytes]]
 
@@ -37,6 +38,26 @@ def call_zeromq_server(endpoint: str, body: bytes, timeout: float, curve: CurveC
         raise CallFailed(int(rest[0]), rest[1].decode(errors="replace"))
     else:
         raise BadReply(f"{endpoint} answered something that is not a zeromq-server reply: {frames[:3]!r}")
+
+
+def call_zeromq_stream(endpoint: str, body: bytes, timeout: float, curve: CurveClient | None) -> Iterator[bytes]:
+    """``zeromq-server`` with ``"replies": "stream"`` (docs/drivers.md), through its Python client in
+    ``cocaine-drivers``: the chunks stream, each credited as it is written out, so the handler goes
+    at the pace of stdout; ``timeout`` bounds the wait for each."""
+    context = zmq.Context()
+    try:
+        keys = (curve.public, curve.secret, curve.server) if curve is not None else None
+        with StreamClient(endpoint, context=context, timeout=timeout, curve=keys) as client:
+            try:
+                yield from client.request(body)
+            except JobError as e:
+                raise CallFailed(e.code, e.message) from None
+            except TimeoutError:
+                raise Unreachable(f"no reply from {endpoint} within {timeout:g} s") from None
+            except ValueError as e:
+                raise BadReply(str(e)) from None
+    finally:
+        context.destroy(linger=0)
 
 
 def call_native_server(endpoint: str, body: bytes, timeout: float, curve: CurveClient | None) -> Iterator[bytes]:
@@ -92,5 +113,8 @@ CALLERS: dict[str, Caller] = {
 }
 
 
-def caller_for(driver: str) -> Caller | None:
-    return CALLERS.get(driver)
+def caller_for(task: dict) -> Caller | None:
+    """The caller for a task, from its ``info``: its driver, and for ``zeromq-server`` its replies."""
+    if task.get("type") == "zeromq-server" and task.get("replies") == "stream":
+        return call_zeromq_stream
+    return CALLERS.get(task.get("type", ""))
