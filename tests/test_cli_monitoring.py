@@ -158,7 +158,9 @@ def test_call_gives_up_after_the_timeout(daemon, app):
     assert result.stderr == f"cocaine-admin: call demo hang: no reply from tcp://127.0.0.1:{app['hang']} within 1 s\n"
 
 
-def test_call_streams_a_native_server_response_as_it_comes(daemon, tmp_path):
+@pytest.mark.parametrize("driver", [{"type": "native-server"}, {"type": "zeromq-server", "replies": "stream"}],
+                         ids=["native-server", "zeromq-server-stream"])
+def test_call_streams_a_response_as_it_comes(daemon, tmp_path, driver):
     source = APP_WAIT_FOR_FILE + """
 def stream(request):
     yield b"first\\n"
@@ -168,8 +170,7 @@ def stream(request):
 def fails(request):
     raise KeyError("nope")
 """
-    tasks = {"stream": {"type": "native-server", "endpoint": endpoint()},
-             "fails": {"type": "native-server", "endpoint": endpoint()}}
+    tasks = {"stream": {**driver, "endpoint": endpoint()}, "fails": {**driver, "endpoint": endpoint()}}
     daemon.create("nat", manifest(python_app(tmp_path, source), tasks))
     go = tmp_path / "go"
     proc = spawn("call", "nat", "stream", str(go), endpoint=daemon.management)
