@@ -44,35 +44,30 @@ def call_zeromq_stream(endpoint: str, body: bytes, timeout: float, curve: CurveC
     """``zeromq-server`` with ``"replies": "stream"`` (docs/drivers.md), through its Python client in
     ``cocaine-drivers``: the chunks stream, each credited as it is written out, so the handler goes
     at the pace of stdout; ``timeout`` bounds the wait for each."""
-    context = zmq.Context()
-    try:
-        keys = (curve.public, curve.secret, curve.server) if curve is not None else None
-        with StreamClient(endpoint, context=context, timeout=timeout, curve=keys) as client:
-            try:
-                yield from client.request(body)
-            except JobError as e:
-                raise CallFailed(e.code, e.message) from None
-            except TimeoutError:
-                raise Unreachable(f"no reply from {endpoint} within {timeout:g} s") from None
-            except ValueError as e:
-                raise BadReply(str(e)) from None
-    finally:
-        context.destroy(linger=0)
+    return _through_client(StreamClient, endpoint, body, timeout, curve)
 
 
 def call_native_server(endpoint: str, body: bytes, timeout: float, curve: CurveClient | None) -> Iterator[bytes]:
     """``native-server`` (docs/native-protocol.md), through its Python client in ``cocaine-drivers``:
     the chunks stream as the handler yields them; ``timeout`` bounds the wait for each."""
+    return _through_client(Client, endpoint, body, timeout, curve)
+
+
+def _through_client(client_class, endpoint: str, body: bytes, timeout: float,
+                    curve: CurveClient | None) -> Iterator[bytes]:
+    """One request through a client of ``cocaine-drivers`` (its own connection and context)."""
     context = zmq.Context()
     try:
         keys = (curve.public, curve.secret, curve.server) if curve is not None else None
-        with Client(endpoint, context=context, timeout=timeout, curve=keys) as client:
+        with client_class(endpoint, context=context, timeout=timeout, curve=keys) as client:
             try:
                 yield from client.request(body)
             except JobError as e:
                 raise CallFailed(e.code, e.message) from None
             except TimeoutError:
                 raise Unreachable(f"no reply from {endpoint} within {timeout:g} s") from None
+            except ValueError as e:  # a reply that is not of the protocol
+                raise BadReply(f"{endpoint}: {e}") from None
     finally:
         context.destroy(linger=0)
 

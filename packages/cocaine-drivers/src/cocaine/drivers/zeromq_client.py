@@ -10,7 +10,8 @@ One :class:`StreamClient` is one DEALER connection on which any number of reques
 
 A client is not thread-safe: use one per thread. Waiting for one request's next message also takes
 in whatever arrives for the others. Every wait gives up after ``timeout`` seconds with
-:class:`TimeoutError`; a request that fails raises :class:`cocaine.core.errors.JobError`.
+:class:`TimeoutError`; a request that fails raises :class:`cocaine.core.errors.JobError`; a message
+that is not of the protocol raises :class:`ValueError`.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class StreamClient:
             raise TimeoutError(f"no answer from {self.endpoint} within {self.timeout:g} s")
         frames = self.sock.recv_multipart()
         if len(frames) < 3 or frames[1] != b"":
-            raise ValueError(f"{self.endpoint} sent something that is not a streamed reply: {frames[:3]!r}")
+            raise ValueError(f"not a streamed reply: {frames[:3]!r}")
         call = self.calls.get(frames[0])
         if call is None:
             return  # a request that has ended
@@ -83,7 +84,7 @@ class StreamClient:
         elif verb == ERROR and len(rest) == 2 and rest[0].isdigit():
             call.finish(JobError(int(rest[0]), rest[1].decode(errors="replace")))
         else:
-            raise ValueError(f"{self.endpoint} sent something that is not a streamed reply: {frames[:4]!r}")
+            raise ValueError(f"not a streamed reply: {frames[:4]!r}")
 
 
 class StreamedCall:
