@@ -28,18 +28,19 @@ class ZeroMQServer(SocketDriver):
     @classmethod
     def validate(cls, config, where):
         only_keys(config, ("type", "endpoint", "replies", "idle-timeout"), where)
-        normal = {"type": cls.name, "endpoint": check_endpoint(config.get("endpoint"), f"{where}.endpoint"),
-                  "replies": get_str(config, "replies", where, default=WHOLE, choices=(WHOLE, STREAM))}
-        if normal["replies"] == STREAM:
+        normal = {"type": cls.name, "endpoint": check_endpoint(config.get("endpoint"), f"{where}.endpoint")}
+        if get_str(config, "replies", where, default=WHOLE, choices=(WHOLE, STREAM)) == STREAM:
+            normal["replies"] = STREAM
             normal["idle-timeout"] = get_number(config, "idle-timeout", where, default=60)
         elif "idle-timeout" in config:
             raise ConfigError(f'{where}.idle-timeout: applies only with "replies": "stream"')
+        # A task with whole replies keeps the config (and so the info) it always had.
         return normal
 
     streams: StreamedReplies | None = None
 
     def start(self) -> None:
-        if self.config["replies"] == STREAM:
+        if self.config.get("replies") == STREAM:
             streams = self.streams = StreamedReplies(self)
             self.sock = streams.sock
             self.context.reactor.add_reader(streams.sock, streams.on_readable)
