@@ -143,6 +143,18 @@ def test_one_dealer_interleaves_requests_each_on_its_envelope(tasks, zmq_context
         assert client.call(b"0 8") == b""
 
 
+def test_an_envelope_of_several_id_frames_names_the_request(tasks, dealer):
+    d = dealer(tasks["numbered"])
+    d.sock.send_multipart([b"job", b"1", b"", b"request", b"1 8"])
+    d.sock.send_multipart([b"job", b"2", b"", b"request", b"2 8"])
+    replies = [d.recv() for _ in range(5)]
+    assert [r for r in replies if r[1] == b"1"] == [[b"job", b"1", b"", b"chunk", numbered(0, 8)],
+                                                    [b"job", b"1", b"", b"ok"]]
+    assert [r for r in replies if r[1] == b"2"] == [[b"job", b"2", b"", b"chunk", numbered(0, 8)],
+                                                    [b"job", b"2", b"", b"chunk", numbered(1, 8)],
+                                                    [b"job", b"2", b"", b"ok"]]
+
+
 def test_the_client_raises_a_failed_request_and_cancels(tasks, zmq_context):
     with StreamClient(tasks["fails_after"], context=zmq_context, timeout=15) as client:
         chunks = iter(client.request())
