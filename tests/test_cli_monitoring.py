@@ -329,13 +329,16 @@ def test_tail_and_call_speak_curve_with_the_clis_keys(make_daemon, tmp_path):
     daemon.curve = (*zmq.auth.load_certificate(keys / "operator.key_secret"),
                     zmq.auth.load_certificate(keys / "server.key")[0])
     daemon.start()
-    m = manifest(python_app(tmp_path, APP), {"echo": {"type": "zeromq-server", "endpoint": endpoint()}})
+    m = manifest(python_app(tmp_path, APP + "streamed = echo\n"), {
+        "echo": {"type": "zeromq-server", "endpoint": endpoint()},
+        "streamed": {"type": "zeromq-server", "endpoint": endpoint(), "replies": "stream"}})
     m["pubsub"] = {"endpoint": endpoint(), "stats-interval": 0.2}
     daemon.create("sealed", m)
     curve = ["--curve-key", str(keys / "operator.key_secret"), "--curve-server-key", str(keys / "server.key")]
 
-    called = admin(*curve, "call", "sealed", "echo", "secret", endpoint=daemon.management)
-    assert (called.returncode, called.stdout, called.stderr) == (0, "secret", "")
+    for task in ("echo", "streamed"):
+        called = admin(*curve, "call", "sealed", task, "secret", endpoint=daemon.management)
+        assert (called.returncode, called.stdout, called.stderr) == (0, "secret", "")
     tailed = admin(*curve, "--json", "tail", "sealed", "--topic", "@stats", "--count", "1", endpoint=daemon.management)
     assert tailed.returncode == 0, tailed.stderr
     assert json.loads(tailed.stdout)["meta"]["app"] == "sealed"
