@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from bench_echo import _free_port, _manage  # noqa: E402
 from loadgen import stop_process  # noqa: E402
 from runtimes import APP_FILES, CONFORMANCE, build_cpp_app  # noqa: E402
-from slow_readers import MIB, READERS  # noqa: E402
+from slow_readers import flood_task, MIB, READERS  # noqa: E402
 from support import MemoryWatch  # noqa: E402
 
 
@@ -40,10 +40,8 @@ def run(driver: str, language: str, size: int, rate: float) -> dict:
             [sys.executable, "-m", "cocaine.core.daemon.main", "--storage-location", f"{tmp}/storage",
              "--runtime-dir", f"{tmp}/run", "--management", management, "--log-level", "warning"])
         try:
-            port = _free_port()
-            endpoint = f"tcp://127.0.0.1:{port}" if driver == "native-server" else f"127.0.0.1:{port}"
             manifest = {"type": language, "args": app_args(language, tmp), "engine": {"pool-limit": 1},
-                        "tasks": {"flood": {"type": driver, "endpoint": endpoint}}}
+                        "tasks": {"flood": flood_task(driver, port := _free_port())}}
             reply = _manage(management, {"version": 2, "action": "create", "apps": {"flood": manifest}})
             assert "error" not in reply["flood"], reply
             read = READERS[driver]

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 
 from cocaine.drivers.native_client import Client
+from cocaine.drivers.zeromq_client import StreamClient
 
 READ_SIZE = 65536
 MIB = 1 << 20
@@ -55,6 +56,14 @@ def read_native(port: int, size: int, rate: float, progress: Callable[[], None])
     return pace.done
 
 
+def read_zeromq_stream(port: int, size: int, rate: float, progress: Callable[[], None]) -> int:
+    pace = Pace(rate, progress)
+    with StreamClient(f"tcp://127.0.0.1:{port}", timeout=60) as client:
+        for chunk in client.request(str(size).encode()):
+            pace.took(len(chunk))
+    return pace.done
+
+
 def read_http(port: int, size: int, rate: float, progress: Callable[[], None]) -> int:
     pace = Pace(rate, progress)
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
@@ -74,4 +83,14 @@ READERS = {
     "raw-socket-server": read_raw_socket,
     "native-server": read_native,
     "http-server": read_http,
+    "zeromq-server": read_zeromq_stream,
 }
+
+
+def flood_task(driver: str, port: int) -> dict:
+    """The manifest of the ``flood`` task behind ``driver`` on 127.0.0.1:``port``, as its reader expects."""
+    if driver == "native-server":
+        return {"type": driver, "endpoint": f"tcp://127.0.0.1:{port}"}
+    if driver == "zeromq-server":
+        return {"type": driver, "endpoint": f"tcp://127.0.0.1:{port}", "replies": "stream"}
+    return {"type": driver, "endpoint": f"127.0.0.1:{port}"}

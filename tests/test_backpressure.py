@@ -10,7 +10,7 @@ import struct
 import pytest
 
 from runtimes import PACED
-from slow_readers import MIB, READ_SIZE, READERS, read_raw_socket
+from slow_readers import flood_task, MIB, READ_SIZE, READERS, read_raw_socket
 from support import MemoryWatch, free_port, tcp_connect, wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -23,9 +23,8 @@ LIMIT = 64 * MIB  # growth allowed to the daemon and to the worker (issue 11)
 def serve_flood(daemon, language: str, args: str, driver: str) -> int:
     """The conformance app's flood task behind ``driver`` on one worker; returns its port."""
     port = free_port()
-    endpoint = f"tcp://127.0.0.1:{port}" if driver == "native-server" else f"127.0.0.1:{port}"
     daemon.create("flood", {"type": language, "args": args, "engine": {"pool-limit": 1},
-                            "tasks": {"flood": {"type": driver, "endpoint": endpoint}}})
+                            "tasks": {"flood": flood_task(driver, port)}})
     return port
 
 

@@ -158,7 +158,9 @@ def test_call_gives_up_after_the_timeout(daemon, app):
     assert result.stderr == f"cocaine-admin: call demo hang: no reply from tcp://127.0.0.1:{app['hang']} within 1 s\n"
 
 
-def test_call_streams_a_native_server_response_as_it_comes(daemon, tmp_path):
+@pytest.mark.parametrize("driver", [{"type": "native-server"}, {"type": "zeromq-server", "replies": "stream"}],
+                         ids=["native-server", "zeromq-server-stream"])
+def test_call_streams_a_response_as_it_comes(daemon, tmp_path, driver):
     source = APP_WAIT_FOR_FILE + """
 def stream(request):
     yield b"first\\n"
@@ -168,8 +170,7 @@ def stream(request):
 def fails(request):
     raise KeyError("nope")
 """
-    tasks = {"stream": {"type": "native-server", "endpoint": endpoint()},
-             "fails": {"type": "native-server", "endpoint": endpoint()}}
+    tasks = {"stream": {**driver, "endpoint": endpoint()}, "fails": {**driver, "endpoint": endpoint()}}
     daemon.create("nat", manifest(python_app(tmp_path, source), tasks))
     go = tmp_path / "go"
     proc = spawn("call", "nat", "stream", str(go), endpoint=daemon.management)
@@ -328,13 +329,16 @@ def test_tail_and_call_speak_curve_with_the_clis_keys(make_daemon, tmp_path):
     daemon.curve = (*zmq.auth.load_certificate(keys / "operator.key_secret"),
                     zmq.auth.load_certificate(keys / "server.key")[0])
     daemon.start()
-    m = manifest(python_app(tmp_path, APP), {"echo": {"type": "zeromq-server", "endpoint": endpoint()}})
+    m = manifest(python_app(tmp_path, APP + "streamed = echo\n"), {
+        "echo": {"type": "zeromq-server", "endpoint": endpoint()},
+        "streamed": {"type": "zeromq-server", "endpoint": endpoint(), "replies": "stream"}})
     m["pubsub"] = {"endpoint": endpoint(), "stats-interval": 0.2}
     daemon.create("sealed", m)
     curve = ["--curve-key", str(keys / "operator.key_secret"), "--curve-server-key", str(keys / "server.key")]
 
-    called = admin(*curve, "call", "sealed", "echo", "secret", endpoint=daemon.management)
-    assert (called.returncode, called.stdout, called.stderr) == (0, "secret", "")
+    for task in ("echo", "streamed"):
+        called = admin(*curve, "call", "sealed", task, "secret", endpoint=daemon.management)
+        assert (called.returncode, called.stdout, called.stderr) == (0, "secret", "")
     tailed = admin(*curve, "--json", "tail", "sealed", "--topic", "@stats", "--count", "1", endpoint=daemon.management)
     assert tailed.returncode == 0, tailed.stderr
     assert json.loads(tailed.stdout)["meta"]["app"] == "sealed"

@@ -35,7 +35,7 @@ from cocaine.core.management.users import Users
 from cocaine.core.manifest import parse_manifest
 from cocaine.core.plugins import Registry
 from cocaine.core.storage.files import FilesStorage
-from support import endpoint, manifest, python_app, wait_for
+from support import assert_no_reactor_errors, endpoint, manifest, python_app, wait_for
 
 IN_PROCESS = settings(max_examples=300, deadline=None, database=None,
                       suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -406,6 +406,9 @@ native_headers = (st.binary(max_size=30) | st.builds(
              max_size=4)))
 native_messages = st.lists(st.tuples(native_headers, st.lists(st.binary(max_size=40), max_size=3)),
                            min_size=1, max_size=4)
+# zeromq-server with "replies": "stream": id frames, delimiters, verbs and credits in any order.
+stream_frames = st.sampled_from([b"", b"1", b"request", b"credit", b"cancel", b"65536", b"-1"]) | st.binary(max_size=20)
+stream_messages = st.lists(st.lists(stream_frames, min_size=1, max_size=6), min_size=1, max_size=4)
 
 
 @pytest.mark.timeout(300)
@@ -413,16 +416,20 @@ def test_native_server_and_raw_socket_survive_fuzzing(make_daemon, zmq_context, 
     import socket
 
     from cocaine.drivers.native_client import Client
+    from cocaine.drivers.zeromq_client import StreamClient
     from support import free_port
 
     daemon = make_daemon("--max-message-size", str(LIMIT)).start()
-    native, port = endpoint(), free_port()
-    source = "def echo(request):\n    return b''.join(request)\nraw = echo\n"
+    native, port, streamed = endpoint(), free_port(), endpoint()
+    source = "def echo(request):\n    return b''.join(request)\nraw = streamed = echo\n"
     daemon.create("echo", manifest(python_app(tmp_path, source), {
         "echo": {"type": "native-server", "endpoint": native},
-        "raw": {"type": "raw-socket-server", "endpoint": f"127.0.0.1:{port}"}}))
+        "raw": {"type": "raw-socket-server", "endpoint": f"127.0.0.1:{port}"},
+        "streamed": {"type": "zeromq-server", "endpoint": streamed, "replies": "stream"}}))
     client = Client(native, context=zmq_context, timeout=10)
     attacker = dealer(zmq_context, native)
+    stream_client = StreamClient(streamed, context=zmq_context, timeout=10)
+    stream_attacker = dealer(zmq_context, streamed)
 
     @ON_THE_WIRE
     @given(native_messages)
@@ -432,6 +439,15 @@ def test_native_server_and_raw_socket_survive_fuzzing(make_daemon, zmq_context, 
         assert client.call(b"still there") == b"still there"  # the driver serves on, in order
         while attacker.poll(0):
             attacker.recv_multipart()  # whatever it answered (errors for refused requests)
+
+    @ON_THE_WIRE
+    @given(stream_messages)
+    def streamed_zeromq_server_survives(garbage):
+        for frames in garbage:
+            stream_attacker.send_multipart(frames)
+        assert stream_client.call(b"still there") == b"still there"
+        while stream_attacker.poll(0):
+            stream_attacker.recv_multipart()  # its chunks, answers and errors
 
     @settings(max_examples=60, deadline=None, database=None)
     @given(st.binary(max_size=300), st.sampled_from(["shutdown", "close", "reset"]))
@@ -449,6 +465,7 @@ def test_native_server_and_raw_socket_survive_fuzzing(make_daemon, zmq_context, 
         conn.close()
 
     native_server_survives()
+    streamed_zeromq_server_survives()
     raw_socket_survives()
     assert_dropped(zmq_context, native, [b"h" * (LIMIT + 1)])
     with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
@@ -456,6 +473,10 @@ def test_native_server_and_raw_socket_survive_fuzzing(make_daemon, zmq_context, 
         conn.shutdown(socket.SHUT_WR)
         assert conn.recv(100) == b"ping"
     assert client.call(b"last") == b"last"
+    assert stream_client.call(b"last") == b"last"
     client.close()
+    stream_client.close()
     attacker.close(0)
+    stream_attacker.close(0)
     assert "node" in daemon.info()
+    assert_no_reactor_errors(daemon)

@@ -79,7 +79,7 @@ def test_the_seed_example_validates(registry, app):
     (lambda m: m.update(tasks=server(endpoint="tcp://127.0.0.1:99999")), "tasks.echo.endpoint: expected a ZeroMQ endpoint such as tcp://127.0.0.1:9100, tcp://lo:9100 or ipc:///path with a port from 1 to 65535"),
     (lambda m: m.update(tasks=server(endpoint="udp://x:1")), "tasks.echo.endpoint: expected a ZeroMQ endpoint"),
     (lambda m: m.update(tasks=server(endpoint="tcp://nohost")), "tasks.echo.endpoint: expected a ZeroMQ endpoint"),
-    (lambda m: m.update(tasks=server(backlog=3)), "tasks.echo.backlog: unknown key (known: type, endpoint)"),
+    (lambda m: m.update(tasks=server(backlog=3)), "tasks.echo.backlog: unknown key (known: type, endpoint, replies, idle-timeout)"),
     (lambda m: m.update(tasks={"t": {"type": "recurring-timer", "interval": -1}}), "tasks.t.interval: expected a number > 0, got -1"),
     (lambda m: m.update(tasks={"t": {"type": "recurring-timer"}}), "tasks.t.interval: expected a number > 0, it is missing"),
     (lambda m: m.update(tasks={"t": {"type": "recurring-timer", "interval": "1s"}}), "tasks.t.interval: expected a number > 0, got '1s'"),

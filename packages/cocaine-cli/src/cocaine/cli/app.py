@@ -251,7 +251,8 @@ def call(ctx: typer.Context,
     """Send one request to an app's task and write the response to stdout as it arrives.
 
     On a terminal, a newline ends the response if it has none; piped, the bytes are the app's alone.
-    Works with tasks served by a native-server (the chunks stream) or a zeromq-server. An error reply
+    Works with tasks served by a native-server or a zeromq-server (the chunks stream from a native-server
+    and from a zeromq-server with "replies": "stream", at the pace stdout takes them). An error reply
     exits 1 with its code and message; no reply within --timeout exits 3 (native-server: between two
     chunks; with --cluster, --timeout is the whole request's deadline, across resends).
     """
@@ -264,7 +265,7 @@ def call(ctx: typer.Context,
             detail = (app_info(session, name).get("tasks") or {}).get(task)
             if detail is None:
                 raise CliError(f"{name} has no task {task!r}")
-            caller = calls.caller_for(detail.get("type", ""))
+            caller = calls.caller_for(detail)
             if caller is None or "endpoint" not in detail:
                 known = ", ".join(sorted(calls.CALLERS))
                 raise CliError(f"{name} {task}: a {detail.get('type')} task takes no requests "

@@ -18,6 +18,7 @@ from cocaine.cli.keys import CurveClient
 from cocaine.core.errors import JobError
 from cocaine.drivers import zeromq_server
 from cocaine.drivers.native_client import Client
+from cocaine.drivers.zeromq_client import StreamClient
 
 Caller = Callable[[str, bytes, float, "CurveClient | None"], Iterator[bytes]]
 
@@ -39,19 +40,34 @@ def call_zeromq_server(endpoint: str, body: bytes, timeout: float, curve: CurveC
         raise BadReply(f"{endpoint} answered something that is not a zeromq-server reply: {frames[:3]!r}")
 
 
+def call_zeromq_stream(endpoint: str, body: bytes, timeout: float, curve: CurveClient | None) -> Iterator[bytes]:
+    """``zeromq-server`` with ``"replies": "stream"`` (docs/drivers.md), through its Python client in
+    ``cocaine-drivers``: the chunks stream, each credited as it is written out, so the handler goes
+    at the pace of stdout; ``timeout`` bounds the wait for each."""
+    return _through_client(StreamClient, endpoint, body, timeout, curve)
+
+
 def call_native_server(endpoint: str, body: bytes, timeout: float, curve: CurveClient | None) -> Iterator[bytes]:
     """``native-server`` (docs/native-protocol.md), through its Python client in ``cocaine-drivers``:
     the chunks stream as the handler yields them; ``timeout`` bounds the wait for each."""
+    return _through_client(Client, endpoint, body, timeout, curve)
+
+
+def _through_client(client_class, endpoint: str, body: bytes, timeout: float,
+                    curve: CurveClient | None) -> Iterator[bytes]:
+    """One request through a client of ``cocaine-drivers`` (its own connection and context)."""
     context = zmq.Context()
     try:
         keys = (curve.public, curve.secret, curve.server) if curve is not None else None
-        with Client(endpoint, context=context, timeout=timeout, curve=keys) as client:
+        with client_class(endpoint, context=context, timeout=timeout, curve=keys) as client:
             try:
                 yield from client.request(body)
             except JobError as e:
                 raise CallFailed(e.code, e.message) from None
             except TimeoutError:
                 raise Unreachable(f"no reply from {endpoint} within {timeout:g} s") from None
+            except ValueError as e:  # a reply that is not of the protocol
+                raise BadReply(f"{endpoint}: {e}") from None
     finally:
         context.destroy(linger=0)
 
@@ -92,5 +108,8 @@ CALLERS: dict[str, Caller] = {
 }
 
 
-def caller_for(driver: str) -> Caller | None:
-    return CALLERS.get(driver)
+def caller_for(task: dict) -> Caller | None:
+    """The caller for a task, from its ``info``: its driver, and for ``zeromq-server`` its replies."""
+    if task.get("type") == "zeromq-server" and task.get("replies") == "stream":
+        return call_zeromq_stream
+    return CALLERS.get(task.get("type", ""))
