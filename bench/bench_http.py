@@ -37,6 +37,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 BIN = os.path.dirname(sys.executable)
 CONNECTIONS = 64
 BODY = "0123456789abcdef"
+SERVERS = {  # name: the option that selects it
+    "cocaine": None,
+    "uwsgi": "--http-socket",
+    "uwsgi-http11": "--http11-socket",
+    "gunicorn": None,
+}
+LABELS = {"cocaine": "cocaine http-server", "uwsgi": "uwsgi --http-socket", "uwsgi-http11": "uwsgi --http11-socket",
+          "gunicorn": "gunicorn sync", "cocaine-reference": "cocaine (--reference)"}
 WRK_SCRIPT = f'wrk.method = "POST"\nwrk.body = "{BODY}"\nwrk.headers["Content-Type"] = "text/plain"\n'
 
 
@@ -122,13 +130,13 @@ def measure(name: str, command: list[str], port: int, duration: float, script: s
         stop_process(proc, timeout=20)
 
 
-def run_cocaine(duration: float, script: str, tmp: str) -> dict:
+def run_cocaine(duration: float, script: str, tmp: str, python: str = sys.executable) -> dict:
     management = f"tcp://127.0.0.1:{_free_port()}"
     port = _free_port()
     manifest = {"type": "python", "args": os.path.join(HERE, "echo_app.py"),
                 "engine": {"backend": "process", "pool-limit": 2, "pool-min": 2, "queue-limit": 10_000},
                 "tasks": {"echo": {"type": "http-server", "endpoint": f"127.0.0.1:{port}"}}}
-    command = [sys.executable, "-m", "cocaine.core.daemon.main", "--storage-location", f"{tmp}/storage",
+    command = [python, "-m", "cocaine.core.daemon.main", "--storage-location", f"{tmp}/storage",
                "--runtime-dir", f"{tmp}/run", "--management", management, "--log-level", "warning"]
     return measure("cocaine", command, port, duration, script,
                    setup=lambda: _manage(management, {"version": 2, "action": "create", "apps": {"echo": manifest}}))
@@ -153,51 +161,65 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of load per server and round")
     parser.add_argument("--rounds", type=int, default=1, help="alternate the servers this many times (medians)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--servers", default=",".join(SERVERS),
+                        help="which servers to run, comma-separated (default: all of %(default)s)")
+    parser.add_argument("--reference", metavar="PYTHON",
+                        help="also run cocaine from this interpreter (another checkout's venv), alternating "
+                             "with ours, for a side-by-side A/B")
     args = parser.parse_args()
+    names = args.servers.split(",")
+    unknown = set(names) - set(SERVERS)
+    if unknown:
+        sys.exit(f"--servers: unknown {sorted(unknown)}: choose from {','.join(SERVERS)}")
     if not shutil.which("wrk"):
         sys.exit("wrk is needed (apt-get install wrk)")
     for tool in ("uwsgi", "gunicorn"):
         if not os.path.exists(os.path.join(BIN, tool)):
             sys.exit(f"{tool} is needed: {sys.executable} -m pip install pyuwsgi gunicorn")
-    servers = {
-        "cocaine http-server": None,
-        "uwsgi --http-socket": "--http-socket",
-        "uwsgi --http11-socket": "--http11-socket",
-        "gunicorn sync": None,
-    }
+    servers = {name: SERVERS[name] for name in names}
+    if args.reference:
+        servers["cocaine-reference"] = args.reference
     runs: dict[str, list[dict]] = {name: [] for name in servers}
     with tempfile.TemporaryDirectory(prefix="cocaine-bench-http-") as tmp:
         script = os.path.join(tmp, "post.lua")
         with open(script, "w") as f:
             f.write(WRK_SCRIPT)
+        order = list(servers)
         for round_ in range(args.rounds):
-            for name, option in servers.items():
-                if name.startswith("cocaine"):
+            for name in order:
+                option = servers[name]
+                if name == "cocaine":
                     result = run_cocaine(args.duration, script, f"{tmp}/cocaine-{round_}")
+                elif name == "cocaine-reference":
+                    result = run_cocaine(args.duration, script, f"{tmp}/reference-{round_}", python=option)
                 elif name.startswith("uwsgi"):
                     result = run_uwsgi(args.duration, script, option)
                 else:
                     result = run_gunicorn(args.duration, script)
+                result["load_average"] = os.getloadavg()[0]
                 runs[name].append(result)
-                print(f"round {round_ + 1}: {name}: {result['rps']:,.0f} req/s, p99 {result['p99_ms']:.2f} ms",
-                      file=sys.stderr)
+                print(f"round {round_ + 1}: {name}: {result['rps']:,.0f} req/s, p50 {result['p50_ms']:.2f} ms, "
+                      f"p99 {result['p99_ms']:.2f} ms, CPU {result['cpu_us_per_request']:.0f} us/req, "
+                      f"load average {result['load_average']:.1f}", file=sys.stderr)
+            order.reverse()  # no server always runs first (or right after the same neighbour)
     summary = {name: {key: statistics.median(r[key] for r in results) for key in results[0]}
                for name, results in runs.items()}
-    reference = summary["uwsgi --http-socket"]
-    ours = summary["cocaine http-server"]
-    ratio = {"rps_vs_uwsgi": ours["rps"] / reference["rps"], "p99_vs_uwsgi": ours["p99_ms"] / reference["p99_ms"]}
+    ratio = {}
+    if "cocaine" in summary and "uwsgi" in summary:
+        ours, reference = summary["cocaine"], summary["uwsgi"]
+        ratio = {"rps_vs_uwsgi": ours["rps"] / reference["rps"], "p99_vs_uwsgi": ours["p99_ms"] / reference["p99_ms"]}
     if args.json:
         print(json.dumps({"servers": summary, "rounds": runs, "ratio": ratio}, indent=2))
         return
     print(f"wrk -t2 -c{CONNECTIONS} keep-alive, POST {len(BODY)} bytes echoed, "
-          f"{args.duration:g} s x {args.rounds} round(s)")
+          f"{args.duration:g} s x {args.rounds} round(s), medians")
     for name, r in summary.items():
-        print(f"{name:22} {r['rps']:9,.0f} req/s  p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms  "
-              f"CPU {r['cpu_us_per_request']:6.1f} us/req  non-2xx {r['non_2xx']:.0f}  "
-              f"socket errors {r['socket_errors']:.0f}")
-    print(f"cocaine / uwsgi --http-socket: requests/s {ratio['rps_vs_uwsgi']:.2f}x, p99 {ratio['p99_vs_uwsgi']:.2f}x "
-          "(lower p99 is better)")
-
+        print(f"{LABELS.get(name, name):26} {r['rps']:9,.0f} req/s  p50 {r['p50_ms']:7.2f} ms  "
+              f"p99 {r['p99_ms']:7.2f} ms  CPU {r['cpu_us_per_request']:6.1f} us/req  non-2xx {r['non_2xx']:.0f}  "
+              f"socket errors {r['socket_errors']:.0f}  load average {r['load_average']:.1f}")
+    if ratio:
+        print(f"cocaine / uwsgi --http-socket: requests/s {ratio['rps_vs_uwsgi']:.2f}x, "
+              f"p99 {ratio['p99_vs_uwsgi']:.2f}x (lower p99 is better)")
 
 if __name__ == "__main__":
     main()
