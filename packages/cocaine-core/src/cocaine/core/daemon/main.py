@@ -281,7 +281,7 @@ def raise_open_files_limit() -> None:
 def freeze_startup_objects() -> None:
     """Move what start-up made (the modules of every plugin, the registry, the sockets) out of the
     cyclic collector's reach. A full collection walks every tracked object: over the daemon's heap
-    of imported modules (~40,000 objects) that pauses every reactor for 20 to 50 ms under load, a
+    of imported modules (~40,000 objects) that pauses every reactor for 20 to 70 ms under load, a
     request's p99 on its own (docs/benchmarks.md, "HTTP"). These objects live as long as the daemon,
     so a collection never frees one; apps start afterwards, so their objects stay collectable. The
     garbage start-up left (argparse's cycles) goes first, rather than stay frozen for good."""
