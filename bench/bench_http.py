@@ -2,8 +2,12 @@
 
 Every server gets 2 worker processes and the same load: ``wrk`` (Debian's), keep-alive, 64
 connections, 2 threads, POST of a 16-byte body that the app echoes. Reported per server:
-requests/s, latency p50/p99 (wrk's), non-2xx and socket errors, and the CPU time its whole process
-tree (master, workers, cocained) spent per request.
+requests/s, latency p50/p99/p99.9 and mean as wrk reports them, p99 and mean uncorrected (each
+request once: wrk adds samples for coordinated omission, see :func:`uncorrect`), a connection's
+cycle per request (64 / rate: the mean exceeds what wrk timed when wrk spends untimed time per
+request, such as reconnecting), non-2xx and socket errors, and the CPU time the server's whole
+process tree (master, workers, cocained) spent per request. Rounds alternate the servers, in
+reversed order every other round; medians.
 
 - **cocaine**: ``cocained`` hosting ``bench/echo_app.py``, process backend, ``pool-limit`` 2, behind
   ``http-server`` (the daemon is a third process, its reactor thread does the HTTP).
@@ -11,8 +15,12 @@ tree (master, workers, cocained) spent per request.
   ``--http-socket`` (which answers and closes: no keep-alive, wrk reconnects) and with
   ``--http11-socket`` (keep-alive).
 - **gunicorn**: sync workers, ``-w 2`` (a sync worker closes each connection after its response).
+- **cocaine-close**: cocaine with ``Connection: close`` on every request, so that wrk reconnects
+  after each response as it must with uWSGI ``--http-socket`` (not run unless asked for).
+- ``--reference PYTHON``: cocaine once more from another checkout's virtualenv, for an A/B.
 
-Usage: .venv/bin/python bench/bench_http.py [--duration 10] [--rounds 1] [--json]
+Usage: .venv/bin/python bench/bench_http.py [--duration 10] [--rounds 1] [--servers cocaine,uwsgi,...]
+       [--reference /work/main/.venv/bin/python] [--json]
 (needs ``wrk`` on PATH and ``pip install pyuwsgi gunicorn`` in the venv)
 """
 
@@ -21,6 +29,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import math
 import os
 import re
 import shutil
@@ -37,7 +46,31 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 BIN = os.path.dirname(sys.executable)
 CONNECTIONS = 64
 BODY = "0123456789abcdef"
-WRK_SCRIPT = f'wrk.method = "POST"\nwrk.body = "{BODY}"\nwrk.headers["Content-Type"] = "text/plain"\n'
+SERVERS = {  # name: the option that selects it
+    "cocaine": None,
+    "uwsgi": "--http-socket",
+    "uwsgi-http11": "--http11-socket",
+    "gunicorn": None,
+    # cocaine with every request asking to close its connection: wrk reconnects after every
+    # response, as it must with uWSGI --http-socket, so both latencies count the same part of a cycle
+    "cocaine-close": None,
+}
+LABELS = {"cocaine": "cocaine http-server", "uwsgi": "uwsgi --http-socket", "uwsgi-http11": "uwsgi --http11-socket",
+          "gunicorn": "gunicorn sync", "cocaine-reference": "cocaine (--reference)",
+          "cocaine-close": "cocaine, Connection: close"}
+# done() prints wrk's latency histogram whole: the figures are computed from it, both as wrk
+# reports them and without wrk's correction (see uncorrect()).
+WRK_SCRIPT = f"""wrk.method = "POST"
+wrk.body = "{BODY}"
+wrk.headers["Content-Type"] = "text/plain"
+function done(summary, latency, requests)
+  io.write(string.format("bench: duration %d requests %d\\n", summary.duration, summary.requests))
+  for i = 1, #latency do
+    local value, count = latency(i)
+    io.write(string.format("latency %d %d\\n", value, count))
+  end
+end
+"""
 
 
 def wait_http(port: int, process: subprocess.Popen, timeout: float = 30.0) -> None:
@@ -86,23 +119,59 @@ def tree_cpu(pids: list[int]) -> float:
 
 
 def run_wrk(port: int, duration: float, script: str) -> dict:
-    out = subprocess.run(["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{duration:g}s", "--latency", "-s", script,
+    out = subprocess.run(["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{duration:g}s", "-s", script,
                           f"http://127.0.0.1:{port}/"], capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])
     requests = int(re.search(r"(\d+) requests in", out)[1])
-    latency = dict(re.findall(r"^\s*(50|99)%\s+(\S+)\s*$", out, re.M))
-    if len(latency) != 2:
-        raise RuntimeError(f"cannot read wrk's latency distribution:\n{out}")
+    duration, requests = map(int, re.search(r"^bench: duration (\d+) requests (\d+)$", out, re.M).groups())
+    corrected = {int(v): int(c) for v, c in re.findall(r"^latency (\d+) (\d+)$", out, re.M)}
+    interval = duration // max(1, requests // CONNECTIONS)  # as wrk computes it
+    raw = uncorrect(corrected, interval)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    return {"rps": rps, "requests": requests, "p50_ms": _ms(latency["50"]), "p99_ms": _ms(latency["99"]),
+    return {"rps": rps, "requests": requests, "mean_ms": _mean(corrected), "p50_ms": _percentile(corrected, 50),
+            "p99_ms": _percentile(corrected, 99), "p999_ms": _percentile(corrected, 99.9), "max_ms": max(raw) / 1000,
+            "raw_mean_ms": _mean(raw), "raw_p99_ms": _percentile(raw, 99), "raw_p999_ms": _percentile(raw, 99.9),
+            # a connection's whole cycle per request; above mean_ms when wrk spends time it does not
+            # count, such as reconnecting after every response (uWSGI --http-socket)
+            "cycle_ms": CONNECTIONS / rps * 1000,
             "non_2xx": int(non2xx[1]) if non2xx else 0,
             "socket_errors": sum(map(int, errors.groups())) if errors else 0}
 
 
-def _ms(text: str) -> float:
-    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+def uncorrect(corrected: dict[int, int], interval: int) -> dict[int, int]:
+    """wrk's latency histogram (microseconds: count) as measured, each request once.
+
+    At the end of a run wrk "corrects" its histogram for coordinated omission: each latency n of
+    at least twice ``interval`` (a connection's cycle per request: duration / (requests /
+    connections)) adds one more sample at n - interval, n - 2 interval, ... while above
+    ``interval``; wrk's percentiles and mean are those of the corrected histogram. The samples a
+    value m receives are the counts measured at m + interval, m + 2 interval, ..., so the measured
+    counts come back from the top down."""
+    top = max(corrected, default=0)
+    raw = [0] * (top + interval + 1)
+    added = [0] * (top + interval + 1)  # added[m]: the samples m received, the raw counts above it
+    for m in range(top, -1, -1):
+        count = corrected.get(m, 0)
+        if m > interval:
+            added[m] = raw[m + interval] + added[m + interval]
+            count -= added[m]
+        raw[m] = count
+    return {m: count for m, count in enumerate(raw) if count}
+
+
+def _percentile(histogram: dict[int, int], percent: float) -> float:
+    """In milliseconds, as wrk's: the lowest value with at least ``percent`` of the samples at or below it."""
+    target, seen = math.floor(sum(histogram.values()) * percent / 100 + 1), 0  # wrk's rank: round(p n + 0.5)
+    for value in sorted(histogram):
+        seen += histogram[value]
+        if seen >= target:
+            return value / 1000
+    return 0.0
+
+
+def _mean(histogram: dict[int, int]) -> float:
+    return sum(value * count for value, count in histogram.items()) / max(1, sum(histogram.values())) / 1000
 
 
 def measure(name: str, command: list[str], port: int, duration: float, script: str, setup=None, cwd=None) -> dict:
@@ -122,13 +191,14 @@ def measure(name: str, command: list[str], port: int, duration: float, script: s
         stop_process(proc, timeout=20)
 
 
-def run_cocaine(duration: float, script: str, tmp: str) -> dict:
+def run_cocaine(duration: float, script: str, tmp: str, python: str = sys.executable, concurrency: int = 8) -> dict:
     management = f"tcp://127.0.0.1:{_free_port()}"
     port = _free_port()
     manifest = {"type": "python", "args": os.path.join(HERE, "echo_app.py"),
-                "engine": {"backend": "process", "pool-limit": 2, "pool-min": 2, "queue-limit": 10_000},
+                "engine": {"backend": "process", "pool-limit": 2, "pool-min": 2, "queue-limit": 10_000,
+                           "concurrency": concurrency},
                 "tasks": {"echo": {"type": "http-server", "endpoint": f"127.0.0.1:{port}"}}}
-    command = [sys.executable, "-m", "cocaine.core.daemon.main", "--storage-location", f"{tmp}/storage",
+    command = [python, "-m", "cocaine.core.daemon.main", "--storage-location", f"{tmp}/storage",
                "--runtime-dir", f"{tmp}/run", "--management", management, "--log-level", "warning"]
     return measure("cocaine", command, port, duration, script,
                    setup=lambda: _manage(management, {"version": 2, "action": "create", "apps": {"echo": manifest}}))
@@ -153,51 +223,72 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of load per server and round")
     parser.add_argument("--rounds", type=int, default=1, help="alternate the servers this many times (medians)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--servers", default="cocaine,uwsgi,uwsgi-http11,gunicorn",
+                        help=f"which servers to run, comma-separated, of {','.join(SERVERS)} (default: %(default)s)")
+    parser.add_argument("--reference", metavar="PYTHON",
+                        help="also run cocaine from this interpreter (another checkout's venv), alternating "
+                             "with ours, for a side-by-side A/B")
     args = parser.parse_args()
+    names = args.servers.split(",")
+    unknown = set(names) - set(SERVERS)
+    if unknown:
+        sys.exit(f"--servers: unknown {sorted(unknown)}: choose from {','.join(SERVERS)}")
     if not shutil.which("wrk"):
         sys.exit("wrk is needed (apt-get install wrk)")
     for tool in ("uwsgi", "gunicorn"):
         if not os.path.exists(os.path.join(BIN, tool)):
             sys.exit(f"{tool} is needed: {sys.executable} -m pip install pyuwsgi gunicorn")
-    servers = {
-        "cocaine http-server": None,
-        "uwsgi --http-socket": "--http-socket",
-        "uwsgi --http11-socket": "--http11-socket",
-        "gunicorn sync": None,
-    }
+    servers = {name: SERVERS[name] for name in names}
+    if args.reference:
+        servers["cocaine-reference"] = args.reference
     runs: dict[str, list[dict]] = {name: [] for name in servers}
     with tempfile.TemporaryDirectory(prefix="cocaine-bench-http-") as tmp:
-        script = os.path.join(tmp, "post.lua")
+        script, closing = os.path.join(tmp, "post.lua"), os.path.join(tmp, "post-close.lua")
         with open(script, "w") as f:
             f.write(WRK_SCRIPT)
+        with open(closing, "w") as f:
+            f.write(WRK_SCRIPT + 'wrk.headers["Connection"] = "close"\n')
+        order = list(servers)
         for round_ in range(args.rounds):
-            for name, option in servers.items():
-                if name.startswith("cocaine"):
+            for name in order:
+                option = servers[name]
+                if name == "cocaine":
                     result = run_cocaine(args.duration, script, f"{tmp}/cocaine-{round_}")
+                elif name == "cocaine-close":
+                    result = run_cocaine(args.duration, closing, f"{tmp}/close-{round_}")
+                elif name == "cocaine-reference":
+                    result = run_cocaine(args.duration, script, f"{tmp}/reference-{round_}", python=option)
                 elif name.startswith("uwsgi"):
                     result = run_uwsgi(args.duration, script, option)
                 else:
                     result = run_gunicorn(args.duration, script)
+                result["load_average"] = os.getloadavg()[0]
                 runs[name].append(result)
-                print(f"round {round_ + 1}: {name}: {result['rps']:,.0f} req/s, p99 {result['p99_ms']:.2f} ms",
-                      file=sys.stderr)
+                print(f"round {round_ + 1}: {name}: {result['rps']:,.0f} req/s, p50 {result['p50_ms']:.2f} ms, "
+                      f"p99 {result['p99_ms']:.2f} ms, CPU {result['cpu_us_per_request']:.0f} us/req, "
+                      f"load average {result['load_average']:.1f}", file=sys.stderr)
+            order.reverse()  # no server always runs first (or right after the same neighbour)
     summary = {name: {key: statistics.median(r[key] for r in results) for key in results[0]}
                for name, results in runs.items()}
-    reference = summary["uwsgi --http-socket"]
-    ours = summary["cocaine http-server"]
-    ratio = {"rps_vs_uwsgi": ours["rps"] / reference["rps"], "p99_vs_uwsgi": ours["p99_ms"] / reference["p99_ms"]}
+    ratio = {}
+    if "cocaine" in summary and "uwsgi" in summary:
+        ours, reference = summary["cocaine"], summary["uwsgi"]
+        ratio = {"rps_vs_uwsgi": ours["rps"] / reference["rps"], "p99_vs_uwsgi": ours["p99_ms"] / reference["p99_ms"],
+                 "raw_p99_vs_uwsgi": ours["raw_p99_ms"] / reference["raw_p99_ms"]}
     if args.json:
         print(json.dumps({"servers": summary, "rounds": runs, "ratio": ratio}, indent=2))
         return
     print(f"wrk -t2 -c{CONNECTIONS} keep-alive, POST {len(BODY)} bytes echoed, "
-          f"{args.duration:g} s x {args.rounds} round(s)")
+          f"{args.duration:g} s x {args.rounds} round(s), medians")
     for name, r in summary.items():
-        print(f"{name:22} {r['rps']:9,.0f} req/s  p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms  "
-              f"CPU {r['cpu_us_per_request']:6.1f} us/req  non-2xx {r['non_2xx']:.0f}  "
-              f"socket errors {r['socket_errors']:.0f}")
-    print(f"cocaine / uwsgi --http-socket: requests/s {ratio['rps_vs_uwsgi']:.2f}x, p99 {ratio['p99_vs_uwsgi']:.2f}x "
-          "(lower p99 is better)")
-
+        print(f"{LABELS.get(name, name):26} {r['rps']:9,.0f} req/s  p50 {r['p50_ms']:7.2f} ms  "
+              f"p99 {r['p99_ms']:7.2f} ms  p99.9 {r['p999_ms']:7.2f} ms  mean {r['mean_ms']:6.2f} ms  "
+              f"(uncorrected: p99 {r['raw_p99_ms']:6.2f} ms, mean {r['raw_mean_ms']:6.2f} ms)  "
+              f"cycle {r['cycle_ms']:6.2f} ms  CPU {r['cpu_us_per_request']:6.1f} us/req  non-2xx {r['non_2xx']:.0f}  "
+              f"socket errors {r['socket_errors']:.0f}  load average {r['load_average']:.1f}")
+    if ratio:
+        print(f"cocaine / uwsgi --http-socket: requests/s {ratio['rps_vs_uwsgi']:.2f}x, "
+              f"p99 {ratio['p99_vs_uwsgi']:.2f}x (uncorrected {ratio['raw_p99_vs_uwsgi']:.2f}x; lower p99 is better)")
 
 if __name__ == "__main__":
     main()

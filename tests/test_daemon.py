@@ -93,6 +93,14 @@ def test_instance_and_several_management_endpoints(make_daemon):
     assert daemon.client(extra).call_json({"version": 2, "action": "info"})["node"]["instance"] == "blue"
 
 
+def test_the_daemon_freezes_its_start_up_objects_out_of_the_cyclic_collector(daemon):
+    # Tens of thousands of module objects: a full collection that walked them would pause every
+    # reactor for tens of milliseconds (docs/benchmarks.md, "HTTP").
+    gc = daemon.info()["node"]["gc"]
+    assert gc["frozen"] > 10_000, gc
+    assert len(gc["collections"]) == len(gc["collected"]) == 3, gc
+
+
 def test_a_taken_management_endpoint_is_a_clear_error(tmp_path, zmq_context):
     import subprocess
     import sys

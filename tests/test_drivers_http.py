@@ -163,6 +163,31 @@ def test_curl_reuses_one_keep_alive_connection_for_several_requests(web, module_
     assert counters(module_daemon, "echo")["connections"] == before + 1
 
 
+def test_requests_and_connections_leave_no_cycles_for_the_collector(web, module_daemon):
+    """Reference counting frees every request's objects (job, handle, exchange) and every closed
+    connection's (its parser holds its callbacks) as soon as they are done: a cycle left per request
+    is garbage only the cyclic collector frees, in pauses of the reactor (docs/benchmarks.md)."""
+
+    def collected() -> int:
+        return sum(module_daemon.info()["node"]["gc"]["collected"])
+
+    before = collected()
+    connection = http.client.HTTPConnection("127.0.0.1", web["echo"], timeout=10)
+    for i in range(600):
+        connection.request("POST", "/", body=b"%d" % i)
+        assert connection.getresponse().read() == b"%d" % i
+    connection.close()
+    # With a cycle per request, the collections its growth triggers find thousands of objects.
+    assert collected() - before < 150
+    before = collected()
+    for _ in range(300):  # a connection per request, which the client closes
+        single = http.client.HTTPConnection("127.0.0.1", web["echo"], timeout=10)
+        single.request("POST", "/", body=b"x")
+        assert single.getresponse().read() == b"x"
+        single.close()
+    assert collected() - before < 150
+
+
 def test_http_client_metadata_status_headers_and_head(web):
     connection = http.client.HTTPConnection("127.0.0.1", web["info"], timeout=10)
     connection.request("GET", "/some/path?a=1&b=%20x", headers={"X-One": "1", "Cookie": "c=1"})

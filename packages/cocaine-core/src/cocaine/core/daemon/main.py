@@ -7,6 +7,7 @@ match storage again.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -277,6 +278,17 @@ def raise_open_files_limit() -> None:
         log.warning("cannot raise the open files limit: %s", e)
 
 
+def freeze_startup_objects() -> None:
+    """Move what start-up made (the modules of every plugin, the registry, the sockets) out of the
+    cyclic collector's reach. A full collection walks every tracked object: over the daemon's heap
+    of imported modules (~40,000 objects) that pauses every reactor for 20 to 70 ms under load, a
+    request's p99 on its own (docs/benchmarks.md, "HTTP"). These objects live as long as the daemon,
+    so a collection never frees one; apps start afterwards, so their objects stay collectable. The
+    garbage start-up left (argparse's cycles) goes first, rather than stay frozen for good."""
+    gc.collect()
+    gc.freeze()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.management = args.management or ["tcp://*:5000"]
@@ -298,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         daemon.join_cluster()
+        freeze_startup_objects()
         daemon.node.load_all()
         daemon.serve()
     finally:

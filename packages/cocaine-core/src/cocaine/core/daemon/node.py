@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
@@ -22,6 +23,15 @@ from cocaine.core.storage import Storage
 log = logging.getLogger(__name__)
 
 APPS = "apps"  # the storage namespace of manifests
+
+
+def gc_info() -> dict[str, Any]:
+    """The cyclic collector's figures for this process: objects frozen at start-up, and per
+    generation the collections run and the objects they freed (cycles that reference counting
+    could not free: on a request path, every one is worth a look)."""
+    stats = gc.get_stats()
+    return {"frozen": gc.get_freeze_count(), "collections": [s["collections"] for s in stats],
+            "collected": [s["collected"] for s in stats]}
 
 
 class Node:
@@ -87,6 +97,7 @@ class Node:
                 "uptime": round(time.time() - self.started_at, 3),
                 "apps": len(self.engines),
                 "storage": {"type": self.storage.name, "location": self.storage.location},
+                "gc": gc_info(),
             },
             "apps": apps,
         }

@@ -320,8 +320,8 @@ class Engine:
                 self._watch_deadline(job)  # a peer that never answers still answers by the deadline
             return True
         stats.rejected += 1
-        job.done = True  # never ran: a driver's handle drops what it pushes from now on
-        job.responder.error(Code.UNAVAILABLE, message)
+        # never ran: a driver's handle drops what it pushes from now on
+        job.release().error(Code.UNAVAILABLE, message)
         return False
 
     def _forward(self, job: Job, why: str) -> bool:

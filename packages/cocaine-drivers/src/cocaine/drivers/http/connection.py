@@ -564,6 +564,7 @@ class Connection:
         for exchange in exchanges:
             self._cancel(exchange, "the client is gone")
         self.sock.close()
+        self.parser = None  # it holds this connection's callbacks: a cycle only the cyclic collector would free
         self.server.closed(self)
 
 
