@@ -6,11 +6,15 @@
   ``startup-ms``), workers started one at a time;
 - time from a burst's arrival to the pool's growth: a cold app (no worker, `pool-limit` 4) gets
   64 requests of 50 ms work at once; we report the first answer, when the pool has reached its
-  limit with every worker ready, and when all are answered;
+  limit with every worker ready, when all are answered (and how many answers were errors), and
+  when each worker was announced (``@worker spawned``: its pid known) and said hello (``@worker
+  ready``), as the bench receives those events;
 - the memory of the burst's workers (RSS, PSS, USS from /proc/PID/smaps_rollup) and of the fork server.
 
 The last three for workers started by exec (`"fork-server": false`) and forked by the app's fork
-server (the default), interleaved in one run. Usage: .venv/bin/python bench/bench_pool.py [--duration 5]
+server (the default), interleaved in one run (``--modes fork-server`` for the fork server alone; run
+this file with another tree's interpreter to measure that tree's code side by side). Usage:
+.venv/bin/python bench/bench_pool.py [--duration 5] [--rounds 3] [--skip-throughput] [--modes ...]
 """
 
 from __future__ import annotations
@@ -136,7 +140,7 @@ def burst_growth(daemon: Daemon, name: str, fork_server: bool, requests: int = 6
     for _ in range(requests):
         sock.send_multipart([b"", str(work).encode()])
     first_answer = full_pool = None
-    answered = 0
+    answered = errors = 0
     timeline = {"spawned": [], "ready": []}
     deadline = started + 60
     while answered < requests and time.perf_counter() < deadline:
@@ -145,7 +149,7 @@ def burst_growth(daemon: Daemon, name: str, fork_server: bool, requests: int = 6
                 topic = sub.recv_multipart()[0].decode().split()[1]
                 timeline[topic].append((time.perf_counter() - started) * 1000)
             while sock.poll(0):
-                sock.recv_multipart()
+                errors += sock.recv_multipart()[-1] != b"ok"
                 answered += 1
                 first_answer = first_answer or time.perf_counter() - started
         if full_pool is None:
@@ -160,7 +164,7 @@ def burst_growth(daemon: Daemon, name: str, fork_server: bool, requests: int = 6
     server_memory = smaps_rollup(server["pid"]) if server and server["pid"] else None
     spares = [smaps_rollup(pid) for pid in server["spares"]] if server else []
     daemon.delete(name)
-    return {"requests": requests, "answered": answered, "first_answer_ms": (first_answer or 0) * 1000,
+    return {"requests": requests, "answered": answered, "errors": errors, "first_answer_ms": (first_answer or 0) * 1000,
             "pool_full_ms": (full_pool or float("nan")) * 1000, "all_answered_ms": all_answered * 1000,
             "ideal_ms": requests * work / pool_limit * 1000, "workers": memory, "timeline": timeline,
             "server": server_memory, "spares": spares}
@@ -222,7 +226,8 @@ def main() -> None:
         first, full, everything = (statistics.median(r[key] for r in rounds)
                                    for key in ("first_answer_ms", "pool_full_ms", "all_answered_ms"))
         print(f"  {mode:12} first answer {first:6.0f} ms   pool full {full:6.0f} ms"
-              f"   all answered {everything:6.0f} ms ({everything / 800:.2f}x ideal)")
+              f"   all answered {everything:6.0f} ms ({everything / 800:.2f}x ideal)"
+              f"   errors {sum(r['errors'] for r in rounds)}")
         for event in ("spawned", "ready"):  # the n-th worker's, median over the rounds
             times = [statistics.median(r["timeline"][event][n] for r in rounds if len(r["timeline"][event]) > n)
                      for n in range(max(len(r["timeline"][event]) for r in rounds))]
