@@ -8,8 +8,8 @@ Everything a worker runs is imported here before the app, pyzmq and the worker l
 that a forked worker imports nothing: it makes its ZeroMQ context and connects. Importing pyzmq
 is safe before a fork: it loads libzmq, which has no global state before ``zmq_ctx_new``, and
 starts no thread and makes no context (pyzmq's own garbage-collector thread and ``Context.instance``
-are created on first use, never here). No ZeroMQ context ever exists in this process: an app
-whose import makes one (its threads show it) or starts threads is not forked (``unforkable``).
+are created on first use, never here). The server itself never makes a context; an app whose
+import starts threads (a context's first socket starts libzmq's) is not forked (``unforkable``).
 
 Workers are forked with ``clone(CLONE_PARENT)``: they are the daemon's children, not ours, so the
 daemon reaps them and reads their exit status and signal, kills them by pid, and they die with it
