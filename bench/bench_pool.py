@@ -6,11 +6,15 @@
   ``startup-ms``), workers started one at a time;
 - time from a burst's arrival to the pool's growth: a cold app (no worker, `pool-limit` 4) gets
   64 requests of 50 ms work at once; we report the first answer, when the pool has reached its
-  limit with every worker ready, and when all are answered;
+  limit with every worker ready, when all are answered (and how many answers were errors), and
+  when each worker was announced (``@worker spawned``: its pid known) and said hello (``@worker
+  ready``), as the bench receives those events;
 - the memory of the burst's workers (RSS, PSS, USS from /proc/PID/smaps_rollup) and of the fork server.
 
 The last three for workers started by exec (`"fork-server": false`) and forked by the app's fork
-server (the default), interleaved in one run. Usage: .venv/bin/python bench/bench_pool.py [--duration 5]
+server (the default), interleaved in one run (``--modes fork-server`` for the fork server alone; run
+this file with another tree's interpreter to measure that tree's code side by side). Usage:
+.venv/bin/python bench/bench_pool.py [--duration 5] [--rounds 3] [--skip-throughput] [--modes ...]
 """
 
 from __future__ import annotations
@@ -116,23 +120,36 @@ def spawn_to_ready(daemon: Daemon, name: str, fork_server: bool, spawns: int = 3
 
 def burst_growth(daemon: Daemon, name: str, fork_server: bool, requests: int = 64, work: float = 0.05,
                  pool_limit: int = 4) -> dict:
+    pubsub = f"tcp://127.0.0.1:{_free_port()}"
     endpoint = daemon.create(name, {"pool-limit": pool_limit, "concurrency": 1, "queue-limit": 1000,
-                                    "fork-server": fork_server}, ["work"])["work"]
+                                    "fork-server": fork_server}, ["work"], pubsub)["work"]
     daemon.wait_fork_server(name, fork_server)
-    sock = zmq.Context.instance().socket(zmq.DEALER)
+    context = zmq.Context.instance()
+    sock = context.socket(zmq.DEALER)
     sock.linger = 0
     sock.connect(endpoint)
-    time.sleep(1.0)  # connected, and the fork server's spare started, before the clock starts
+    sub = context.socket(zmq.SUB)  # the timeline: when each worker was spawned and said hello
+    sub.subscribe(b"@worker spawned")
+    sub.subscribe(b"@worker ready")
+    sub.connect(pubsub)
+    poller = zmq.Poller()
+    poller.register(sock, zmq.POLLIN)
+    poller.register(sub, zmq.POLLIN)
+    time.sleep(1.0)  # connected and subscribed, and the fork server's spares started, before the clock starts
     started = time.perf_counter()
     for _ in range(requests):
         sock.send_multipart([b"", str(work).encode()])
     first_answer = full_pool = None
-    answered = 0
+    answered = errors = 0
+    timeline = {"spawned": [], "ready": []}
     deadline = started + 60
     while answered < requests and time.perf_counter() < deadline:
-        if sock.poll(5):
+        if poller.poll(5):
+            while sub.poll(0):
+                topic = sub.recv_multipart()[0].decode().split()[1]
+                timeline[topic].append((time.perf_counter() - started) * 1000)
             while sock.poll(0):
-                sock.recv_multipart()
+                errors += sock.recv_multipart()[-1] != b"ok"
                 answered += 1
                 first_answer = first_answer or time.perf_counter() - started
         if full_pool is None:
@@ -141,14 +158,15 @@ def burst_growth(daemon: Daemon, name: str, fork_server: bool, requests: int = 6
                 full_pool = time.perf_counter() - started
     all_answered = time.perf_counter() - started
     sock.close(0)
+    sub.close(0)
     memory = [smaps_rollup(pid) for pid in (w["pid"] for w in daemon.pool(name)["workers"])]
     server = daemon.pool(name)["fork-server"]
     server_memory = smaps_rollup(server["pid"]) if server and server["pid"] else None
     spares = [smaps_rollup(pid) for pid in server["spares"]] if server else []
     daemon.delete(name)
-    return {"requests": requests, "answered": answered, "first_answer_ms": (first_answer or 0) * 1000,
+    return {"requests": requests, "answered": answered, "errors": errors, "first_answer_ms": (first_answer or 0) * 1000,
             "pool_full_ms": (full_pool or float("nan")) * 1000, "all_answered_ms": all_answered * 1000,
-            "ideal_ms": requests * work / pool_limit * 1000, "workers": memory,
+            "ideal_ms": requests * work / pool_limit * 1000, "workers": memory, "timeline": timeline,
             "server": server_memory, "spares": spares}
 
 
@@ -173,6 +191,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3, help="cold bursts per mode, interleaved")
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--modes", nargs="+", choices=("exec", "fork-server"), default=("exec", "fork-server"))
     args = parser.parse_args()
     if not args.skip_throughput:
         default = EngineConfig().concurrency
@@ -180,7 +199,8 @@ def main() -> None:
             result = run_cocaine(args.duration, 2, concurrency)["throughput"]
             print(f"concurrency {concurrency:2}: {result['rps']:9,.0f} req/s at 64 in flight, "
                   f"broker CPU {result['broker_cpu_us']:.1f} us/request")
-    modes = {"exec": False, "fork-server": True}
+    modes = {mode: fork_server for mode, fork_server in {"exec": False, "fork-server": True}.items()
+             if mode in args.modes}
     with tempfile.TemporaryDirectory(prefix="cocaine-bench-") as tmp:
         daemon = Daemon(tmp)
         try:
@@ -206,7 +226,12 @@ def main() -> None:
         first, full, everything = (statistics.median(r[key] for r in rounds)
                                    for key in ("first_answer_ms", "pool_full_ms", "all_answered_ms"))
         print(f"  {mode:12} first answer {first:6.0f} ms   pool full {full:6.0f} ms"
-              f"   all answered {everything:6.0f} ms ({everything / 800:.2f}x ideal)")
+              f"   all answered {everything:6.0f} ms ({everything / 800:.2f}x ideal)"
+              f"   errors {sum(r['errors'] for r in rounds)}")
+        for event in ("spawned", "ready"):  # the n-th worker's, median over the rounds
+            times = [statistics.median(r["timeline"][event][n] for r in rounds if len(r["timeline"][event]) > n)
+                     for n in range(max(len(r["timeline"][event]) for r in rounds))]
+            print(f"  {'':12} workers {event:8} at " + " ".join(f"{t:5.1f}" for t in times) + " ms")
     print("\nmemory after the burst (MiB; workers: mean of the 4 workers of the last round):")
     for mode, rounds in bursts.items():
         workers, server, spares = rounds[-1]["workers"], rounds[-1]["server"], rounds[-1]["spares"]

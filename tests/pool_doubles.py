@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import os
+import select
 
 import zmq
 
@@ -71,8 +73,12 @@ class ManualReactor:
             _, _, timer, callback, args = heapq.heappop(self._timers)
             if not timer.cancelled:
                 callback(*args)
-        for source, callback in list(self.readers.items()):
-            if source.poll(0):
+        # Like the real reactor: poll everything, then call each reader still registered.
+        readable = [source for source in self.readers
+                    if (source.poll(0) if hasattr(source, "poll") else select.select([source], [], [], 0)[0])]
+        for source in readable:
+            callback = self.readers.get(source)
+            if callback is not None:
                 callback()
         for flush in list(self.flushers):
             flush()
@@ -105,17 +111,46 @@ class MemoryHandle(WorkerHandle):
         self.worker.sock.close(0)
 
 
+class LateHandle(MemoryHandle):
+    """A handle returned before its backend knows the worker started, as a fork server's is: its
+    ``start_fd`` (a pipe the test writes to with ``answer``) says when ``confirm`` can tell."""
+
+    def __init__(self, worker: MemoryWorker) -> None:
+        super().__init__(worker)
+        self.pid = None
+        self._read, self._write = os.pipe()
+        self.answered: int | str | None = None  # a pid, or why it never started
+
+    def answer(self, outcome: int | str) -> None:
+        self.answered = outcome
+        os.write(self._write, b"x")
+
+    def start_fd(self) -> int | None:
+        return self._read if self._read is not None else None
+
+    def confirm(self) -> None:
+        if self._read is None:
+            return
+        for fd in (self._read, self._write):
+            os.close(fd)
+        self._read = None
+        if isinstance(self.answered, str):
+            self.code = 127
+            raise OSError(self.answered)
+        self.pid = self.answered
+
+
 class MemoryWorker:
     """The worker's end, spoken by the test: a DEALER connected to the pool."""
 
-    def __init__(self, context: zmq.Context, spec: WorkerSpec) -> None:
+    def __init__(self, context: zmq.Context, spec: WorkerSpec, late: bool = False) -> None:
         self.id = spec.worker_id
         self.sock = context.socket(zmq.DEALER)
         self.sock.linger = 0
         self.identity = spec.worker_id.encode()
         self.sock.routing_id = self.identity
         self.sock.connect(spec.endpoint)
-        self.handle = MemoryHandle(self)
+        self.handle = LateHandle(self) if late else MemoryHandle(self)
 
     def send(self, *messages: bytes) -> None:
         self.sock.send_multipart(list(messages))
@@ -145,12 +180,13 @@ class MemoryBackend(Backend):
         self.workers: list[MemoryWorker] = []
         self.attempts = 0
         self.failing = False
+        self.late = False  # hand out LateHandles, confirmed when the test answers for them
 
     def spawn(self, spec: WorkerSpec) -> WorkerHandle:
         self.attempts += 1
         if self.failing:
             raise OSError("no room for a worker")
-        worker = MemoryWorker(self.zmq_context, spec)
+        worker = MemoryWorker(self.zmq_context, spec, self.late)
         self.workers.append(worker)
         return worker.handle
 

@@ -7,6 +7,7 @@ import signal
 
 import zmq
 
+from cocaine.core.backends.process import MAX_SPARES
 from support import Subscriber, alive, endpoint, manifest, python_app, wait_for
 
 APP = '''
@@ -90,14 +91,18 @@ def test_forked_workers_are_the_daemons_children_with_their_own_output_and_memor
     addresses, _ = create(daemon, tmp_path, pubsub=pubsub, subscriber=sub, pool_limit=2, concurrency=1)
     server = fork_server(daemon)
     two_forked_workers(daemon, zmq_context, addresses)
-    # No ZeroMQ code was ever loaded in the server: each worker made its own context after the fork.
+    # pyzmq is loaded in the server (its workers import nothing), but no ZeroMQ context ever ran
+    # there: a context's sockets start libzmq's threads, and the server has only its main thread.
     with open(f"/proc/{server['pid']}/maps") as f:
-        assert "zmq" not in f.read()
+        assert "libzmq" in f.read()
+    assert os.listdir(f"/proc/{server['pid']}/task") == [str(server["pid"])]
     info = daemon.info("app")["pool"]
     pids = {w["pid"] for w in info["workers"]}
     assert set(daemon.workers()) == pids and daemon.fork_servers() == [server["pid"]]
-    spares = daemon.info("app")["pool"]["fork-server"]["spares"]
-    assert len(spares) == 1 and daemon.spares() == spares and not pids & set(spares)
+    # pool-limit 2: two spares, forked again once the two workers took the first ones.
+    spares = wait_for(lambda: (lambda s: s if len(s) == 2 and sorted(daemon.spares()) == s else None)(
+        daemon.info("app")["pool"]["fork-server"]["spares"]), message="two spares, named as such")
+    assert not pids & set(spares)
     # Each worker's own figures: the 8 MiB the import made count in full in its RSS, shared in its PSS.
     assert all(w["memory-rss"] > 8 << 20 and w["memory-pss"] < w["memory-rss"] for w in info["workers"])
     assert info["memory-pss"] == sum(w["memory-pss"] for w in info["workers"])
@@ -168,6 +173,83 @@ def test_a_killed_fork_server_takes_no_worker_with_it_and_is_started_again(daemo
     sleeper.close(0)
 
 
+def spares_ready(daemon, count):
+    """The server's ``count`` spares, once it has them all (and each names itself a spare)."""
+    return wait_for(lambda: (lambda s: s if len(s) == count and sorted(daemon.spares()) == s else None)(
+        daemon.info("app")["pool"]["fork-server"]["spares"]), timeout=20, message=f"{count} spares")
+
+
+def test_a_burst_takes_every_spare_and_the_server_forks_new_ones(daemon, tmp_path, zmq_context):
+    limit = MAX_SPARES + 1  # one worker more than there are spares: it is forked on demand
+    addresses, _ = create(daemon, tmp_path, pool_limit=limit, concurrency=1)
+    fork_server(daemon)
+    spares = spares_ready(daemon, MAX_SPARES)
+    sock = zmq_context.socket(zmq.DEALER)
+    sock.linger = 0
+    sock.rcvtimeo = 20_000
+    sock.connect(addresses["sleep"])
+    for _ in range(limit):  # each job needs a worker of its own: the pool asks for all of them at once
+        sock.send_multipart([b"", b"0.5"])
+    assert [sock.recv_multipart()[1:] for _ in range(limit)] == [[b"ok", b"slept"]] * limit
+    sock.close(0)
+    info = daemon.info("app")["pool"]
+    pids = {w["pid"] for w in info["workers"]}
+    assert len(pids) == limit and set(spares) < pids and info["fork-server"]["forked"] == limit
+    for pid in pids:  # the daemon's children all, whether forked ahead or on demand
+        with open(f"/proc/{pid}/stat") as f:
+            assert int(f.read().rsplit(")", 1)[1].split()[1]) == daemon.proc.pid
+    assert not set(spares_ready(daemon, MAX_SPARES)) & pids  # new spares, forked once the burst was served
+
+
+def test_the_engine_never_waits_for_the_fork_server(daemon, tmp_path, zmq_context):
+    addresses, _ = create(daemon, tmp_path, pool_limit=2, concurrency=1)
+    server = fork_server(daemon)
+    first = int(daemon.client(addresses["pid"]).call(b"")[1])
+    sock = zmq_context.socket(zmq.DEALER)
+    sock.linger = 0
+    sock.rcvtimeo = 20_000
+    sock.connect(addresses["sleep"])
+    os.kill(server["pid"], signal.SIGSTOP)
+    try:
+        sock.send_multipart([b"", b"0.3"])  # the first worker's
+        wait_for(lambda: daemon.info("app")["jobs"]["running"] == 1, message="the first job running")
+        sock.send_multipart([b"", b"0.3"])  # queued: a second worker is asked of the stopped server
+        starting = wait_for(lambda: [w for w in daemon.info("app")["pool"]["workers"] if w["pid"] != first],
+                            message="the second worker asked for")
+        assert starting[0]["pid"] is None and starting[0]["state"] == "starting"
+        # The first job is answered while the server still cannot answer: nothing waited for it.
+        assert sock.recv_multipart()[1:] == [b"ok", b"slept"]
+        with open(f"/proc/{server['pid']}/stat") as f:
+            assert f.read().rsplit(")", 1)[1].split()[0] == "T"  # stopped, and neither killed nor replaced
+        assert daemon.info("app")["pool"]["fork-server"]["pid"] == server["pid"]
+    finally:
+        os.kill(server["pid"], signal.SIGCONT)
+    assert sock.recv_multipart()[1:] == [b"ok", b"slept"]
+    sock.close(0)
+    # Once the server answers, the second worker is known by its pid, forked and ready.
+    second = wait_for(lambda: [w for w in daemon.info("app")["pool"]["workers"]
+                               if w["pid"] not in (None, first) and w["state"] != "starting"], message="the second worker")
+    assert second[0]["pid"] in daemon.workers() and daemon.info("app")["pool"]["fork-server"]["forked"] == 2
+
+
+def test_a_worker_its_dying_server_never_forked_is_started_by_exec_instead(daemon, tmp_path):
+    addresses, _ = create(daemon, tmp_path, pool_limit=1)
+    server = fork_server(daemon)
+    os.kill(server["pid"], signal.SIGSTOP)
+    client = daemon.client(addresses["pid"], timeout=20)
+    client.sock.send_multipart([b""])
+    wait_for(lambda: [w for w in daemon.info("app")["pool"]["workers"] if w["pid"] is None],
+             message="a worker asked of the stopped server")
+    os.kill(server["pid"], signal.SIGKILL)  # it dies without answering
+    reply = client.sock.recv_multipart()
+    assert reply[0] == b"ok"  # no failed start, no error: the job ran on a worker started by exec
+    info = daemon.info("app")
+    assert info["state"] == "running" and info["pool"]["fork-server"]["forked"] == 0
+    assert [w["pid"] for w in info["pool"]["workers"]] == [int(reply[1])]
+    assert "could not be forked: the fork server exited before it answered; starting another" in daemon.log()
+    assert fork_server(daemon)["starts"] == 2  # and a new server is started for the next workers
+
+
 def test_an_import_error_is_reported_as_ever_and_reload_brings_a_new_server(daemon, tmp_path):
     app = python_app(tmp_path, "import missing_module\n")
     address = endpoint()
@@ -209,9 +291,9 @@ def test_nothing_outlives_a_killed_daemon(make_daemon, tmp_path, zmq_context):
     addresses, _ = create(daemon, tmp_path, pool_limit=2, concurrency=1)
     server = fork_server(daemon)
     two_forked_workers(daemon, zmq_context, addresses)
-    wait_for(lambda: daemon.spares(), message="the spare")
+    wait_for(lambda: len(daemon.spares()) == 2, message="the two spares")
     processes = daemon.workers() + daemon.fork_servers() + daemon.spares()
-    assert server["pid"] in processes and len(processes) == 4
+    assert server["pid"] in processes and len(processes) == 5
     daemon.proc.kill()
     daemon.proc.wait(10)
     for pid in processes:

@@ -154,6 +154,42 @@ def test_an_idle_worker_retires_although_it_heartbeats(rig):
     assert r.pooled(spare).exit_reason == "idle"
 
 
+def test_a_burst_asks_for_its_workers_at_once_and_each_is_announced_when_its_start_is_known(rig):
+    r = rig(pool_limit=3)
+    r.backend.late = True  # a fork server's handles: the pid comes later
+    r.pool.grow(3)
+    assert r.backend.attempts == 3 and r.pool.starting() == 3
+    r.reactor.round()
+    assert r.listener.kinds() == []  # nothing known yet, nothing announced
+    one, two, _ = r.backend.workers
+    one.handle.answer(101)
+    r.reactor.round()
+    assert r.listener.events == [("spawned", one.id)] and r.pooled(one).handle.pid == 101
+    # A hello read before its answer (in the same round): the pid is taken first, so "spawned"
+    # comes before "ready".
+    two.handle.answer(102)
+    two.hello()
+    r.reactor.round()
+    assert r.listener.events[1:] == [("spawned", two.id), ("ready", two.id), ("capacity",)]
+    assert r.pool.starting() == 2  # the first (no hello yet) and the third (no answer yet)
+
+
+def test_a_worker_its_backend_could_not_start_after_all_is_replaced_at_once(rig):
+    r = rig(pool_limit=1)
+    r.backend.late = True
+    r.pool.grow(1)
+    r.backend.workers[0].handle.answer("could not be forked: the fork server exited before it answered")
+    r.reactor.round()
+    # It never ran: no failed start (no backoff), no exit; another is asked for in its place.
+    assert r.backend.attempts == 2 and r.pool.total == r.pool.starting() == 1
+    assert r.listener.kinds() == [] and not r.pool.backing_off()
+    replacement = r.backend.workers[1]
+    replacement.handle.answer(103)
+    replacement.hello()
+    r.reactor.round()
+    assert r.listener.kinds() == ["spawned", "ready", "capacity"]
+
+
 # -- backing off -----------------------------------------------------------------------------------
 
 def test_failed_starts_back_off_exponentially_up_to_a_cap(rig):

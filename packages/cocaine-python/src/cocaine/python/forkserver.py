@@ -2,16 +2,23 @@
 
 Started by the process backend (cocaine/core/backends/forkserver.py, which documents the control
 protocol) as ``python -m cocaine.python.forkserver --control-fd N --endpoint ... --app ... --path ...``,
-a fresh interpreter, never a fork of the daemon. Nothing ZeroMQ (nor gRPC) is imported here before
-a fork: each worker imports pyzmq and makes its own context after it.
+a fresh interpreter, never a fork of the daemon.
+
+Everything a worker runs is imported here before the app, pyzmq and the worker loop included, so
+that a forked worker imports nothing: it makes its ZeroMQ context and connects. Importing pyzmq
+is safe before a fork: it loads libzmq, which has no global state before ``zmq_ctx_new``, and
+starts no thread and makes no context (pyzmq's own garbage-collector thread and ``Context.instance``
+are created on first use, never here). The server itself never makes a context; an app whose
+import starts threads (a context's first socket starts libzmq's) is not forked (``unforkable``).
 
 Workers are forked with ``clone(CLONE_PARENT)``: they are the daemon's children, not ours, so the
 daemon reaps them and reads their exit status and signal, kills them by pid, and they die with it
 (``PR_SET_PDEATHSIG``) exactly like workers it starts itself; this server dying takes none of them.
 
-Importing pyzmq takes most of a forked worker's start, so the server keeps one *spare*: a process
-forked ahead of time that has imported pyzmq and the worker loop (after its fork) and waits for its
-worker id and pipes. A spawn request takes the spare and the server forks the next one.
+The server keeps ``--spares`` *spares*: processes forked ahead of time that make their ZeroMQ
+context (and start its threads) and wait for a worker id and pipes. A spawn request takes the
+oldest, and the server forks new ones once no request waits; with none left, it forks the worker
+itself.
 """
 
 # ruff: noqa: E402 - the process names itself before its slow imports (tests and ps tell it apart)
@@ -44,20 +51,12 @@ import select
 import socket
 import sys
 
-# What a worker needs besides pyzmq (and what pyzmq needs from the standard library), imported once
-# here so that a forked worker shares it and imports only pyzmq and the worker loop itself.
-import asyncio  # noqa: F401
-import inspect  # noqa: F401
-import logging  # noqa: F401
-import pickle  # noqa: F401
-import platform  # noqa: F401
-import random  # noqa: F401
-import threading  # noqa: F401
+# What a worker runs, imported once here (before the app) so that a forked worker shares it and
+# imports nothing; pyzmq makes no context and starts no thread at import (above).
+import zmq
 
-import cocaine.core.worker_protocol  # noqa: F401
-import cocaine.python.request  # noqa: F401
-import cocaine.python.response  # noqa: F401
 from cocaine.python import logs
+from cocaine.python.worker import serve
 from cocaine.python.loader import become_runtime, die_with_parent, load_module, runtime_arguments
 
 EXIT_LOAD_FAILED = 3
@@ -123,6 +122,16 @@ def import_capturing_output(path: str, app: str):
             os.close(fd)
 
 
+def _answer(sock: socket.socket, message: dict) -> None:
+    """Answer one spawn request on its own socket (the daemon may be gone: then nobody listens)."""
+    try:
+        sock.send(json.dumps(message).encode())
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -130,7 +139,7 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 class Server:
-    """The loop: answers the daemon's spawn requests, keeping one spare ready."""
+    """The loop: answers the daemon's spawn requests, keeping ``spares`` spares ready."""
 
     def __init__(self, control: socket.socket, args, module, forwarder, printed: tuple[bytes, bytes],
                  name: bytes) -> None:
@@ -140,7 +149,7 @@ class Server:
         self.forwarder = forwarder
         self.printed = printed
         self.name = name  # the interpreter's, which workers take back
-        self.spare: tuple[int, socket.socket] | None = None  # (pid, our end of its socket)
+        self.spares: list[tuple[int, socket.socket]] = []  # (pid, our end of its socket), oldest first
 
     def tell(self, message: dict) -> None:
         self.control.send(json.dumps(message).encode())
@@ -148,84 +157,91 @@ class Server:
     def run(self) -> int:
         """Serve until the daemon closes the control socket; in a forked child, return its status."""
         while True:
-            if self.spare is None:
-                status = self.fork_spare()
+            # Spares are forked only while no request waits: a burst's requests are answered first.
+            while len(self.spares) < self.args.spares and not select.select([self.control], [], [], 0)[0]:
+                try:
+                    status = self.fork_spare()
+                except OSError:
+                    break  # no spare for now: workers are forked on demand
                 if status is not None:
-                    return status  # we are the spare, and it has served as a worker
+                    return status  # we are a spare, and it has served as a worker
             try:
-                message, fds, _, _ = socket.recv_fds(self.control, 65536, 2)
+                message, fds, _, _ = socket.recv_fds(self.control, 65536, 3)
             except OSError:
                 return 0
             if not message:
                 return 0  # the daemon closed the control socket: this generation is over
+            if len(fds) != 3:  # nowhere to answer: the daemon sees the request's socket closed
+                for fd in fds:
+                    os.close(fd)
+                continue
+            answer = socket.socket(fileno=fds.pop())
             try:
                 request = json.loads(message)
-                if len(fds) != 2:
-                    raise ValueError(f"expected 2 descriptors (stdout, stderr), got {len(fds)}")
                 pid = self.hand_to_spare(request, fds)
                 if pid is None:
                     pid = fork_sibling()
             except (OSError, ValueError) as e:
                 for fd in fds:
                     os.close(fd)
-                self.tell({"error": str(e)})
+                _answer(answer, {"error": str(e)})
                 continue
             if pid == 0:
+                answer.close()
                 return self.worker(fds, request)
             for fd in fds:
                 os.close(fd)
-            self.tell({"pid": pid})
+            _answer(answer, {"pid": pid})
 
     def fork_spare(self) -> int | None:
-        """Fork the next worker ahead of time: it imports pyzmq and the worker loop, then waits for
-        its worker id and pipes. Returns None in the server, a worker's exit status in the spare."""
+        """Fork the next worker ahead of time: it waits for its worker id and pipes. Returns None in
+        the server, a worker's exit status in the spare; raises OSError if it cannot fork."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             pid = fork_sibling()
         except OSError:
             ours.close()
             theirs.close()
-            return None
+            raise
         if pid == 0:
             ours.close()
             return self.wait_as_spare(theirs)
         theirs.close()
-        self.spare = (pid, ours)
+        self.spares.append((pid, ours))
         self.tell({"spare": pid})
         return None
 
     def wait_as_spare(self, sock: socket.socket) -> int:
         self.detach(SPARE_NAME)
-        import zmq  # noqa: F401 - only now: no ZeroMQ code ran before the fork
-
-        import cocaine.python.worker  # noqa: F401
+        # Our context, ready before the request: its threads start with its first socket.
+        context = zmq.Context()
+        context.socket(zmq.DEALER).close()
         message, fds, _, _ = socket.recv_fds(sock, 65536, 2)
         sock.close()
         if not message or len(fds) != 2:
+            context.term()
             return 0  # the server went away before it needed us
-        return self.become_worker(fds, json.loads(message))
+        return self.become_worker(fds, json.loads(message), context)
 
     def hand_to_spare(self, request: dict, fds: list[int]) -> int | None:
-        """Give the request to the spare, if it is still there; its pid, or None."""
-        if self.spare is None:
-            return None
-        pid, sock = self.spare
-        self.spare = None
-        try:
-            if select.select([sock], [], [], 0)[0]:
-                raise OSError("the spare is gone")  # it never writes: readable means closed
-            socket.send_fds(sock, [json.dumps(request).encode()], fds)
-            return pid
-        except OSError:
-            self.tell({"gone": pid})
-            return None
-        finally:
-            sock.close()
+        """Give the request to the oldest spare still there; its pid, or None when none is left."""
+        while self.spares:
+            pid, sock = self.spares.pop(0)
+            try:
+                if select.select([sock], [], [], 0)[0]:
+                    raise OSError("the spare is gone")  # it never writes: readable means closed
+                socket.send_fds(sock, [json.dumps(request).encode()], fds)
+                return pid
+            except OSError:
+                self.tell({"gone": pid})
+            finally:
+                sock.close()
+        return None
 
     def worker(self, fds: list[int], request: dict) -> int:
         """In a child forked for one request (no spare was ready): become its worker."""
         self.detach(self.name)
-        return self.become_worker(fds, request)
+        return self.become_worker(fds, request, zmq.Context())
 
     def detach(self, name: bytes) -> None:
         """In a child: leave the server's session and sockets, die with the daemon (our parent)."""
@@ -233,10 +249,13 @@ class Server:
         set_name(name)
         die_with_parent()
         self.control.close()
-        if self.spare is not None:
-            self.spare[1].close()
+        for _, sock in self.spares:
+            sock.close()
+        self.spares = []
 
-    def become_worker(self, fds: list[int], request: dict) -> int:
+    def become_worker(self, fds: list[int], request: dict, context: zmq.Context) -> int:
+        """Serve as the worker ``request`` names, on ``context``: the first of this process's life
+        (made after the fork), which is ours alone."""
         set_name(self.name)
         for target, fd, data in zip((1, 2), fds, self.printed):
             os.dup2(fd, target)
@@ -244,11 +263,6 @@ class Server:
             if data:
                 _write_all(target, data)
         os.environ.update(request.get("env") or {})
-        import zmq  # only now: no ZeroMQ code ran before the fork
-
-        from cocaine.python.worker import serve
-
-        context = zmq.Context()
         try:
             return serve(context, endpoint=self.args.endpoint, worker_id=request["id"], path=self.args.path,
                          heartbeat=self.args.heartbeat, own_process=True, module=self.module,
@@ -258,7 +272,7 @@ class Server:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = runtime_arguments(__doc__, ("--control-fd", {"type": int})).parse_args(argv)
+    args = runtime_arguments(__doc__, ("--control-fd", {"type": int}), ("--spares", {"type": int})).parse_args(argv)
     become_runtime()  # and so are the workers it forks (line buffering and SIGINT are inherited)
     control = socket.socket(fileno=args.control_fd)
     forwarder = logs.LogForwarder.install(own_process=True)  # what the import logs goes with each worker's hello

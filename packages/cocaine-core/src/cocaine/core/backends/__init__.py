@@ -20,6 +20,16 @@ class WorkerHandle:
         """A file descriptor that becomes readable when the worker exits (None: poll ``returncode``)."""
         return None
 
+    def start_fd(self) -> int | None:
+        """While the backend has not yet confirmed that the worker started (a fork server answers
+        after the spawn returned): a descriptor that becomes readable when it can, and the engine
+        then calls :meth:`confirm`. None once confirmed, or for a handle confirmed at its spawn."""
+        return None
+
+    def confirm(self) -> None:
+        """Learn whether the worker started (waiting for it if need be): from now on ``pid`` and
+        :meth:`exit_fd` are known. Raises OSError, naming why, if it never started."""
+
     def output_fds(self) -> dict[str, int]:
         """The read ends of the worker's output pipes by stream name (``stdout``, ``stderr``), handed
         over once: the engine reads them, logs them line by line, and closes them. Empty when the
@@ -67,3 +77,14 @@ class Backend:
     def spawn(self, spec: WorkerSpec) -> WorkerHandle:
         """Start one worker; raise OSError (or a CocaineError) if it cannot be started."""
         raise NotImplementedError
+
+    def spawn_many(self, specs: list[WorkerSpec]) -> list[WorkerHandle | Exception]:
+        """Start several workers at once (a burst): for each spec, its handle or why it could not
+        be started. A backend overrides this when starting them together is faster."""
+        results: list[WorkerHandle | Exception] = []
+        for spec in specs:
+            try:
+                results.append(self.spawn(spec))
+            except Exception as e:  # noqa: BLE001 - reported per worker, as spawn() raising is
+                results.append(e)
+        return results

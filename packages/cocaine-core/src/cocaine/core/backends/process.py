@@ -10,7 +10,7 @@ import subprocess
 from typing import TYPE_CHECKING
 
 from cocaine.core.backends import Backend, WorkerHandle
-from cocaine.core.backends.forkserver import ForkedHandle, ForkServer
+from cocaine.core.backends.forkserver import ForkServer
 from cocaine.core.languages import WorkerSpec
 
 if TYPE_CHECKING:
@@ -67,6 +67,11 @@ class ProcessHandle(WorkerHandle):
             self._pidfd = None
 
 
+#: The most spares a fork server keeps (fewer when ``pool-limit`` is lower): a burst's first workers
+#: each take one instead of waiting for a fork (docs/pools.md, "The fork server").
+MAX_SPARES = 2
+
+
 class ProcessBackend(Backend):
     name = "process"
 
@@ -78,7 +83,7 @@ class ProcessBackend(Backend):
              config: EngineConfig) -> None:
         argv = language.fork_server_argv(app=app, endpoint=endpoint, heartbeat_interval=heartbeat_interval)
         if argv is not None and config.fork_server:
-            self.fork_server = ForkServer(app, argv)
+            self.fork_server = ForkServer(app, argv, spares=min(config.pool_limit, MAX_SPARES))
             self.fork_server.start()
 
     def close(self) -> None:
@@ -89,10 +94,24 @@ class ProcessBackend(Backend):
         return self.fork_server.info() if self.fork_server is not None else None
 
     def spawn(self, spec: WorkerSpec) -> WorkerHandle:
+        result = self.spawn_many([spec])[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def spawn_many(self, specs: list[WorkerSpec]) -> list[WorkerHandle | Exception]:
+        forked: list[WorkerHandle | None] = [None] * len(specs)
         if self.fork_server is not None:
-            forked = self.fork_server.spawn(spec.worker_id, spec.env)
-            if forked is not None:
-                return ForkedHandle(*forked)
+            forked = self.fork_server.spawn([(spec.worker_id, spec.env) for spec in specs])
+        results: list[WorkerHandle | Exception] = []
+        for spec, fork in zip(specs, forked):
+            try:
+                results.append(fork if fork is not None else self._exec(spec))
+            except Exception as e:  # noqa: BLE001 - reported per worker, as spawn() raising is
+                results.append(e)
+        return results
+
+    def _exec(self, spec: WorkerSpec) -> ProcessHandle:
         env = dict(os.environ, **spec.env)
         env["COCAINE_PARENT_PID"] = str(os.getpid())
         proc = subprocess.Popen(

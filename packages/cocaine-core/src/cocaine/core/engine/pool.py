@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import select
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
@@ -189,38 +190,97 @@ class WorkerPool:
     def grow(self, waiting: int) -> None:
         """Start workers for ``waiting`` queued jobs (jobs no ready worker has room for): the first
         worker at once, then one more for every ``grow-threshold`` jobs waiting, counting those that
-        the workers already starting will take."""
+        the workers already starting will take. A burst's workers are started together."""
         if self.closing or self.backing_off():
             return
         threshold = self.config.grow_threshold
-        while self.total < self.config.pool_limit and (
-                not self.total or waiting >= threshold * (self.starting() + 1)):
-            if not self.spawn():
-                break
+        total, starting, count = self.total, self.starting(), 0
+        while total < self.config.pool_limit and (not total or waiting >= threshold * (starting + 1)):
+            total, starting, count = total + 1, starting + 1, count + 1
+        self.spawn(count)
 
-    def spawn(self) -> bool:
-        worker_id = f"{self.app}.{os.getpid()}.{self.generation}.{next(self._ids)}"
+    def spawn(self, count: int = 1) -> bool:
+        """Start ``count`` workers together; True if all of them started."""
+        if count < 1:
+            return True
+        specs = []
         try:
-            spec = self.language.worker_spec(app=self.app, worker_id=worker_id, endpoint=self.endpoint,
-                                             heartbeat_interval=self.heartbeat_interval)
-            handle = self.backend.spawn(spec)
+            for _ in range(count):
+                worker_id = f"{self.app}.{os.getpid()}.{self.generation}.{next(self._ids)}"
+                specs.append(self.language.worker_spec(app=self.app, worker_id=worker_id, endpoint=self.endpoint,
+                                                       heartbeat_interval=self.heartbeat_interval))
+            handles = self.backend.spawn_many(specs)
         except Exception as e:  # noqa: BLE001 - a failed spawn must never take the daemon down
             self._start_failed(f"cannot start a worker: {e}")
             return False
+        failure = None
+        for spec, handle in zip(specs, handles):
+            if isinstance(handle, Exception):
+                failure = failure or handle
+            else:
+                self._started(spec.worker_id, handle)
+        if failure is not None:
+            self._start_failed(f"cannot start a worker: {failure}")
+        return failure is None
+
+    def _started(self, worker_id: str, handle: WorkerHandle) -> None:
         worker = PooledWorker(worker_id, handle, self.clock())
         self.workers[worker.identity] = worker
         self.spawned += 1
-        fd = handle.exit_fd()
-        if fd is not None:
-            self.reactor.add_reader(fd, lambda: self._on_exit(worker))
         fds = handle.output_fds()
         if fds:
             listener = self.listener
             worker.output = self.output_reader.watch(self.reactor, fds, lambda stream, line: listener.worker_log(
                 worker_id, OUTPUT_LEVELS[stream], line, stream))
-        log.info("app %s: worker %s started%s", self.app, worker_id, f" (pid {handle.pid})" if handle.pid else "")
+        fd = handle.start_fd()
+        if fd is None:
+            self._watch(worker)
+        else:  # the backend answers later (a fork server): the engine goes on meanwhile
+            self.reactor.add_reader(fd, lambda: self._on_confirmed(worker))
+
+    def _watch(self, worker: PooledWorker) -> None:
+        """The worker has started (its pid is known): watch for its exit, and say so."""
+        handle = worker.handle
+        fd = handle.exit_fd()
+        if fd is not None:
+            self.reactor.add_reader(fd, lambda: self._on_exit_fd(worker))
+        log.info("app %s: worker %s started%s", self.app, worker.id, f" (pid {handle.pid})" if handle.pid else "")
         self.listener.worker_spawned(self, worker)
-        return True
+
+    def _confirm(self, worker: PooledWorker) -> str | None:
+        """Take the backend's answer on a worker's start if it is still to come (waiting for it if
+        need be); why it never started, if it did not."""
+        fd = worker.handle.start_fd()
+        if fd is None:
+            return None
+        self.reactor.remove_reader(fd)
+        try:
+            worker.handle.confirm()
+        except OSError as e:
+            return str(e)
+        self._watch(worker)
+        return None
+
+    def _on_confirmed(self, worker: PooledWorker) -> None:
+        fd = worker.handle.start_fd()
+        if fd is None or not select.select([fd], [], [], 0)[0]:
+            return  # a stale readiness: the descriptor's number was another's in this loop round
+        failure = self._confirm(worker)
+        if failure is not None:
+            self._replace(worker, failure)
+
+    def _replace(self, worker: PooledWorker, failure: str) -> None:
+        """The backend could not start this worker after all (its fork server went away first):
+        it never ran, so it is no failed start of the app's; another is started at once (the
+        backend starts it some other way)."""
+        log.warning("app %s: worker %s %s; starting another", self.app, worker.id, failure)
+        if self.workers.pop(worker.identity, None) is None:
+            return
+        if worker.output is not None:
+            worker.output.close()
+        self._release(worker)
+        if not self.closing:
+            self.spawn()
 
     def _start_failed(self, reason: str) -> None:
         self.spawn_failures += 1
@@ -345,6 +405,10 @@ class WorkerPool:
                 self.retire(worker, Code.SERVER, f"speaks protocol version {message[1]}, not {worker_protocol.VERSION}",
                             cause=exits.PROTOCOL_ERROR)
                 return False
+            failure = self._confirm(worker)  # its pid first: "spawned" comes before "ready"
+            if failure is not None:
+                self.retire(worker, Code.UNAVAILABLE, failure, cause=exits.STARTUP_FAILURE)
+                return False
             worker.ready = True
             self._send(worker, OPTIONS_FRAME)  # before any invoke: the batch keeps its order
             self.failed_in_a_row = 0
@@ -418,9 +482,15 @@ class WorkerPool:
             if worker.handle.exit_fd() is None and worker.handle.returncode() is not None:
                 self._on_exit(worker)
         if not self.closing and not self.backing_off():
-            while self.total < config.pool_min and self.spawn():
-                pass
+            self.spawn(config.pool_min - self.total)
         self._tick = self.reactor.call_later(min(1.0, self.heartbeat_interval), self._check)
+
+    def _on_exit_fd(self, worker: PooledWorker) -> None:
+        # An exit descriptor is readable once the worker has exited, and then its return code is
+        # known; if not, the readiness was stale: the number was another descriptor's (closed
+        # earlier in this loop round, a forked worker's answer socket) when the loop polled.
+        if worker.handle.returncode() is not None:
+            self._on_exit(worker)
 
     def _on_exit(self, worker: PooledWorker) -> None:
         # Read what it said before exiting (a failed import's reason) before giving up on it.
@@ -447,6 +517,7 @@ class WorkerPool:
             return
         if worker.exit_reason is None:
             worker.exit_reason = cause if worker.ready else exits.STARTUP_FAILURE
+        self._confirm(worker)  # a worker still being started is killed once it is known
         self.outbox.pop(worker, None)
         if worker.handle.returncode() is None:
             self._send(worker, worker_protocol.terminate(reason))  # a thread backend's worker can only be told
@@ -476,9 +547,9 @@ class WorkerPool:
     def _release(self, worker: PooledWorker) -> None:
         # Unwatch the exit descriptor before the handle closes it: a closed descriptor left in the
         # poll set would be reported invalid on every round (or stand for a reused number).
-        fd = worker.handle.exit_fd()
-        if fd is not None:
-            self.reactor.remove_reader(fd)
+        for fd in (worker.handle.start_fd(), worker.handle.exit_fd()):
+            if fd is not None:
+                self.reactor.remove_reader(fd)
         worker.handle.close()
 
     def _gone(self, worker: PooledWorker) -> None:
@@ -502,6 +573,7 @@ class WorkerPool:
 
     def _kill_remaining(self) -> None:
         for worker in list(self.exiting.values()):
+            self._confirm(worker)
             worker.handle.kill()
             self._forget(worker)
         if self.exiting and self.sock is not None:
