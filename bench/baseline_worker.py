@@ -1,4 +1,7 @@
-"""Echo worker for the baseline broker (see baseline_broker.py for the protocol).
+"""A lean echo worker for the baseline broker (``baseline_broker.py --worker lean``): a bare loop with
+no request object, handler lookup, deadline check, message validation or heartbeats, kept to show
+how much of a request's cost is the worker's (docs/benchmarks.md). The broker's default is cocaine's
+own Python worker.
 
 Usage: python baseline_worker.py BACKEND_ENDPOINT
 """
@@ -35,7 +38,8 @@ def main() -> None:
         out = []
         while True:
             for frame in frames:
-                _, job_id, _method, _headers, body = unpackb(frame)
+                message = unpackb(frame)  # [INVOKE, job, task, meta, body, closed]
+                job_id, body = message[1], message[4]
                 out.append(pack([CHUNK, job_id, body]))
                 out.append(pack([END, job_id]))
             try:

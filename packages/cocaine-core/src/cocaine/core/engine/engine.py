@@ -7,7 +7,6 @@ through :meth:`Engine.start`, :meth:`Engine.reload`, :meth:`Engine.begin_stop` a
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import logging
 import time
@@ -18,6 +17,7 @@ from typing import Any
 import zmq
 
 from cocaine.core.engine.context import EngineTaskContext
+from cocaine.core.engine.deadlines import Deadlines
 from cocaine.core.engine.figures import (BUSY, IDLE, STARTING, EngineFigures, QueuePeaks, TaskFigures, WorkerFigures,
                                          read_pss, read_rss)
 from cocaine.core.engine.job import Job
@@ -61,8 +61,8 @@ class Engine:
         self.queue: deque[Job] = deque()
         self.queue_peaks = QueuePeaks()
         self._ids = itertools.count(1)
-        self._deadlines: list = []  # heap of (deadline, job id, job)
-        self._deadline_timer = None
+        self._deadlines = Deadlines()
+        self._deadline_timer = None  # armed at or before the earliest deadline of a job not answered
         self.contexts: dict[str, EngineTaskContext] = {}
         self.drivers: dict[str, Any] = {}
         self.pool: WorkerPool | None = None
@@ -427,17 +427,17 @@ class Engine:
 
     # -- deadlines --------------------------------------------------------------------------------
     def _watch_deadline(self, job: Job) -> None:
-        heapq.heappush(self._deadlines, (job.deadline, job.id, job))
-        if self._deadlines[0][2] is job:
-            if self._deadline_timer is not None:
-                self._deadline_timer.cancel()
+        self._deadlines.add(job)
+        timer = self._deadline_timer
+        # A timer that fires early (its job was answered) finds nothing due and re-arms for the next.
+        if timer is None or job.deadline < timer.when:
+            if timer is not None:
+                timer.cancel()
             self._deadline_timer = self.reactor.call_at(job.deadline, self._expire)
 
     def _expire(self) -> None:
         now = time.monotonic()
-        deadlines = self._deadlines
-        while deadlines and deadlines[0][0] <= now:
-            _, _, job = heapq.heappop(deadlines)
+        for job in self._deadlines.due(now):
             if not job.done:
                 # A job on a worker keeps its credit until the worker answers; the answer is dropped.
                 message = f"deadline exceeded ({now - job.accepted_at:.3f} s after acceptance)"
@@ -445,7 +445,8 @@ class Engine:
                     job.handle.cancel(Code.TIMEOUT, message)
                 else:
                     job.fail(Code.TIMEOUT, message)
-        self._deadline_timer = self.reactor.call_at(deadlines[0][0], self._expire) if deadlines else None
+        earliest = self._deadlines.earliest()
+        self._deadline_timer = None if earliest is None else self.reactor.call_at(earliest, self._expire)
 
     # -- figures and info ---------------------------------------------------------------------------
     def public_state(self) -> str:
