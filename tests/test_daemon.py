@@ -41,8 +41,8 @@ def test_apps_in_storage_start_with_the_daemon_and_a_corrupt_one_is_skipped(make
 def test_sigterm_stops_every_worker_and_exits_zero(make_daemon, tmp_path):
     daemon = make_daemon().start()
     serve_echo(daemon, tmp_path)
-    workers = daemon.workers()
-    assert len(workers) == 1
+    # A fork server names itself once its interpreter is up: until then it looks like a second worker.
+    wait_for(lambda: len(daemon.workers()) == 1, message="one worker process")
     assert daemon.stop() == 0  # also waits for every worker to be gone
 
 
