@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import select
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
@@ -243,7 +242,7 @@ class WorkerPool:
         handle = worker.handle
         fd = handle.exit_fd()
         if fd is not None:
-            self.reactor.add_reader(fd, lambda: self._on_exit_fd(worker))
+            self.reactor.add_reader(fd, lambda: self._on_exit(worker))
         log.info("app %s: worker %s started%s", self.app, worker.id, f" (pid {handle.pid})" if handle.pid else "")
         self.listener.worker_spawned(self, worker)
 
@@ -262,9 +261,6 @@ class WorkerPool:
         return None
 
     def _on_confirmed(self, worker: PooledWorker) -> None:
-        fd = worker.handle.start_fd()
-        if fd is None or not select.select([fd], [], [], 0)[0]:
-            return  # a stale readiness: the descriptor's number was another's in this loop round
         failure = self._confirm(worker)
         if failure is not None:
             self._replace(worker, failure)
@@ -484,13 +480,6 @@ class WorkerPool:
         if not self.closing and not self.backing_off():
             self.spawn(config.pool_min - self.total)
         self._tick = self.reactor.call_later(min(1.0, self.heartbeat_interval), self._check)
-
-    def _on_exit_fd(self, worker: PooledWorker) -> None:
-        # An exit descriptor is readable once the worker has exited, and then its return code is
-        # known; if not, the readiness was stale: the number was another descriptor's (closed
-        # earlier in this loop round, a forked worker's answer socket) when the loop polled.
-        if worker.handle.returncode() is not None:
-            self._on_exit(worker)
 
     def _on_exit(self, worker: PooledWorker) -> None:
         # Read what it said before exiting (a failed import's reason) before giving up on it.

@@ -55,6 +55,9 @@ class Reactor:
         self._poller.register(self._wake_r, zmq.POLLIN)
         self._handlers[self._wake_r] = self._drain_wakeups
         self._running = False
+        # Sources newly watched while a poll round's events are dispatched: an event of that round
+        # for the same number was the previous descriptor's (closed and its number reused since).
+        self._fresh: set = set()
         self._flushers: list[Callable[[], None]] = []
         self._last_flushers: set[Callable[[], None]] = set()
         self.thread: threading.Thread | None = None
@@ -62,12 +65,16 @@ class Reactor:
     # -- registration (reactor thread only) ---------------------------------------------------
     def add_reader(self, source, callback: Callable[[], None]) -> None:
         """Call ``callback()`` whenever ``source`` (a zmq socket or an fd) is readable."""
+        if source not in self._handlers and source not in self._writers:
+            self._fresh.add(source)
         self._handlers[source] = callback
         self._poller.register(source, zmq.POLLIN | (zmq.POLLOUT if source in self._writers else 0))
 
     def add_writer(self, fd: int, callback: Callable[[], None]) -> None:
         """Call ``callback()`` whenever the file descriptor ``fd`` is writable (remove it once the
         output is flushed, or the loop spins)."""
+        if fd not in self._handlers and fd not in self._writers:
+            self._fresh.add(fd)
         self._writers[fd] = callback
         self._poller.register(fd, zmq.POLLOUT | (zmq.POLLIN if fd in self._handlers else 0))
 
@@ -163,6 +170,7 @@ class Reactor:
         poll = self._poller.poll
         handlers = self._handlers
         flushers = self._flushers
+        fresh = self._fresh
         while self._running:
             self._run_calls()
             delay = self._run_timers()
@@ -172,7 +180,10 @@ class Reactor:
             if self._calls or not self._running:
                 delay = 0  # never block once stopped: the wake-up that asked for it may be drained already
             timeout = None if delay is None else max(0, int(delay * 1000 + 0.999))
+            fresh.clear()  # what is watched now is what this round polls
             for source, events in poll(timeout):
+                if fresh and source in fresh:
+                    continue  # stale: watched since the poll (level-triggered: the next round reports it)
                 if events & POLLOUT:
                     self._on_writable(source)
                     if events == POLLOUT:
