@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,13 +19,17 @@ class WorkerSpec:
 
     app: str
     worker_id: str
-    endpoint: str  # the engine's ROUTER endpoint the worker connects to
+    endpoint: str  # the engine's ROUTER endpoint the worker connects to, or ``fd:N`` (its stream link)
     argv: list[str]  # the command a process backend runs
     env: dict[str, str] = field(default_factory=dict)  # added to the daemon's environment
     #: For the thread backend: runs one worker in the calling thread until it is told to stop and
     #: returns its exit status; it is given the daemon's ZeroMQ context (inproc needs the same one).
     #: None when the language cannot run in-process.
     run_in_thread: Callable[..., int] | None = None
+    #: The worker's end of its stream link (``endpoint`` is ``fd:N``, N its descriptor), or None over
+    #: ZeroMQ. The backend hands it to the worker (a process inherits it; a thread takes it over with
+    #: ``detach()``); the pool closes the daemon's copy once the backend returns.
+    link: socket.socket | None = None
 
 
 class Language:
@@ -33,6 +38,10 @@ class Language:
     name: ClassVar[str] = ""
     #: True when ``worker_spec`` fills ``run_in_thread``, so the thread backend can run this language.
     supports_threads: ClassVar[bool] = False
+    #: True when its workers also speak the protocol over a stream link, ``--endpoint fd:N``, an
+    #: inherited Unix stream socket (docs/protocol.md, "Links"): the pool then gives each worker one
+    #: instead of a ZeroMQ connection, and the fork server (if any) gets ``--endpoint fd``.
+    stream_link: ClassVar[bool] = False
 
     @classmethod
     def validate_args(cls, args, where: str) -> str:

@@ -1,8 +1,10 @@
 """The engine <-> worker protocol (specified in docs/protocol.md).
 
-A ZeroMQ message between the engine (ROUTER) and a worker (DEALER) carries one or more protocol
-messages, one per frame, each a msgpack array whose first element is the message type. Batching
-several protocol messages into one ZeroMQ message saves a wake-up per message on the hot path.
+Every protocol message is a msgpack array whose first element is the message type. Two links carry
+them. Over ZeroMQ, a message between the engine (ROUTER) and a worker (DEALER) carries one or more
+protocol messages, one per frame: batching them saves a wake-up per message on the hot path. Over a
+*stream link*, a Unix stream socket the engine hands the worker at its start, they follow each
+other back to back (msgpack is self-delimiting), with no ZeroMQ I/O thread on either side.
 """
 
 from __future__ import annotations
@@ -93,7 +95,12 @@ def unpack(frame) -> list:
         message = _unpackb(frame, raw=False)
     except Exception as e:  # noqa: BLE001 - msgpack raises several unrelated types on garbage
         raise ProtocolError(f"frame is not valid msgpack: {e}") from None
-    # Every frame of the hot path comes here: one exact-type check per field (msgpack makes only
+    return validate(message)
+
+
+def validate(message) -> list:
+    """Return a decoded message if it is a well-formed protocol message, or raise ProtocolError."""
+    # Every message of the hot path comes here: one exact-type check per field (msgpack makes only
     # exact types), and the slow path only to say what is wrong.
     if type(message) is list and message and type(message[0]) is int:
         check = _CHECKS.get(message[0])
@@ -195,3 +202,24 @@ def options(handback_after: float) -> bytes:
 
 def grant(job: int, nbytes: int) -> bytes:
     return pack([GRANT, job, nbytes])
+
+
+class StreamDecoder:
+    """Splits the bytes of a stream link into protocol messages: fed what each read returned, it
+    gives the whole messages decoded so far (not yet validated); a message cut between two reads
+    waits for its end. Bytes that are not msgpack raise ProtocolError: past them the stream can no
+    longer be split into messages, so the link is over."""
+
+    __slots__ = ("_unpacker",)
+
+    def __init__(self) -> None:
+        # No size limit of its own (0: 4 GiB), as over ZeroMQ: a message is as large as its body.
+        self._unpacker = msgpack.Unpacker(raw=False, max_buffer_size=0)
+
+    def feed(self, data: bytes) -> list:
+        unpacker = self._unpacker
+        unpacker.feed(data)
+        try:
+            return list(unpacker)
+        except Exception as e:  # noqa: BLE001 - msgpack raises several unrelated types on garbage
+            raise ProtocolError(f"the stream link carries bytes that are not msgpack ({type(e).__name__}: {e})") from None

@@ -16,7 +16,8 @@ daemon reaps them and reads their exit status and signal, kills them by pid, and
 (``PR_SET_PDEATHSIG``) exactly like workers it starts itself; this server dying takes none of them.
 
 The server keeps ``--spares`` *spares*: processes forked ahead of time that make their ZeroMQ
-context (and start its threads) and wait for a worker id and pipes. A spawn request takes the
+context (and start its threads; not with ``--endpoint fd``, where each worker is handed its stream
+link and needs no context) and wait for a worker id and pipes. A spawn request takes the
 oldest, and the server forks new ones once no request waits; with none left, it forks the worker
 itself.
 """
@@ -150,6 +151,7 @@ class Server:
         self.printed = printed
         self.name = name  # the interpreter's, which workers take back
         self.spares: list[tuple[int, socket.socket]] = []  # (pid, our end of its socket), oldest first
+        self.links = 1 if args.endpoint == "fd" else 0  # each request brings the worker's stream link
 
     def tell(self, message: dict) -> None:
         self.control.send(json.dumps(message).encode())
@@ -166,12 +168,12 @@ class Server:
                 if status is not None:
                     return status  # we are a spare, and it has served as a worker
             try:
-                message, fds, _, _ = socket.recv_fds(self.control, 65536, 3)
+                message, fds, _, _ = socket.recv_fds(self.control, 65536, 3 + self.links)
             except OSError:
                 return 0
             if not message:
                 return 0  # the daemon closed the control socket: this generation is over
-            if len(fds) != 3:  # nowhere to answer: the daemon sees the request's socket closed
+            if len(fds) != 3 + self.links:  # nowhere to answer: the daemon sees the request's socket closed
                 for fd in fds:
                     os.close(fd)
                 continue
@@ -213,13 +215,15 @@ class Server:
 
     def wait_as_spare(self, sock: socket.socket) -> int:
         self.detach(SPARE_NAME)
-        # Our context, ready before the request: its threads start with its first socket.
-        context = zmq.Context()
-        context.socket(zmq.DEALER).close()
-        message, fds, _, _ = socket.recv_fds(sock, 65536, 2)
+        context = None
+        if not self.links:  # our context, ready before the request: its threads start with its first socket
+            context = zmq.Context()
+            context.socket(zmq.DEALER).close()
+        message, fds, _, _ = socket.recv_fds(sock, 65536, 2 + self.links)
         sock.close()
-        if not message or len(fds) != 2:
-            context.term()
+        if not message or len(fds) != 2 + self.links:
+            if context is not None:
+                context.term()
             return 0  # the server went away before it needed us
         return self.become_worker(fds, json.loads(message), context)
 
@@ -241,7 +245,7 @@ class Server:
     def worker(self, fds: list[int], request: dict) -> int:
         """In a child forked for one request (no spare was ready): become its worker."""
         self.detach(self.name)
-        return self.become_worker(fds, request, zmq.Context())
+        return self.become_worker(fds, request, None if self.links else zmq.Context())
 
     def detach(self, name: bytes) -> None:
         """In a child: leave the server's session and sockets, die with the daemon (our parent)."""
@@ -253,10 +257,11 @@ class Server:
             sock.close()
         self.spares = []
 
-    def become_worker(self, fds: list[int], request: dict, context: zmq.Context) -> int:
-        """Serve as the worker ``request`` names, on ``context``: the first of this process's life
-        (made after the fork), which is ours alone."""
+    def become_worker(self, fds: list[int], request: dict, context: zmq.Context | None) -> int:
+        """Serve as the worker ``request`` names: on its stream link (``fds[2]``), or on
+        ``context``, the first of this process's life (made after the fork), which is ours alone."""
         set_name(self.name)
+        endpoint = f"fd:{fds[2]}" if self.links else self.args.endpoint
         for target, fd, data in zip((1, 2), fds, self.printed):
             os.dup2(fd, target)
             os.close(fd)
@@ -264,11 +269,12 @@ class Server:
                 _write_all(target, data)
         os.environ.update(request.get("env") or {})
         try:
-            return serve(context, endpoint=self.args.endpoint, worker_id=request["id"], path=self.args.path,
+            return serve(context, endpoint=endpoint, worker_id=request["id"], path=self.args.path,
                          heartbeat=self.args.heartbeat, own_process=True, module=self.module,
                          forwarder=self.forwarder)
         finally:
-            context.term()
+            if context is not None:
+                context.term()
 
 
 def main(argv: list[str] | None = None) -> int:

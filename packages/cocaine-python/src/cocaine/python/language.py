@@ -10,6 +10,7 @@ from cocaine.core.plugin_api import hookimpl, Language, resolve_local_path, work
 class PythonLanguage(Language):
     name = "python"
     supports_threads = True
+    stream_link = True
 
     @classmethod
     def validate_args(cls, args, where: str) -> str:

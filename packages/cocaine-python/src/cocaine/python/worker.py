@@ -1,7 +1,8 @@
 """A Python worker: loads the app's module, then serves the engine's invokes until told to stop.
 
-Run by the engine as ``python -m cocaine.python.worker --endpoint ... --id ... --path app.py``.
-The engine <-> worker protocol is specified in docs/protocol.md.
+Run by the engine as ``python -m cocaine.python.worker --endpoint ... --id ... --path app.py``,
+where the endpoint is the pool's ZeroMQ ROUTER or ``fd:N``, a stream link (link.py). The engine <->
+worker protocol is specified in docs/protocol.md.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import zmq
 
 from cocaine.core import worker_protocol
 from cocaine.core.errors import Code, ProtocolError
-from cocaine.core.transport import recv_frames, send_frames
 from cocaine.python import logs
+from cocaine.python.link import open_link, StreamLink, ZeroMQLink
 from cocaine.python.loader import become_runtime, load_module, runtime_arguments
 from cocaine.python.request import ChunkSource, Request, RequestCancelled, StreamedRequest
 from cocaine.python.response import Response
@@ -83,8 +84,8 @@ class PythonWorker:
     A parked response resumed by a grant counts as running too: what waits behind it may go back.
     """
 
-    def __init__(self, sock: zmq.Socket, handlers: Handlers, heartbeat: float) -> None:
-        self.sock = sock
+    def __init__(self, link: ZeroMQLink | StreamLink, handlers: Handlers, heartbeat: float) -> None:
+        self.link = link
         self.handlers = handlers
         self.heartbeat = heartbeat
         self.out: list[bytes] = []
@@ -100,7 +101,7 @@ class PythonWorker:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         self._poller = zmq.Poller()
-        self._poller.register(sock, zmq.POLLIN)
+        self._poller.register(link.pollable, zmq.POLLIN)
         self._poller.register(self._wake_r, zmq.POLLIN)
         self.logs: logs.LogForwarder | None = None  # the app's log records, sent with the next output
         # Handback: messages received but not applied yet (the jobs not started), and who may
@@ -133,19 +134,22 @@ class PythonWorker:
                 self._loop.close()
 
     def _serve(self) -> None:
-        sock = self.sock
-        sock.send(worker_protocol.hello(os.getpid()))
+        link = self.link
+        link.send(worker_protocol.hello(os.getpid()))
         heartbeat = self.heartbeat
-        only_sock = [(sock, POLLIN)]
+        only_link = [(link.pollable, POLLIN)]
         while True:
             # Until the next heartbeat is due; while a handler is stuck, look again now and then.
             wait = max(heartbeat / 10, self.last_sent + heartbeat - time.monotonic())
             # zmq_poll on a ready-made list: Socket.poll builds a Poller each call (9 against 3 us).
-            readable = self._wait(wait) if self.streams else zmq.zmq_poll(only_sock, int(wait * 1000))
+            readable = self._wait(wait) if self.streams else zmq.zmq_poll(only_link, int(wait * 1000))
             if readable:
                 self.last_heard = time.monotonic()
-                with self._guard:
-                    self._receive()
+                try:
+                    with self._guard:
+                        self._receive()
+                except EOFError:
+                    return  # the engine is gone, or has given up on this worker
                 if not self._apply_pending():
                     self.flush()
                     return
@@ -154,21 +158,13 @@ class PythonWorker:
             self.flush()
 
     def _receive(self) -> bool:
-        """Move what the engine sent into ``pending``; True if there was anything. Hold ``_guard``."""
-        sock = self.sock
-        pending = self.pending
-        received = False
-        while True:
-            try:
-                frames = recv_frames(sock)
-            except zmq.Again:
-                return received
-            received = True
-            for frame in frames:
-                try:
-                    pending.append(worker_protocol.unpack(frame))
-                except ProtocolError as e:  # drop it, say so, serve on
-                    self.out.append(worker_protocol.log(logging.WARNING, f"dropped a bad message: {e}"))
+        """Move what the engine sent into ``pending``; True if there was anything. Hold ``_guard``.
+        Raises EOFError when a stream link is over."""
+        return self.link.receive(self.pending, self._dropped)
+
+    def _dropped(self, e: ProtocolError) -> None:
+        """Drop a bad message, say so, serve on."""
+        self.out.append(worker_protocol.log(logging.WARNING, f"dropped a bad message: {e}"))
 
     def _apply_pending(self) -> bool:
         """Apply the pending messages in order; False when the worker must stop."""
@@ -225,14 +221,17 @@ class PythonWorker:
     def _hand_back(self) -> None:
         """Drop the whole requests not started yet and tell the engine. Hold ``_guard``. A streamed
         request stays: its chunks came here and cannot be sent again."""
-        if self._receive():
-            self.last_heard = time.monotonic()  # what it read shows the engine alive, as the main loop's would
+        try:
+            if self._receive():
+                self.last_heard = time.monotonic()  # what it read shows the engine alive, as the main loop's would
+        except EOFError:
+            return  # the main loop sees it too, and ends the worker
         jobs = [m[1] for m in self.pending if m[0] == worker_protocol.INVOKE and m[5] is True]
         if jobs:
             kept = [m for m in self.pending if not (m[0] == worker_protocol.INVOKE and m[5] is True)]
             self.pending.clear()
             self.pending.extend(kept)
-            self.sock.send(worker_protocol.handback(jobs))
+            self.link.send(worker_protocol.handback(jobs))
 
     def flush(self) -> None:
         """Send what is pending, or a heartbeat if nothing was sent for an interval; neither while a
@@ -244,12 +243,12 @@ class PythonWorker:
             self.out.extend(self.logs.collect())
         if self.out:
             with self._guard:  # the watchdog may be using the socket
-                send_frames(self.sock, self.out)
+                self.link.send_all(self.out)
                 self.out.clear()  # in place: invoke() holds a reference to this list
             self.last_sent = now
         elif now - self.last_sent >= self.heartbeat:
             with self._guard:
-                self.sock.send(worker_protocol.HEARTBEAT_FRAME)
+                self.link.send(worker_protocol.HEARTBEAT_FRAME)
             self.last_sent = now
 
     def handle(self, message: list) -> bool:
@@ -411,7 +410,7 @@ class PythonWorker:
                 self.streams.pop(job, None)
             self._finished.clear()
             self._signalled = False
-        return self.sock in ready
+        return self.link.pollable in ready
 
     def _stuck(self, now: float) -> bool:
         limit = self.heartbeat
@@ -520,16 +519,13 @@ def _to_bytes(item) -> bytes:
     raise TypeError(f"handler produced {type(item).__name__}; expected bytes or str")
 
 
-def serve(context: zmq.Context, *, endpoint: str, worker_id: str, path: str, heartbeat: float,
+def serve(context: zmq.Context | None, *, endpoint: str, worker_id: str, path: str, heartbeat: float,
           own_process: bool = False, module: ModuleType | None = None,
           forwarder: logs.LogForwarder | None = None) -> int:
     """Load the app (unless ``module`` is the app, loaded already by a fork server, whose
     ``forwarder`` holds what the import logged) and serve the engine until told to stop; return the
-    exit status."""
-    sock = context.socket(zmq.DEALER)
-    sock.identity = worker_id.encode()
-    sock.linger = 1000
-    sock.connect(endpoint)
+    exit status. ``context`` is needed only over ZeroMQ (not for an ``fd:N`` endpoint)."""
+    link = open_link(context, endpoint, worker_id)
     if forwarder is None:
         forwarder = logs.LogForwarder.install(own_process=own_process)
     try:
@@ -537,26 +533,27 @@ def serve(context: zmq.Context, *, endpoint: str, worker_id: str, path: str, hea
             try:
                 module = load_module(path, worker_id)
             except BaseException as e:  # noqa: BLE001 - SystemExit at import is a failed load too
-                send_frames(sock, [*forwarder.collect(), logs.load_failure(path, e)])
+                link.send_all([*forwarder.collect(), logs.load_failure(path, e)])
                 return EXIT_LOAD_FAILED
-        worker = PythonWorker(sock, Handlers(module), heartbeat)
+        worker = PythonWorker(link, Handlers(module), heartbeat)
         worker.logs = forwarder
         worker.run()
         return 0
     finally:
         forwarder.uninstall()
-        sock.close()
+        link.close()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = runtime_arguments(__doc__, ("--id", {})).parse_args(argv)
     become_runtime()
-    context = zmq.Context()
+    context = None if args.endpoint.startswith("fd:") else zmq.Context()
     try:
         return serve(context, endpoint=args.endpoint, worker_id=args.id, path=args.path, heartbeat=args.heartbeat,
                      own_process=True)
     finally:
-        context.term()
+        if context is not None:
+            context.term()
 
 
 if __name__ == "__main__":

@@ -8,9 +8,11 @@ The server is exec'd fresh by the process backend (never forked from the daemon)
 - server -> daemon, once: ``{"ready": pid}`` when it can fork, or ``{"unforkable": reason}`` when the
   app's import made forking unsafe (it then exits). A server that cannot import the app exits
   without a word: the worker started instead by exec reports the error, as it always did.
-- daemon -> server: ``{"id": worker id, "env": {...}}`` with three descriptors attached
-  (``SCM_RIGHTS``): the write ends of the worker's stdout and stderr pipes, and one end of a socket
-  pair of its own, on which the server answers ``{"pid": pid}`` or ``{"error": why}`` and closes it.
+- daemon -> server: ``{"id": worker id, "env": {...}}`` with three or four descriptors attached
+  (``SCM_RIGHTS``): the write ends of the worker's stdout and stderr pipes, the worker's end of its
+  stream link when it has one (the server was started with ``--endpoint fd``), and last one end of
+  a socket pair of its own, on which the server answers ``{"pid": pid}`` or ``{"error": why}`` and
+  closes it.
   The daemon never waits for the answer: it reads it when its loop sees that socket readable, and
   may send the next requests meanwhile (a burst's workers are forked while the engine runs).
 - server -> daemon, at any time: ``{"spare": pid}``, a process forked ahead of the next request
@@ -85,8 +87,8 @@ class ForkServer:
         self.starts += 1
         log.debug("app %s: fork server started (pid %d)", self.app, self.proc.pid)
 
-    def spawn(self, requests: list[tuple[str, dict[str, str]]]) -> list[ForkedHandle | None]:
-        """Ask for a worker for each (worker id, env) of ``requests``: for each, the handle of a
+    def spawn(self, requests: list[tuple[str, dict[str, str], socket.socket | None]]) -> list[ForkedHandle | None]:
+        """Ask for a worker for each (worker id, env, stream link) of ``requests``: for each, the handle of a
         worker being forked, or None when it must be started by exec instead (the server is not
         ready; it is restarted if it died). Never waits for the server: each request carries its
         own answer socket, which the handle reads when the engine's loop sees it readable."""
@@ -96,7 +98,7 @@ class ForkServer:
         if not self._ready():
             return [None] * len(requests)
         handles: list[ForkedHandle | None] = []
-        for worker_id, env in requests:
+        for worker_id, env, link in requests:
             if self.sock is None:  # lost at the previous request
                 handles.append(None)
                 continue
@@ -104,8 +106,9 @@ class ForkServer:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             try:
                 self.sock.settimeout(SPAWN_TIMEOUT)  # a few bytes: only a server that hangs blocks
+                links = [] if link is None else [link.fileno()]
                 socket.send_fds(self.sock, [json.dumps({"id": worker_id, "env": env}).encode()],
-                                [stdout[1], stderr[1], theirs.fileno()])
+                                [stdout[1], stderr[1], *links, theirs.fileno()])
             except OSError as e:
                 ours.close()
                 os.close(stdout[0])

@@ -102,7 +102,7 @@ class ProcessBackend(Backend):
     def spawn_many(self, specs: list[WorkerSpec]) -> list[WorkerHandle | Exception]:
         forked: list[WorkerHandle | None] = [None] * len(specs)
         if self.fork_server is not None:
-            forked = self.fork_server.spawn([(spec.worker_id, spec.env) for spec in specs])
+            forked = self.fork_server.spawn([(spec.worker_id, spec.env, spec.link) for spec in specs])
         results: list[WorkerHandle | Exception] = []
         for spec, fork in zip(specs, forked):
             try:
@@ -124,5 +124,6 @@ class ProcessBackend(Backend):
             # Its own session: a Ctrl-C at the daemon's terminal is the daemon's to handle.
             start_new_session=True,
             close_fds=True,
+            pass_fds=() if spec.link is None else (spec.link.fileno(),),  # its stream link, named in argv
         )
         return ProcessHandle(proc)

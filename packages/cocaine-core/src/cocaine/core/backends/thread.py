@@ -1,4 +1,5 @@
-"""The ``thread`` backend: workers run as threads inside the daemon, over inproc sockets.
+"""The ``thread`` backend: workers run as threads inside the daemon, over inproc sockets (or their
+stream links, when their language has them).
 
 Cheaper to start and lighter than processes, and native code that releases the GIL uses every core.
 The price: a thread cannot be killed. A hung worker is abandoned (its jobs fail and a new worker
@@ -86,4 +87,7 @@ class ThreadBackend(Backend):
     def spawn(self, spec: WorkerSpec) -> ThreadHandle:
         if spec.run_in_thread is None:
             raise ConfigError(f"app {spec.app!r}: its language cannot run workers as threads; use the process backend")
-        return ThreadHandle(spec, self.zmq_context)
+        handle = ThreadHandle(spec, self.zmq_context)
+        if spec.link is not None:
+            spec.link.detach()  # the worker thread owns its end now, and closes it when it ends
+        return handle

@@ -1,8 +1,9 @@
 """The worker pool of one engine generation: starting workers, talking to them, retiring them.
 
-Workers connect a DEALER to the pool's ROUTER. Outgoing protocol messages are queued per worker and
-flushed once per reactor round, so a burst of requests costs one send per worker. The pool never
-blocks the reactor: stopping is a terminate message, exit notifications and a kill timer.
+Workers connect a DEALER to the pool's ROUTER, or, when their language can, each gets a stream link
+of its own (stream_link.py). Outgoing protocol messages are queued per worker and flushed once per
+reactor round, so a burst of requests costs one send per worker. The pool never blocks the reactor:
+stopping is a terminate message, exit notifications and a kill timer.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
@@ -21,11 +23,12 @@ from cocaine.core.backends import Backend, WorkerHandle
 from cocaine.core.engine import exits
 from cocaine.core.engine.exits import describe_exit
 from cocaine.core.engine.output import READER, OutputReader, OutputWatch
+from cocaine.core.engine.stream_link import StreamLink
 from cocaine.core.errors import Code, ProtocolError
 from cocaine.core.languages import Language
 from cocaine.core.manifest import EngineConfig
 from cocaine.core.transport import NOBLOCK, recv_frames, send_frames
-from cocaine.core.worker_protocol import HANDBACK
+from cocaine.core.worker_protocol import HANDBACK, validate
 
 if TYPE_CHECKING:
     from cocaine.core.engine.job import Job
@@ -51,7 +54,7 @@ class PooledWorker:
     """The engine's record of one worker of a pool (the worker itself runs elsewhere)."""
 
     __slots__ = ("id", "identity", "handle", "jobs", "ready", "last_seen", "spawned_at", "idle_since",
-                 "last_error", "retiring", "exit_reason", "output")
+                 "last_error", "retiring", "exit_reason", "output", "link")
 
     def __init__(self, worker_id: str, handle: WorkerHandle, now: float) -> None:
         self.id = worker_id
@@ -64,6 +67,7 @@ class PooledWorker:
         self.retiring: str | None = None  # why it was asked to exit, once it was
         self.exit_reason: str | None = None  # one of the exits module's reasons, once it is on its way out
         self.output: OutputWatch | None = None  # its stdout and stderr, for a process
+        self.link: StreamLink | None = None  # its stream link, or None over the pool's ROUTER
 
 
 #: ask_to_exit's reasons as the exit reasons that monitoring reports.
@@ -138,8 +142,9 @@ class WorkerPool:
         self.sock.router_mandatory = True  # a send to a vanished worker raises instead of vanishing
         self.sock.sndhwm = self.sock.rcvhwm = 0
         self.sock.bind(self.endpoint)
-        backend.open(language, app=self.app, endpoint=self.endpoint, heartbeat_interval=self.heartbeat_interval,
-                     config=config)
+        self.stream_links = language.stream_link
+        backend.open(language, app=self.app, endpoint="fd" if self.stream_links else self.endpoint,
+                     heartbeat_interval=self.heartbeat_interval, config=config)
         self.reactor.add_reader(self.sock, self._on_readable)
         self.reactor.add_flusher(self.flush, last=True)  # after the drivers', whose writes grant credit
         self._tick = self.reactor.call_later(0, self._check)
@@ -203,28 +208,49 @@ class WorkerPool:
         if count < 1:
             return True
         specs = []
+        ours: list[socket.socket] = []  # the engine's end of each worker's stream link
+        theirs: list[socket.socket] = []  # the worker's end
         try:
             for _ in range(count):
                 worker_id = f"{self.app}.{os.getpid()}.{self.generation}.{next(self._ids)}"
-                specs.append(self.language.worker_spec(app=self.app, worker_id=worker_id, endpoint=self.endpoint,
-                                                       heartbeat_interval=self.heartbeat_interval))
+                endpoint = self.endpoint
+                if self.stream_links:
+                    pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+                    ours.append(pair[0])
+                    theirs.append(pair[1])
+                    endpoint = f"fd:{pair[1].fileno()}"
+                spec = self.language.worker_spec(app=self.app, worker_id=worker_id, endpoint=endpoint,
+                                                 heartbeat_interval=self.heartbeat_interval)
+                spec.link = theirs[-1] if self.stream_links else None
+                specs.append(spec)
             handles = self.backend.spawn_many(specs)
         except Exception as e:  # noqa: BLE001 - a failed spawn must never take the daemon down
+            for sock in ours:
+                sock.close()
             self._start_failed(f"cannot start a worker: {e}")
             return False
+        finally:
+            for sock in theirs:  # the worker has its own copy (or, a thread, took it over: detached)
+                sock.close()
         failure = None
-        for spec, handle in zip(specs, handles):
+        for i, (spec, handle) in enumerate(zip(specs, handles)):
+            engine_end = ours[i] if ours else None
             if isinstance(handle, Exception):
                 failure = failure or handle
+                if engine_end is not None:
+                    engine_end.close()
             else:
-                self._started(spec.worker_id, handle)
+                self._started(spec.worker_id, handle, engine_end)
         if failure is not None:
             self._start_failed(f"cannot start a worker: {failure}")
         return failure is None
 
-    def _started(self, worker_id: str, handle: WorkerHandle) -> None:
+    def _started(self, worker_id: str, handle: WorkerHandle, link: socket.socket | None) -> None:
         worker = PooledWorker(worker_id, handle, self.clock())
         self.workers[worker.identity] = worker
+        if link is not None:
+            worker.link = StreamLink(link, self.reactor)
+            worker.link.watch(lambda: self._on_link_readable(worker))
         self.spawned += 1
         fds = handle.output_fds()
         if fds:
@@ -322,6 +348,10 @@ class WorkerPool:
             return
         outbox, self.outbox = self.outbox, {}
         for worker, frames in outbox.items():
+            link = worker.link
+            if link is not None:
+                link.send(frames, 1)  # without the ROUTER's identity frame
+                continue
             try:
                 send_frames(self.sock, frames, NOBLOCK)
             except zmq.ZMQError as e:
@@ -330,10 +360,12 @@ class WorkerPool:
 
     # -- receiving --------------------------------------------------------------------------------
     def _on_readable(self) -> None:
+        """The ROUTER's workers: each ZeroMQ message is the identity, then one message per frame."""
         sock = self.sock
         workers = self.workers
         now = self.clock()
         freed = False
+        unpack = worker_protocol.unpack
         while True:
             try:
                 frames = recv_frames(sock)
@@ -342,22 +374,43 @@ class WorkerPool:
             worker = workers.get(frames[0]) or self.exiting.get(frames[0])
             if worker is None:
                 continue  # a worker already gone
-            busy = bool(worker.jobs)
-            for frame in frames[1:]:
-                try:
-                    message = worker_protocol.unpack(frame)
-                    # A handback comes from a worker's watchdog, not from the loop that runs its
-                    # handlers: it is no sign that a hung handler lives.
-                    if message[0] != HANDBACK:
-                        worker.last_seen = now
-                    freed |= self._handle(worker, message)
-                except (ProtocolError, IndexError, TypeError, ValueError) as e:
-                    worker.last_seen = now
-                    log.warning("app %s: worker %s sent a bad message: %s", self.app, worker.id, e)
-            if busy and not worker.jobs:  # idle from its last answer on; a heartbeat is not work
-                worker.idle_since = now
+            freed |= self._apply(worker, frames, 1, unpack, now)
         if freed:
             self.listener.capacity_freed(self)
+
+    def _on_link_readable(self, worker: PooledWorker) -> None:
+        link = worker.link
+        if link is None or link.closed:
+            return
+        try:
+            messages = link.receive()
+        except ProtocolError as e:
+            link.close()
+            self.retire(worker, Code.SERVER, f"broke its stream link: {e}", cause=exits.PROTOCOL_ERROR)
+            return
+        # None: it closed its end, so it is exiting; its exit (watched apart) answers what it holds.
+        if messages and self._apply(worker, messages, 0, validate, self.clock()):
+            self.listener.capacity_freed(self)
+
+    def _apply(self, worker: PooledWorker, messages: list, start: int, decode, now: float) -> bool:
+        """Apply ``messages[start:]`` from ``worker``, each made a protocol message by ``decode``;
+        True if one freed credit or a worker (so queued jobs may go)."""
+        busy = bool(worker.jobs)
+        freed = False
+        for i in range(start, len(messages)):
+            try:
+                message = decode(messages[i])
+                # A handback comes from a worker's watchdog, not from the loop that runs its
+                # handlers: it is no sign that a hung handler lives.
+                if message[0] != HANDBACK:
+                    worker.last_seen = now
+                freed |= self._handle(worker, message)
+            except (ProtocolError, IndexError, TypeError, ValueError) as e:
+                worker.last_seen = now
+                log.warning("app %s: worker %s sent a bad message: %s", self.app, worker.id, e)
+        if busy and not worker.jobs:  # idle from its last answer on; a heartbeat is not work
+            worker.idle_since = now
+        return freed
 
     def _handle(self, worker: PooledWorker, message: list) -> bool:
         """Apply one message; True if it freed credit or a worker (so queued jobs may go)."""
@@ -483,7 +536,10 @@ class WorkerPool:
 
     def _on_exit(self, worker: PooledWorker) -> None:
         # Read what it said before exiting (a failed import's reason) before giving up on it.
-        self._on_readable()
+        if worker.link is not None:
+            self._on_link_readable(worker)
+        else:
+            self._on_readable()
         if self.workers.get(worker.identity) is worker:
             self.retire(worker, Code.SERVER, describe_exit(worker.handle.returncode()))
         self._forget(worker)
@@ -540,6 +596,8 @@ class WorkerPool:
             if fd is not None:
                 self.reactor.remove_reader(fd)
         worker.handle.close()
+        if worker.link is not None:
+            worker.link.close()
 
     def _gone(self, worker: PooledWorker) -> None:
         if worker.output is not None:
