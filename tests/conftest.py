@@ -77,3 +77,20 @@ def module_daemon(tmp_path_factory):
     finally:
         d.close()
         context.destroy(linger=0)
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test parametrized with ``link="stream"`` runs only for languages that have stream links."""
+    from runtimes import language_class
+
+    keep, drop = [], []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if params.get("link") == "stream" and "language" in params \
+                and not language_class(params["language"]).stream_link:
+            drop.append(item)
+        else:
+            keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep

@@ -4,14 +4,17 @@ scripted engine that talks to one real worker process frame by frame."""
 from __future__ import annotations
 
 import os
+import select
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import msgpack
 import pytest
 import zmq
 
@@ -98,9 +101,10 @@ class ScriptedEngine:
     """The engine's side of the worker protocol played by hand against one real worker.
 
     ``start_worker`` starts the worker process exactly as the engine would (the language's
-    WorkerSpec, the same environment); a worker may also run in this process (cocaine_serve from a
-    thread). Replies are read frame by frame: how a worker groups frames into ZeroMQ messages is its
-    own business.
+    WorkerSpec, the same environment), over ZeroMQ or, with ``link="stream"``, over a stream link
+    (docs/protocol.md, "Stream link"); a worker may also run in this process (cocaine_serve from a
+    thread). Replies are read frame by frame, each protocol message's bytes as the worker wrote them:
+    how a worker groups them into ZeroMQ messages or stream writes is its own business.
     """
 
     def __init__(self, context: zmq.Context, tmp: Path, endpoint: str | None = None) -> None:
@@ -113,21 +117,46 @@ class ScriptedEngine:
         self.proc: subprocess.Popen | None = None
         self.log_path = tmp / "worker.log"
         self.pending: list[bytes] = []
+        self.link: StreamEnd | None = None  # the engine's end of a stream link, if the worker has one
 
-    def start_worker(self, language: str, args: str, heartbeat: float = 5.0) -> ScriptedEngine:
+    def start_worker(self, language: str, args: str, heartbeat: float = 5.0, link: str = "zeromq") -> ScriptedEngine:
         cls = language_class(language)
+        endpoint, theirs = self.endpoint, None
+        if link == "stream":
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.link = StreamEnd(ours)
+            endpoint = f"fd:{theirs.fileno()}"
         spec = cls(cls.validate_args(args, "args")).worker_spec(
-            app="conformance", worker_id=self.identity.decode(), endpoint=self.endpoint,
-            heartbeat_interval=heartbeat)
+            app="conformance", worker_id=self.identity.decode(), endpoint=endpoint, heartbeat_interval=heartbeat)
         env = dict(os.environ, **spec.env, COCAINE_PARENT_PID=str(os.getpid()))
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(spec.argv, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT)
+        try:
+            with open(self.log_path, "wb") as log:
+                self.proc = subprocess.Popen(spec.argv, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                             stderr=subprocess.STDOUT, pass_fds=[theirs.fileno()] if theirs else [])
+        finally:
+            if theirs is not None:
+                theirs.close()
         return self
 
     def send(self, *frames: bytes) -> None:
-        """One ZeroMQ message carrying ``frames`` to the worker."""
-        self.sock.send_multipart([self.identity, *frames])
+        """One ZeroMQ message (or one write on a stream link) carrying ``frames`` to the worker."""
+        if self.link is not None:
+            self.link.sock.sendall(b"".join(frames))
+        else:
+            self.sock.send_multipart([self.identity, *frames])
+
+    def _poll(self, timeout: float) -> bool:
+        if self.link is not None:
+            return self.link.poll(timeout)
+        return bool(self.sock.poll(timeout * 1000))
+
+    def _receive(self) -> list[bytes]:
+        """The protocol messages the worker sent, as it encoded them ([] once it closed its end)."""
+        if self.link is not None:
+            return self.link.receive()
+        identity, *frames = self.sock.recv_multipart()
+        assert identity == self.identity
+        return frames
 
     def frame(self, timeout: float = 10.0, skip_heartbeats: bool = True) -> bytes:
         """The worker's next protocol frame."""
@@ -138,11 +167,9 @@ class ScriptedEngine:
                 if not (skip_heartbeats and frame == worker_protocol.HEARTBEAT_FRAME):
                     return frame
             left = deadline - time.monotonic()
-            if left <= 0 or not self.sock.poll(left * 1000):
+            if left <= 0 or not self._poll(left):
                 raise AssertionError(f"no frame from the worker within {timeout} s; its log:\n{self.log()}")
-            identity, *frames = self.sock.recv_multipart()
-            assert identity == self.identity
-            self.pending.extend(frames)
+            self.pending.extend(self._receive())
 
     def frames(self, count: int, **kwargs) -> list[bytes]:
         return [self.frame(**kwargs) for _ in range(count)]
@@ -166,9 +193,9 @@ class ScriptedEngine:
         deadline = time.monotonic() + within
         while time.monotonic() < deadline:
             self.pending.clear()
-            if not self.sock.poll(seconds * 1000):
+            if not self._poll(seconds):
                 return True
-            self.sock.recv_multipart()
+            self._receive()
         return False
 
     def hello(self) -> bytes:
@@ -183,5 +210,36 @@ class ScriptedEngine:
                 self.proc.kill()
             self.proc.wait(10)
         self.sock.close(0)
+        if self.link is not None:
+            self.link.sock.close()
+
+
+class StreamEnd:
+    """The scripted engine's end of a stream link: splits what the worker writes into its protocol
+    messages, keeping each one's bytes exactly as written (a message may span reads)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = b""
+        self.closed = False
+
+    def poll(self, timeout: float) -> bool:
+        return not self.closed and bool(select.select([self.sock], [], [], timeout)[0])
+
+    def receive(self) -> list[bytes]:
+        data = self.sock.recv(1 << 20)
+        if not data:
+            self.closed = True
+            return []
+        self.buffer += data
+        unpacker = msgpack.Unpacker(raw=False)
+        unpacker.feed(self.buffer)
+        messages, start = [], 0
+        for _ in unpacker:
+            end = unpacker.tell()
+            messages.append(self.buffer[start:end])
+            start = end
+        self.buffer = self.buffer[start:]
+        return messages
 
 

@@ -56,3 +56,23 @@ def test_vectors_are_canonical_msgpack():
 def test_a_handback_with_a_job_that_is_not_an_integer_is_dropped_whole(jobs):
     with pytest.raises(ProtocolError, match="handback: field 1 has the wrong type"):
         worker_protocol.unpack(msgpack.packb([worker_protocol.HANDBACK, jobs]))
+
+
+def test_a_stream_link_splits_back_to_back_messages_wherever_its_reads_end():
+    """On a stream link the messages follow each other with no framing (docs/protocol.md, "Stream
+    link"): cut anywhere, every vector still comes out whole, in order."""
+    every = list(vectors().values())
+    stream = b"".join(v.frame for v in every)
+    for size in (1, 2, 3, 7, 64, len(stream)):
+        decoder = worker_protocol.StreamDecoder()
+        messages = []
+        for start in range(0, len(stream), size):
+            messages += decoder.feed(stream[start:start + size])
+        assert messages == [v.message for v in every], f"reads of {size} bytes"
+
+
+def test_bytes_that_are_not_msgpack_end_a_stream_link():
+    decoder = worker_protocol.StreamDecoder()
+    assert decoder.feed(worker_protocol.end(3)) == [[worker_protocol.END, 3]]
+    with pytest.raises(ProtocolError, match="not msgpack"):
+        decoder.feed(b"\xc1")  # never used by msgpack

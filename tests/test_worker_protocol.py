@@ -18,15 +18,22 @@ def language(request):
     return request.param
 
 
+@pytest.fixture(params=["zeromq", "stream"])
+def link(request):
+    """How the worker reaches the scripted engine: every runtime over ZeroMQ, and those whose
+    language has stream links over one too (the others' stream cases are deselected: conftest.py)."""
+    return request.param
+
+
 @pytest.fixture
-def start(zmq_context, tmp_path):
+def start(zmq_context, tmp_path, link):
     """start(language, args, heartbeat=5.0) -> a ScriptedEngine talking to one new worker."""
     engines = []
 
     def start(language, args, heartbeat=5.0):
         engine = ScriptedEngine(zmq_context, tmp_path)
         engines.append(engine)
-        return engine.start_worker(language, args, heartbeat)
+        return engine.start_worker(language, args, heartbeat, link=link)
 
     yield start
     for engine in engines:
@@ -138,6 +145,18 @@ def test_terminate_makes_the_worker_exit(worker):
 
 def test_a_worker_exits_when_the_engine_goes_silent(quick_worker):
     assert quick_worker.proc.wait(10) == 0  # after three heartbeat intervals without a word
+
+
+@pytest.mark.parametrize("link", ["stream"])
+def test_a_worker_exits_at_once_when_the_engine_closes_its_stream_link(worker):
+    worker.link.sock.close()  # long before three heartbeat intervals (15 s) of silence
+    assert worker.proc.wait(10) == 0
+
+
+@pytest.mark.parametrize("link", ["stream"])
+def test_a_worker_exits_when_its_stream_link_carries_bytes_that_are_not_msgpack(worker):
+    worker.send(b"\xc1")
+    assert worker.proc.wait(10) == 0
 
 
 def test_an_app_that_cannot_load_logs_why_and_exits_3(start, language, tmp_path):

@@ -24,15 +24,16 @@ READ_SIZE = 256 * 1024
 def open_link(context: zmq.Context | None, endpoint: str, worker_id: str) -> ZeroMQLink | StreamLink:
     if endpoint.startswith("fd:"):
         return StreamLink(int(endpoint[3:]))
-    return ZeroMQLink(context, endpoint, worker_id)
+    sock = context.socket(zmq.DEALER)
+    sock.identity = worker_id.encode()
+    sock.linger = 1000  # the last replies (or a load failure's log message) leave before the exit
+    sock.connect(endpoint)
+    return ZeroMQLink(sock)
 
 
 class ZeroMQLink:
-    def __init__(self, context: zmq.Context, endpoint: str, worker_id: str) -> None:
-        sock = self.sock = context.socket(zmq.DEALER)
-        sock.identity = worker_id.encode()
-        sock.linger = 1000
-        sock.connect(endpoint)
+    def __init__(self, sock: zmq.Socket) -> None:
+        self.sock = sock
         self.pollable = sock  # what zmq_poll watches
 
     def send(self, frame: bytes) -> None:
