@@ -222,4 +222,5 @@ class StreamDecoder:
         try:
             return list(unpacker)
         except Exception as e:  # noqa: BLE001 - msgpack raises several unrelated types on garbage
-            raise ProtocolError(f"the stream link carries bytes that are not msgpack ({type(e).__name__}: {e})") from None
+            why = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+            raise ProtocolError(f"the stream link carries bytes that are not msgpack ({why})") from None
