@@ -219,14 +219,15 @@ def _worker_link():
 def _cut_short(data):
     """Whether ``data`` ends inside a msgpack value: on a stream link the engine would wait for
     the rest, until heartbeat-timeout (tests/test_stream_links.py covers that, slowly)."""
-    unpacker = msgpack.Unpacker(raw=False)
+    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=0)  # as the engine's StreamDecoder
     unpacker.feed(data)
+    end = 0  # where the last whole value ends (tell() alone counts a container's started header)
     try:
         for _ in unpacker:
-            pass
+            end = unpacker.tell()
     except Exception:
         return False  # not msgpack: the engine breaks the link at once
-    return unpacker.tell() < len(data)
+    return end < len(data)
 
 
 def evil(request):
