@@ -145,7 +145,8 @@ class WorkerPool:
         self.stream_links = language.stream_link
         backend.open(language, app=self.app, endpoint="fd" if self.stream_links else self.endpoint,
                      heartbeat_interval=self.heartbeat_interval, config=config)
-        self.reactor.add_reader(self.sock, self._on_readable)
+        if not self.stream_links:  # else no worker connects to it: its poll would be wasted every round
+            self.reactor.add_reader(self.sock, self._on_readable)
         self.reactor.add_flusher(self.flush, last=True)  # after the drivers', whose writes grant credit
         self._tick = self.reactor.call_later(0, self._check)
 
