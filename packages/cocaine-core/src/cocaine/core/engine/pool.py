@@ -25,7 +25,7 @@ from cocaine.core.engine.exits import describe_exit
 from cocaine.core.engine.output import READER, OutputReader, OutputWatch
 from cocaine.core.engine.stream_link import StreamLink
 from cocaine.core.errors import Code, ProtocolError
-from cocaine.core.languages import Language
+from cocaine.core.languages import Language, WorkerSpec
 from cocaine.core.manifest import EngineConfig
 from cocaine.core.transport import NOBLOCK, recv_frames, send_frames
 from cocaine.core.worker_protocol import HANDBACK, validate
@@ -208,34 +208,26 @@ class WorkerPool:
         """Start ``count`` workers together; True if all of them started."""
         if count < 1:
             return True
-        specs = []
-        ours: list[socket.socket] = []  # the engine's end of each worker's stream link
-        theirs: list[socket.socket] = []  # the worker's end
+        specs: list[WorkerSpec] = []
+        ours: list[socket.socket | None] = []  # the engine's end of each worker's stream link
         try:
             for _ in range(count):
-                worker_id = f"{self.app}.{os.getpid()}.{self.generation}.{next(self._ids)}"
-                endpoint = self.endpoint
-                if self.stream_links:
-                    pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-                    ours.append(pair[0])
-                    theirs.append(pair[1])
-                    endpoint = f"fd:{pair[1].fileno()}"
-                spec = self.language.worker_spec(app=self.app, worker_id=worker_id, endpoint=endpoint,
-                                                 heartbeat_interval=self.heartbeat_interval)
-                spec.link = theirs[-1] if self.stream_links else None
+                spec, engine_end = self._spec(f"{self.app}.{os.getpid()}.{self.generation}.{next(self._ids)}")
                 specs.append(spec)
+                ours.append(engine_end)
             handles = self.backend.spawn_many(specs)
         except Exception as e:  # noqa: BLE001 - a failed spawn must never take the daemon down
             for sock in ours:
-                sock.close()
+                if sock is not None:
+                    sock.close()
             self._start_failed(f"cannot start a worker: {e}")
             return False
         finally:
-            for sock in theirs:  # the worker has its own copy (or, a thread, took it over: detached)
-                sock.close()
+            for spec in specs:  # the worker has its own copy (or, a thread, took it over: detached)
+                if spec.link is not None:
+                    spec.link.close()
         failure = None
-        for i, (spec, handle) in enumerate(zip(specs, handles)):
-            engine_end = ours[i] if ours else None
+        for spec, handle, engine_end in zip(specs, handles, ours):
             if isinstance(handle, Exception):
                 failure = failure or handle
                 if engine_end is not None:
@@ -245,6 +237,22 @@ class WorkerPool:
         if failure is not None:
             self._start_failed(f"cannot start a worker: {failure}")
         return failure is None
+
+    def _spec(self, worker_id: str) -> tuple[WorkerSpec, socket.socket | None]:
+        """How to start one worker, and the engine's end of its stream link if its language has them."""
+        if not self.stream_links:
+            return self.language.worker_spec(app=self.app, worker_id=worker_id, endpoint=self.endpoint,
+                                             heartbeat_interval=self.heartbeat_interval), None
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            spec = self.language.worker_spec(app=self.app, worker_id=worker_id, endpoint=f"fd:{theirs.fileno()}",
+                                             heartbeat_interval=self.heartbeat_interval)
+        except BaseException:
+            ours.close()
+            theirs.close()
+            raise
+        spec.link = theirs
+        return spec, ours
 
     def _started(self, worker_id: str, handle: WorkerHandle, link: socket.socket | None) -> None:
         worker = PooledWorker(worker_id, handle, self.clock())
