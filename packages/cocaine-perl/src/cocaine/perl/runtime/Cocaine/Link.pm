@@ -9,8 +9,8 @@ package Cocaine::Link;
 #                            for one that is not a valid message), or its bytes if $raw; true if
 #                            anything arrived
 #   wait_readable($seconds)  after a receive found nothing: wait until something may have arrived
-#   gone                     why the link is over (the engine closed it, or it carried bytes that
-#                            are not msgpack), or undef
+#   gone                     undef while the link works; once it is over, '' if the engine closed
+#                            it, else what broke it (bytes that are not msgpack, say)
 #   close
 use strict;
 use warnings;

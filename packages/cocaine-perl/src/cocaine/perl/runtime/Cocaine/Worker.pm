@@ -422,8 +422,9 @@ sub pump {
     }
     $self->publish;
     my $now = $self->{batch_started} = time;
-    if (defined $link->gone) {
-        $self->{stopping} = 1;    # the engine closed the stream link, or broke it: see Link.pm
+    if (defined(my $why = $link->gone)) {    # the engine closed the stream link, or broke it
+        print STDERR "cocaine-perl-worker: $why; stopping\n" if length $why;
+        $self->{stopping} = 1;
     } elsif ($now - $self->{last_heard} > ENGINE_SILENCE_LIMIT * $self->{heartbeat}) {
         $self->{stopping} = 1;    # the engine is gone
     } elsif ($now - $self->{last_sent} >= $self->{heartbeat}) {

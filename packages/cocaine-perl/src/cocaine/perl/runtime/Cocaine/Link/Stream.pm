@@ -62,7 +62,7 @@ sub receive {
             last;
         }
         unless (length $data) {
-            $self->{gone} = "the engine closed the link";
+            $self->{gone} = '';    # the engine closed its end
             last;
         }
         $received = 1;
