@@ -411,15 +411,14 @@ sub pump {
     $self->apply_stash;
     $self->publish;
     my @messages;
-    unless ($link->receive(\@messages)) {
+    my $heard = $link->receive(\@messages);
+    unless ($heard) {
         $self->{woke} = 1;
         $link->wait_readable($self->{last_sent} + $self->{heartbeat} - time);
-        $link->receive(\@messages);
+        $heard = $link->receive(\@messages);
     }
-    if (@messages) {
-        $self->{last_heard} = time;
-        $self->apply($_) for @messages;
-    }
+    $self->{last_heard} = time if $heard;    # even the start of a message is a sign of life
+    $self->apply($_) for @messages;
     $self->publish;
     my $now = $self->{batch_started} = time;
     if (defined(my $why = $link->gone)) {    # the engine closed the stream link, or broke it
