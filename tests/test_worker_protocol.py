@@ -159,6 +159,20 @@ def test_a_worker_exits_when_its_stream_link_carries_bytes_that_are_not_msgpack(
     assert worker.proc.wait(10) == 0
 
 
+@pytest.mark.parametrize("link", ["stream"])
+def test_a_message_split_across_writes_on_a_stream_link_is_read_whole(worker):
+    # Each quiet spell gives the worker time to read what came so far, and to wait for the rest.
+    invoke, then = frame("invoke"), worker_protocol.invoke(2, "echo", {}, b"x" * 300, True)
+    worker.send(invoke[:1])
+    assert worker.becomes_quiet(0.2)
+    worker.send(invoke[1:-1])
+    assert worker.becomes_quiet(0.2)
+    worker.send(invoke[-1:] + then[:7])  # the end of one message and the start of the next
+    assert worker.frames(2) == [frame("chunk"), frame("end")]
+    worker.send(then[7:])
+    assert worker.frames(2) == [worker_protocol.chunk(2, b"x" * 300), worker_protocol.end(2)]
+
+
 def test_an_app_that_cannot_load_logs_why_and_exits_3(start, language, tmp_path):
     name, source = BROKEN_APPS[language]
     require_runtime(language)
@@ -315,6 +329,18 @@ def test_jobs_queued_behind_a_long_job_are_handed_back_once_offered(worker):
     assert worker.frame() == frame("handback")
     # One that arrives while the long job still runs (sent before the engine saw it stall) goes too.
     worker.send(worker_protocol.invoke(5, "echo", {}, b"z", True))
+    assert worker.frame() == worker_protocol.handback([5])
+
+
+@pytest.mark.parametrize("link", ["stream"])
+@pytest.mark.parametrize("language", HANDS_BACK)
+def test_a_message_cut_short_on_a_stream_link_while_a_long_job_runs_is_handed_back_whole(worker):
+    # The start of the invoke comes with the long job, so the loop that starts the job reads it;
+    # whoever reads the link while the job runs (a Perl worker's watchdog thread) goes on from there.
+    invoke = worker_protocol.invoke(5, "echo", {}, b"z", True)
+    worker.send(frame("options"), worker_protocol.invoke(1, "hang", {}, None, True), invoke[:4])
+    assert worker.becomes_quiet(0.3)  # past handback-after (0.1 s), with nothing to hand back yet
+    worker.send(invoke[4:])
     assert worker.frame() == worker_protocol.handback([5])
 
 

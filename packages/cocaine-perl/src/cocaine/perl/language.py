@@ -15,6 +15,7 @@ class PerlLanguage(RuntimeLanguage):
     name = "perl"
     suffixes = (".pl", ".pm")
     needs = "perl with ZMQ::FFI and Data::MessagePack; Debian: libzmq-ffi-perl libdata-messagepack-perl"
+    stream_link = True  # the worker speaks fd:N (Cocaine/Link/Stream.pm), with no ZeroMQ context
 
     @classmethod
     def runtime_command(cls) -> list[str]:

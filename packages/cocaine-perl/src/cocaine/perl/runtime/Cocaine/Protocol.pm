@@ -31,7 +31,7 @@ use constant {
 };
 
 our @EXPORT_OK = qw(PROTOCOL_VERSION MSG_HELLO MSG_HEARTBEAT MSG_TERMINATE MSG_INVOKE MSG_CHUNK MSG_END MSG_ERROR MSG_LOG
-    MSG_CREDIT MSG_META MSG_HANDBACK MSG_OPTIONS MSG_GRANT RESPONSE_WINDOW decode hello_frame heartbeat_frame chunk_frame
+    MSG_CREDIT MSG_META MSG_HANDBACK MSG_OPTIONS MSG_GRANT RESPONSE_WINDOW decode message hello_frame heartbeat_frame chunk_frame
     end_frame error_frame log_frame credit_frame meta_frame handback_frame bytes_of);
 
 my $unpacker = Data::MessagePack->new;
@@ -39,9 +39,15 @@ my $unpacker = Data::MessagePack->new;
 # One frame -> an array ref whose first element is the message type; undef if it is not one.
 sub decode {
     my ($frame) = @_;
-    my $message = eval { $unpacker->unpack($frame) };
-    return undef unless ref $message eq 'ARRAY' && @$message && defined $message->[0] && $message->[0] =~ /^\d+\z/;
-    return $message;
+    return message(eval { $unpacker->unpack($frame) });
+}
+
+# A decoded msgpack value -> itself if it is a message (an array whose first element is the message
+# type), else undef.
+sub message {
+    my ($value) = @_;
+    return undef unless ref $value eq 'ARRAY' && @$value && defined $value->[0] && $value->[0] =~ /^\d+\z/;
+    return $value;
 }
 
 # The bytes to send for a chunk: character strings go out as UTF-8.

@@ -9,16 +9,16 @@ package Cocaine::Worker;
 # to n, and says so in $running; the watchdog, under $guard, hands back every number above the one
 # running: a job is either started or handed back, never both. The main loop holds $guard all the
 # time except while a handler's own code runs (which takes it for each call into the runtime), so
-# the watchdog uses the socket only then. Shared variables are slow in Perl: the main loop takes
-# $guard once per job and touches two of them.
+# the watchdog uses the link (Cocaine::Link) only then; on a stream link a message cut short
+# waits in $link_tail for the rest, whichever of the two read it. Shared variables are slow in
+# Perl: the main loop takes $guard once per job and touches two of them.
 use strict;
 use warnings;
 use threads;
 use threads::shared;
 use Scalar::Util qw(blessed);
 use Time::HiRes qw(time);
-use ZMQ::FFI;
-use ZMQ::FFI::Constants qw(ZMQ_DEALER);
+use Cocaine::Link qw(open_link);
 use Cocaine::Protocol qw(MSG_INVOKE MSG_CHUNK MSG_END MSG_ERROR MSG_TERMINATE MSG_OPTIONS MSG_GRANT RESPONSE_WINDOW decode
     hello_frame heartbeat_frame chunk_frame end_frame error_frame log_frame credit_frame meta_frame handback_frame bytes_of);
 use Cocaine::Request;
@@ -48,10 +48,11 @@ my @stash :shared;                # frames the watchdog read and did not hand ba
 my $heard :shared = 0;            # when the watchdog last read from the engine
 my $parked :shared = 0;           # the watchdog waits for a job to start
 my $closing :shared = 0;
+my $link_tail :shared = '';      # the bytes of a message cut short on a stream link
 my $watchdog;
 
-# Exit when the daemon dies, even by SIGKILL: no orphan workers. ZMQ::FFI brings FFI::Platypus,
-# which reaches prctl(2) without a compiler.
+# Exit when the daemon dies, even by SIGKILL: no orphan workers. FFI::Platypus (ZMQ::FFI's
+# dependency) reaches prctl(2) without a compiler.
 sub die_with_parent {
     eval {
         require FFI::Platypus;
@@ -64,25 +65,21 @@ sub die_with_parent {
 
 sub main {
     my (%args) = @_;
-    my $context = ZMQ::FFI->new;
-    my $socket  = $context->socket(ZMQ_DEALER);
-    $socket->set_identity($args{id});
-    $socket->set_linger(1000);    # time for the last replies (or the load failure) to reach the engine
-    $socket->connect($args{endpoint});
-    $watchdog = threads->create(\&watch, $socket);
-    my $worker = Cocaine::Worker->new(socket => $socket, heartbeat => $args{heartbeat});
+    my $link = open_link($args{endpoint}, $args{id}, \$link_tail);
+    $watchdog = threads->create(\&watch, $link);
+    my $worker = Cocaine::Worker->new(link => $link, heartbeat => $args{heartbeat});
     my $reason = load_app($args{path});
     if (defined $reason) {
         print STDERR "app $args{app}: $reason\n";
         $worker->{out} = [ log_frame(LOG_ERROR, $reason) ];
         $worker->flush;
         stop_watchdog();
-        $socket->close;
+        $link->close;
         return EXIT_LOAD_FAILED;
     }
     my $status = $worker->serve;
     stop_watchdog();
-    $socket->close;
+    $link->close;
     return $status;
 }
 
@@ -103,7 +100,7 @@ sub stop_watchdog {
 # The watchdog thread: once a job has run past handback-after, hand back what waits behind it, and
 # again every handback-after while it runs (the engine may have sent more before it saw the stall).
 sub watch {
-    my ($socket) = @_;
+    my ($link) = @_;
     lock($guard);
     my $idle_since = time;
     until ($closing) {
@@ -117,35 +114,34 @@ sub watch {
         } elsif (time < $started + $handback_after) {
             cond_timedwait($guard, $started + $handback_after);
         } else {
-            hand_back($socket);
+            hand_back($link);
             cond_timedwait($guard, time + $handback_after);
         }
         $idle_since = time if $running ne '';
     }
 }
 
-# Hold $guard. The whole requests queued, and those still in the socket, go back to the engine in a
-# message of their own; what else the socket held waits in @stash for the main loop. A streamed
+# Hold $guard. The whole requests queued, and those still in the link, go back to the engine in a
+# message of their own; what else the link held waits in @stash for the main loop. A streamed
 # request stays: its chunks came here and cannot be sent again.
 sub hand_back {
-    my ($socket) = @_;
+    my ($link) = @_;
     my (undef, $last) = unpack('dQ>', $running);
     my $from = $last > $handed_upto ? $last : $handed_upto;    # up to here: started, or gone already
     my $base = $queued_base;
     my @ids = unpack('(Q>)*', substr($queued, ($from - $base) * 8));
     $handed_upto = $base + length($queued) / 8;
-    while ($socket->has_pollin) {
-        for my $frame ($socket->recv_multipart) {
-            $heard = time;
-            my $message = decode($frame);
-            if ($message && $message->[0] == MSG_INVOKE && @$message >= 6 && $message->[5]) {
-                push @ids, $message->[1];
-            } else {
-                push @stash, $frame;
-            }
+    my @frames;
+    $heard = time if $link->receive(\@frames, 'raw');
+    for my $frame (@frames) {
+        my $message = decode($frame);
+        if ($message && $message->[0] == MSG_INVOKE && @$message >= 6 && $message->[5]) {
+            push @ids, $message->[1];
+        } else {
+            push @stash, $frame;
         }
     }
-    $socket->send(handback_frame(@ids)) if @ids;
+    $link->send([ handback_frame(@ids) ]) if @ids;
 }
 
 # Compile the app file into package main, where its subs become the task handlers. Returns the
@@ -177,8 +173,7 @@ sub new {
     my ($class, %args) = @_;
     my $now = time;
     return bless {
-        socket     => $args{socket},
-        fd         => $args{socket}->get_fd,
+        link       => $args{link},
         heartbeat  => $args{heartbeat},
         out        => [],    # frames of the next message
         queue      => [],    # jobs not started yet, in arrival order
@@ -331,7 +326,7 @@ sub respond {
     }
 }
 
-# A job whose response has no credit left waits for the engine's grant, pumping the socket (its
+# A job whose response has no credit left waits for the engine's grant, pumping the link (its
 # client is behind); a chunk may overdraw the credit.
 sub write_chunk {
     my ($self, $job, $chunk) = @_;
@@ -352,7 +347,7 @@ sub describe_error {
     return $text;
 }
 
-# The next chunk of a job's request, pumping the socket while the engine still streams it; each
+# The next chunk of a job's request, pumping the link while the engine still streams it; each
 # chunk taken of a streamed request is credited to the engine (flow control).
 sub next_chunk {
     my ($self, $job) = @_;
@@ -364,9 +359,9 @@ sub next_chunk {
     return $chunk;
 }
 
-# Pump the socket while the running handler waits for the engine ($waiting: its request's next
+# Pump the link while the running handler waits for the engine ($waiting: its request's next
 # chunk, or a grant for its response) and the worker is not stopping. The main loop reads the
-# socket here, so it hands back itself what waits behind a long job, as the watchdog would.
+# link here, so it hands back itself what waits behind a long job, as the watchdog would.
 sub wait_while {
     my ($self, $waiting) = @_;
     lock($guard);
@@ -374,7 +369,7 @@ sub wait_while {
     while ($waiting->() && !$self->{stopping}) {
         $self->pump;
         if ($handback_after && time >= $started + $handback_after) {
-            hand_back($self->{socket});
+            hand_back($self->{link});
             $self->apply_stash;
             $self->publish;
         }
@@ -401,7 +396,7 @@ sub send_out {
     my ($self) = @_;
     my $out = $self->{out};
     return unless @$out;
-    $self->{socket}->send_multipart($out);
+    $self->{link}->send($out);
     $self->{out}       = [];
     $self->{last_sent} = $self->{batch_started} = time;
 }
@@ -412,24 +407,24 @@ sub send_out {
 sub pump {
     my ($self) = @_;
     $self->send_out;
-    my $socket = $self->{socket};
+    my $link = $self->{link};
     $self->apply_stash;
     $self->publish;
-    # The ZeroMQ descriptor only signals that something may have changed: ask has_pollin first.
-    unless ($socket->has_pollin) {
+    my @messages;
+    my $heard = $link->receive(\@messages);
+    unless ($heard) {
         $self->{woke} = 1;
-        my $timeout = $self->{last_sent} + $self->{heartbeat} - time;
-        vec(my $readable = '', $self->{fd}, 1) = 1;
-        select($readable, undef, undef, $timeout > 0 ? $timeout : 0);
+        $link->wait_readable($self->{last_sent} + $self->{heartbeat} - time);
+        $heard = $link->receive(\@messages);
     }
-    while ($socket->has_pollin) {
-        my @frames = $socket->recv_multipart;
-        $self->{last_heard} = time;
-        $self->apply($_) for @frames;
-    }
+    $self->{last_heard} = time if $heard;    # even the start of a message is a sign of life
+    $self->apply($_) for @messages;
     $self->publish;
     my $now = $self->{batch_started} = time;
-    if ($now - $self->{last_heard} > ENGINE_SILENCE_LIMIT * $self->{heartbeat}) {
+    if (defined(my $why = $link->gone)) {    # the engine closed the stream link, or broke it
+        print STDERR "cocaine-perl-worker: $why; stopping\n" if length $why;
+        $self->{stopping} = 1;
+    } elsif ($now - $self->{last_heard} > ENGINE_SILENCE_LIMIT * $self->{heartbeat}) {
         $self->{stopping} = 1;    # the engine is gone
     } elsif ($now - $self->{last_sent} >= $self->{heartbeat}) {
         push @{ $self->{out} }, heartbeat_frame();
@@ -444,14 +439,13 @@ sub apply_stash {
     my @frames = @stash;
     @stash = ();
     $self->{last_heard} = $heard;
-    $self->apply($_) for @frames;
+    $self->apply(decode($_)) for @frames;
 }
 
-# Apply one message from the engine. Unknown types and extra elements are ignored, as the
-# protocol asks, so that it can grow.
+# Apply one message from the engine, decoded (undef if it was not one). Unknown types and extra
+# elements are ignored, as the protocol asks, so that it can grow.
 sub apply {
-    my ($self, $frame) = @_;
-    my $message = decode($frame);
+    my ($self, $message) = @_;
     unless ($message) {
         print STDERR "cocaine-perl-worker: dropped a bad message from the engine\n";
         return;
