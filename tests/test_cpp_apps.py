@@ -136,6 +136,29 @@ def test_the_sdk_msgpack_codec_round_trips_what_msgpack_python_writes(tmp_path):
     assert len(results) == len(corpus) + len(vectors_) + len(broken)
 
 
+def test_the_sdk_msgpack_codec_tells_where_a_value_ends(tmp_path):
+    """value_size splits a stream link (host/link.cpp): a value's size even with the next one behind
+    it, 0 for every value cut short, an error for bytes that are not msgpack."""
+    require_runtime("cpp")
+    from cocaine.cpp import build
+
+    program = tmp_path / "roundtrip"
+    subprocess.run(["g++", "-std=c++17", "-O1", "-I", str(build.INCLUDE), str(ROOT / "tests/cpp/msgpack_roundtrip.cpp"),
+                    "-o", str(program)], check=True, timeout=300)
+    exts = [msgpack.packb(msgpack.ExtType(1, b"x" * n)) for n in (1, 2, 4, 8, 16, 3, 300, 70000)]
+    values = [*_corpus(), *(v.frame for v in vectors().values()), *exts]
+    cases = [(value + b"\x01", len(value)) for value in values]  # the next value follows
+    for value in values:
+        cuts = {*range(min(len(value), 12)), len(value) // 2, len(value) - 1}
+        cases += [(value[:cut], 0) for cut in sorted(cuts)]
+    lines = "".join(data.hex() + "\n" for data, _ in cases) + "93c101\n" + "c1\n"
+    done = subprocess.run([str(program), "sizes"], input=lines, capture_output=True, text=True, timeout=60,
+                          check=True)
+    results = done.stdout.splitlines()
+    assert results[:len(cases)] == [str(size) for _, size in cases]
+    assert [line.startswith("error: ") for line in results[len(cases):]] == [True, True]
+
+
 def test_a_thread_backend_worker_runs_cpp_without_the_gil(zmq_context, tmp_path, cpp_app):
     # What the thread backend does (CppLanguage's run_in_thread): the host serves on a thread of this
     # process, over inproc in this process's ZeroMQ context. ctypes releases the GIL for the call,
