@@ -3,6 +3,7 @@ code, and the worker host running in-process on a thread (what a thread backend 
 
 import os
 import random
+import socket
 import subprocess
 import threading
 import time
@@ -12,7 +13,8 @@ import pytest
 import zmq
 
 from cocaine.core import worker_protocol
-from runtimes import CONFORMANCE, CPP_BUILD_COMMAND, ScriptedEngine, app_source, require_runtime, serve_tasks
+from runtimes import (CONFORMANCE, CPP_BUILD_COMMAND, ScriptedEngine, StreamEnd, app_source, require_runtime,
+                      serve_tasks)
 from support import ROOT, endpoint, manifest
 from vectors import frame, vectors
 
@@ -188,6 +190,34 @@ def test_a_thread_backend_worker_runs_cpp_without_the_gil(zmq_context, tmp_path,
         engine.send(frame("terminate"))
         thread.join(10)
         assert status == [0]
+    finally:
+        engine.close()
+        thread.join(10)
+
+
+def test_a_thread_backend_worker_on_a_stream_link_needs_no_zeromq_and_closes_its_end(zmq_context, tmp_path, cpp_app):
+    # What the thread backend does with a stream link: the worker thread owns descriptor N (the
+    # pool's socketpair end, detached from its Python socket) and is given no ZeroMQ context.
+    from cocaine.cpp import inprocess
+
+    engine = ScriptedEngine(zmq_context, tmp_path)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    engine.link = StreamEnd(ours)
+    fd = theirs.detach()
+    status = []
+    thread = threading.Thread(target=lambda: status.append(inprocess.serve(
+        None, endpoint=f"fd:{fd}", worker_id="w1", path=cpp_app, heartbeat=5.0)))
+    thread.start()
+    try:
+        assert engine.hello() == worker_protocol.hello(os.getpid())
+        engine.send(frame("invoke"))
+        assert engine.frames(2) == [frame("chunk"), frame("end")]
+        engine.send(frame("terminate"))
+        thread.join(10)
+        assert status == [0]
+        ours.settimeout(10)
+        while ours.recv(1 << 16):  # until the end of stream: the worker closed the only other end
+            pass
     finally:
         engine.close()
         thread.join(10)
