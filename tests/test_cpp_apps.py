@@ -3,6 +3,7 @@ code, and the worker host running in-process on a thread (what a thread backend 
 
 import os
 import random
+import socket
 import subprocess
 import threading
 import time
@@ -12,7 +13,8 @@ import pytest
 import zmq
 
 from cocaine.core import worker_protocol
-from runtimes import CONFORMANCE, CPP_BUILD_COMMAND, ScriptedEngine, app_source, require_runtime, serve_tasks
+from runtimes import (CONFORMANCE, CPP_BUILD_COMMAND, ScriptedEngine, StreamEnd, app_source, require_runtime,
+                      serve_tasks)
 from support import ROOT, endpoint, manifest
 from vectors import frame, vectors
 
@@ -136,6 +138,29 @@ def test_the_sdk_msgpack_codec_round_trips_what_msgpack_python_writes(tmp_path):
     assert len(results) == len(corpus) + len(vectors_) + len(broken)
 
 
+def test_the_sdk_msgpack_codec_tells_where_a_value_ends(tmp_path):
+    """value_size splits a stream link (host/link.cpp): a value's size even with the next one behind
+    it, 0 for every value cut short, an error for bytes that are not msgpack."""
+    require_runtime("cpp")
+    from cocaine.cpp import build
+
+    program = tmp_path / "roundtrip"
+    subprocess.run(["g++", "-std=c++17", "-O1", "-I", str(build.INCLUDE), str(ROOT / "tests/cpp/msgpack_roundtrip.cpp"),
+                    "-o", str(program)], check=True, timeout=300)
+    exts = [msgpack.packb(msgpack.ExtType(1, b"x" * n)) for n in (1, 2, 4, 8, 16, 3, 300, 70000)]
+    values = [*_corpus(), *(v.frame for v in vectors().values()), *exts]
+    cases = [(value + b"\x01", len(value)) for value in values]  # the next value follows
+    for value in values:
+        cuts = {*range(min(len(value), 12)), len(value) // 2, len(value) - 1}
+        cases += [(value[:cut], 0) for cut in sorted(cuts)]
+    lines = "".join(data.hex() + "\n" for data, _ in cases) + "93c101\n" + "c1\n"
+    done = subprocess.run([str(program), "sizes"], input=lines, capture_output=True, text=True, timeout=60,
+                          check=True)
+    results = done.stdout.splitlines()
+    assert results[:len(cases)] == [str(size) for _, size in cases]
+    assert [line.startswith("error: ") for line in results[len(cases):]] == [True, True]
+
+
 def test_a_thread_backend_worker_runs_cpp_without_the_gil(zmq_context, tmp_path, cpp_app):
     # What the thread backend does (CppLanguage's run_in_thread): the host serves on a thread of this
     # process, over inproc in this process's ZeroMQ context. ctypes releases the GIL for the call,
@@ -165,6 +190,34 @@ def test_a_thread_backend_worker_runs_cpp_without_the_gil(zmq_context, tmp_path,
         engine.send(frame("terminate"))
         thread.join(10)
         assert status == [0]
+    finally:
+        engine.close()
+        thread.join(10)
+
+
+def test_a_thread_backend_worker_on_a_stream_link_needs_no_zeromq_and_closes_its_end(zmq_context, tmp_path, cpp_app):
+    # What the thread backend does with a stream link: the worker thread owns descriptor N (the
+    # pool's socketpair end, detached from its Python socket) and is given no ZeroMQ context.
+    from cocaine.cpp import inprocess
+
+    engine = ScriptedEngine(zmq_context, tmp_path)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    engine.link = StreamEnd(ours)
+    fd = theirs.detach()
+    status = []
+    thread = threading.Thread(target=lambda: status.append(inprocess.serve(
+        None, endpoint=f"fd:{fd}", worker_id="w1", path=cpp_app, heartbeat=5.0)))
+    thread.start()
+    try:
+        assert engine.hello() == worker_protocol.hello(os.getpid())
+        engine.send(frame("invoke"))
+        assert engine.frames(2) == [frame("chunk"), frame("end")]
+        engine.send(frame("terminate"))
+        thread.join(10)
+        assert status == [0]
+        ours.settimeout(10)
+        while ours.recv(1 << 16):  # until the end of stream: the worker closed the only other end
+            pass
     finally:
         engine.close()
         thread.join(10)

@@ -173,6 +173,19 @@ def test_a_message_split_across_writes_on_a_stream_link_is_read_whole(worker):
     assert worker.frames(2) == [worker_protocol.chunk(2, b"x" * 300), worker_protocol.end(2)]
 
 
+@pytest.mark.parametrize("link", ["stream"])
+def test_a_message_cut_between_writes_on_a_stream_link_is_applied_once_whole(worker):
+    """One write holds a whole request and the start of the next, whose body (600 kB) is larger than
+    a worker's read: the worker answers the first and keeps the tail until the rest arrives."""
+    body = bytes(range(256)) * 2400
+    whole, cut = frame("invoke"), worker_protocol.invoke(2, "echo", {}, body, True)
+    worker.send(whole + cut[:3])
+    assert worker.frames(2) == [frame("chunk"), frame("end")]
+    worker.send(cut[3:-1])
+    worker.send(cut[-1:])
+    assert worker.frames(2) == [worker_protocol.chunk(2, body), worker_protocol.end(2)]
+
+
 def test_an_app_that_cannot_load_logs_why_and_exits_3(start, language, tmp_path):
     name, source = BROKEN_APPS[language]
     require_runtime(language)

@@ -1,6 +1,8 @@
 // Test driver for the C++ SDK's msgpack codec (tests/test_cpp_apps.py): reads one hex-encoded
 // msgpack value per line, decodes it and encodes it again, and prints the hex of the result, or
-// "error: <reason>" when the input is not valid msgpack.
+// "error: <reason>" when the input is not valid msgpack. With the argument "sizes" it prints what
+// value_size says of each line instead: the size of the value it starts with, 0 while that value
+// is cut short, or "error: <reason>".
 #include <cocaine/msgpack.hpp>
 
 #include <iostream>
@@ -22,11 +24,13 @@ static std::string to_hex(const std::string& bytes) {
     return hex;
 }
 
-int main() {
+int main(int argc, char** argv) {
+    bool sizes = argc > 1 && std::string(argv[1]) == "sizes";
     std::string line;
     while (std::getline(std::cin, line)) {
         try {
-            std::cout << to_hex(cocaine::msgpack::encode(cocaine::msgpack::decode(from_hex(line)))) << "\n";
+            if (sizes) std::cout << cocaine::msgpack::value_size(from_hex(line)) << "\n";
+            else std::cout << to_hex(cocaine::msgpack::encode(cocaine::msgpack::decode(from_hex(line)))) << "\n";
         } catch (const cocaine::msgpack::DecodeError& e) {
             std::cout << "error: " << e.what() << "\n";
         }

@@ -23,6 +23,7 @@ INCLUDE = HERE / "include"
 HOST_SOURCES = HERE / "host"
 LIBRARY_NAME = "libcocaine-cpp-worker.so"
 EXECUTABLE_NAME = "cocaine-cpp-worker"
+LIBRARY_SOURCES = ("worker.cpp", "link.cpp")  # main.cpp is the executable's
 CXXFLAGS = ["-std=c++17", "-O2", "-Wall", "-Wextra"]
 NEEDS = "g++ and libzmq3-dev"
 
@@ -50,7 +51,7 @@ def cache_root() -> Path:
 
 
 def _sources() -> list[Path]:
-    return sorted([*HOST_SOURCES.glob("*.cpp"), *INCLUDE.glob("cocaine/*.hpp")])
+    return sorted([*HOST_SOURCES.glob("*.[ch]pp"), *INCLUDE.glob("cocaine/*.hpp")])
 
 
 def build_key() -> str:
@@ -82,7 +83,8 @@ def _build(folder: Path, target: Host) -> None:
     # The library first: the executable links to it by name, found next to it ($ORIGIN).
     library_tmp = folder / f".{LIBRARY_NAME}.{os.getpid()}"
     _compile([*CXXFLAGS, "-fPIC", "-shared", f"-Wl,-soname,{LIBRARY_NAME}", "-I", str(INCLUDE),
-              str(HOST_SOURCES / "worker.cpp"), "-o", str(library_tmp), "-lzmq", "-ldl", "-pthread"])
+              *(str(HOST_SOURCES / name) for name in LIBRARY_SOURCES), "-o", str(library_tmp),
+              "-lzmq", "-ldl", "-pthread"])
     os.replace(library_tmp, target.library)
     executable_tmp = folder / f".{EXECUTABLE_NAME}.{os.getpid()}"
     _compile([*CXXFLAGS, str(HOST_SOURCES / "main.cpp"), "-o", str(executable_tmp), "-L", str(folder),

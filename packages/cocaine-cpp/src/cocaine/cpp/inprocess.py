@@ -1,10 +1,12 @@
 """Running a C++ worker on a thread of the daemon (the thread backend).
 
-The thread backend's workers reach the engine over ``inproc://``, which exists only inside one
-ZeroMQ context of one libzmq: the daemon's, in pyzmq. So the host's ``cocaine_serve_in`` is given
-that context and the functions of pyzmq's own libzmq (found through pyzmq's extension module, which
-links it), not those of the system libzmq the host is built against. The ctypes call releases the
-GIL for as long as the worker runs: C++ handlers run on every core while the daemon goes on.
+A thread worker reaches the engine over its stream link (``fd:N``, the pool's socket pair end the
+thread took over, which the host closes when the worker ends): no ZeroMQ at all. Over ZeroMQ (an
+``inproc://`` endpoint, as a third party's pool may give), the endpoint exists only inside one
+ZeroMQ context of one libzmq: the daemon's, in pyzmq. So the host's ``cocaine_serve_in`` is then
+given that context and the functions of pyzmq's own libzmq (found through pyzmq's extension module,
+which links it), not those of the system libzmq the host is built against. The ctypes call releases
+the GIL for as long as the worker runs: C++ handlers run on every core while the daemon goes on.
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ def _serve_in():
 
 
 def serve(zmq_context, *, endpoint: str, worker_id: str, path: str, heartbeat: float) -> int:
-    """Serve one worker in the calling thread until it is told to stop; return its exit status."""
-    return _serve_in()(zmq_context.underlying, ctypes.byref(pyzmq_api()), endpoint.encode(), worker_id.encode(),
-                       path.encode(), heartbeat)
+    """Serve one worker in the calling thread until it is told to stop; return its exit status.
+    ``zmq_context`` is needed only over ZeroMQ (not for an ``fd:N`` endpoint)."""
+    if endpoint.startswith("fd:"):
+        context, api = None, None
+    else:
+        context, api = zmq_context.underlying, ctypes.byref(pyzmq_api())
+    return _serve_in()(context, api, endpoint.encode(), worker_id.encode(), path.encode(), heartbeat)

@@ -11,6 +11,7 @@ class CppLanguage(RuntimeLanguage):
     suffixes = (".so",)
     needs = build.NEEDS
     supports_threads = True  # the host serves in-process too (cocaine.cpp.inprocess)
+    stream_link = True  # the host speaks the protocol over an inherited socket too (host/link.hpp)
 
     @classmethod
     def runtime_command(cls) -> list[str]:

@@ -2,7 +2,8 @@
 // A thin shell over cocaine_serve() in libcocaine-cpp-worker.so: it only does what belongs to a
 // process (arguments, dying with the daemon, ignoring the terminal's Ctrl-C).
 //
-//     cocaine-cpp-worker --endpoint ipc:///... --id W --app A --path /srv/app.so --heartbeat 5
+//     cocaine-cpp-worker --endpoint fd:N --id W --app A --path /srv/app.so --heartbeat 5
+//                        (or --endpoint ipc:///...: over ZeroMQ instead of the inherited descriptor N)
 //     cocaine-cpp-worker --check      exits 0: the host and libzmq are usable
 
 #include <sys/prctl.h>

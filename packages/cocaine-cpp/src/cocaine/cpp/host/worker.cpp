@@ -4,9 +4,13 @@
 // All of it sits behind two C entry points in libcocaine-cpp-worker.so. The process backend runs
 // cocaine_serve() through the small executable in main.cpp. The thread backend calls
 // cocaine_serve_in() on a thread of the daemon through ctypes, which releases the Python GIL for the
-// whole call, so C++ handlers run in parallel with the daemon and with each other; it passes the
-// daemon's ZeroMQ context and the functions of the daemon's own libzmq (pyzmq's), since inproc
-// endpoints only exist within one context of one libzmq.
+// whole call, so C++ handlers run in parallel with the daemon and with each other. The worker
+// reaches the engine over a link (link.hpp): its stream link, descriptor N, when the endpoint is
+// fd:N, or a ZeroMQ socket; a thread worker on ZeroMQ is passed the daemon's ZeroMQ context and the
+// functions of the daemon's own libzmq (pyzmq's), since inproc endpoints only exist within one
+// context of one libzmq.
+
+#include "link.hpp"
 
 #include <cocaine/app.hpp>
 #include <cocaine/msgpack.hpp>
@@ -34,22 +38,6 @@
 #include <utility>
 #include <vector>
 
-// The libzmq functions the host calls (see cocaine_serve_in).
-struct cocaine_zmq_api {
-    void* (*socket)(void*, int);
-    int (*setsockopt)(void*, int, const void*, size_t);
-    int (*connect)(void*, const char*);
-    int (*close)(void*);
-    int (*send)(void*, const void*, size_t, int);
-    int (*poll)(zmq_pollitem_t*, int, long);
-    int (*msg_init)(zmq_msg_t*);
-    int (*msg_recv)(zmq_msg_t*, void*, int);
-    void* (*msg_data)(zmq_msg_t*);
-    size_t (*msg_size)(const zmq_msg_t*);
-    int (*msg_close)(zmq_msg_t*);
-    const char* (*strerror)(int);
-};
-
 namespace {
 
 // The libzmq this library is linked with, for workers that are processes.
@@ -58,6 +46,7 @@ const cocaine_zmq_api linked_zmq = {zmq_socket, zmq_setsockopt, zmq_connect, zmq
                                     zmq_strerror};
 
 using cocaine::Value;
+using cocaine::host::Link;
 using Clock = std::chrono::steady_clock;
 namespace msgpack = cocaine::msgpack;
 
@@ -197,9 +186,8 @@ private:
 // handed back, never both.
 class Worker {
 public:
-    Worker(const cocaine_zmq_api& zmq, void* sock, double heartbeat_seconds)
-        : zmq_(zmq),
-          sock_(sock),
+    Worker(Link& link, double heartbeat_seconds)
+        : link_(link),
           heartbeat_(std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(heartbeat_seconds))),
           last_sent_(Clock::now()),
           last_heard_(last_sent_) {}
@@ -286,17 +274,9 @@ public:
 
     void flush() {
         if (out_.empty()) return;
-        for (std::size_t i = 0; i < out_.size(); ++i) {
-            int flags = i + 1 < out_.size() ? ZMQ_SNDMORE : 0;
-            while (zmq_.send(sock_, out_[i].data(), out_[i].size(), flags) < 0) {
-                if (errno == EINTR) continue;
-                std::fprintf(stderr, "cocaine-cpp-worker: cannot send: %s\n", zmq_.strerror(errno));
-                stopping_ = true;
-                out_.clear();
-                return;
-            }
-        }
+        bool sent = link_.send(out_);
         out_.clear();
+        if (!sent) return end_link();
         ++batch_;
         last_sent_ = batch_started_ = Clock::now();
     }
@@ -421,8 +401,7 @@ private:
         w.uinteger(HANDBACK);
         w.array(ids.size());
         for (uint64_t id : ids) w.uinteger(id);
-        while (zmq_.send(sock_, f.data(), f.size(), 0) < 0 && errno == EINTR) {
-        }
+        if (!link_.send({std::move(f)})) end_link();
     }
 
     void on_options(const Value& options) {
@@ -445,13 +424,8 @@ private:
         flush();
         auto due = last_sent_ + heartbeat_ - Clock::now();
         long timeout_ms = std::max<long>(0, std::chrono::duration_cast<std::chrono::milliseconds>(due).count() + 1);
-        zmq_pollitem_t item{sock_, 0, ZMQ_POLLIN, 0};
-        int ready = zmq_.poll(&item, 1, timeout_ms);
-        if (ready < 0 && errno != EINTR) {
-            std::fprintf(stderr, "cocaine-cpp-worker: poll failed: %s\n", zmq_.strerror(errno));
-            stopping_ = true;
-            return;
-        }
+        int ready = link_.wait(timeout_ms);
+        if (ready < 0) return end_link();
         if (ready > 0) drain();
         auto now = batch_started_ = Clock::now();
         if (now - last_heard_ > engine_silence_limit * heartbeat_) {
@@ -462,14 +436,22 @@ private:
         }
     }
 
+    // Apply what the engine sent. A stream link's end is the engine's word that it is gone or has
+    // given up on this worker: the worker stops at once.
     void drain() {
-        zmq_msg_t part;
-        zmq_.msg_init(&part);
-        while (zmq_.msg_recv(&part, sock_, ZMQ_DONTWAIT) >= 0) {
-            last_heard_ = Clock::now();
-            apply(std::string_view(static_cast<const char*>(zmq_.msg_data(&part)), zmq_.msg_size(&part)));
-        }
-        zmq_.msg_close(&part);
+        bool heard = false;
+        bool open = link_.receive([&](std::string_view message) {
+            heard = true;
+            apply(message);
+        });
+        if (heard) last_heard_ = Clock::now();
+        if (!open) end_link();
+    }
+
+    // The link is over or failed: say why (unless the engine merely closed it) and stop.
+    void end_link() {
+        if (!link_.error().empty()) std::fprintf(stderr, "cocaine-cpp-worker: %s\n", link_.error().c_str());
+        stopping_ = true;
     }
 
     // Apply one protocol message. Malformed ones are reported and dropped; unknown types and
@@ -538,8 +520,7 @@ private:
         job.chunks.clear();
     }
 
-    const cocaine_zmq_api& zmq_;
-    void* sock_;
+    Link& link_;
     Clock::duration heartbeat_;
     Clock::time_point last_sent_;
     Clock::time_point last_heard_;
@@ -626,44 +607,38 @@ const cocaine::AppTable* load_app(const char* path, std::string& reason) {
 
 }  // namespace
 
-// Serve one worker on a socket of `context`, made and used through `zmq`, until the engine says
-// terminate or goes silent. Returns the exit status a worker process would have: 0 when told to
-// stop, 3 when the app cannot load, 4 when ZeroMQ fails.
+// Serve one worker until the engine says terminate, goes silent or closes the worker's stream
+// link. The endpoint fd:N is that link, descriptor N, which the worker owns and closes when it
+// ends (`context` and `zmq` are not used then and may be null); any other endpoint is connected to
+// with a socket of `context`, made and used through `zmq`. Returns the exit status a worker process
+// would have: 0 when told to stop, 3 when the app cannot load, 4 when its link cannot be opened.
 extern "C" __attribute__((visibility("default"))) int cocaine_serve_in(void* context, const cocaine_zmq_api* zmq,
                                                                         const char* endpoint, const char* worker_id,
                                                                         const char* app_path, double heartbeat_seconds) {
-    void* sock = zmq->socket(context, ZMQ_DEALER);
-    if (!sock) {
-        std::fprintf(stderr, "cocaine-cpp-worker: cannot make a socket: %s\n", zmq->strerror(errno));
+    std::string error;
+    std::unique_ptr<Link> link = cocaine::host::open_link(context, zmq, endpoint, worker_id, error);
+    if (!link) {
+        std::fprintf(stderr, "cocaine-cpp-worker: %s\n", error.c_str());
         return exit_transport_failed;
     }
-    int linger_ms = 1000;  // time for the last replies (or the load failure) to reach the engine
-    zmq->setsockopt(sock, ZMQ_LINGER, &linger_ms, sizeof linger_ms);
-    zmq->setsockopt(sock, ZMQ_ROUTING_ID, worker_id, std::strlen(worker_id));
-    int status;
-    if (zmq->connect(sock, endpoint) != 0) {
-        std::fprintf(stderr, "cocaine-cpp-worker: cannot connect to %s: %s\n", endpoint, zmq->strerror(errno));
-        status = exit_transport_failed;
-    } else {
-        Worker worker(*zmq, sock, heartbeat_seconds);
-        std::string reason;
-        const cocaine::AppTable* app = load_app(app_path, reason);
-        if (app) {
-            worker.add_tasks(*app);
-            status = worker.serve();
-        } else {
-            std::fprintf(stderr, "cocaine-cpp-worker: cannot load %s: %s\n", app_path, reason.c_str());
-            worker.report_load_failure(std::string("cannot load ") + app_path + ": " + reason);
-            status = exit_load_failed;
-        }
+    Worker worker(*link, heartbeat_seconds);
+    std::string reason;
+    const cocaine::AppTable* app = load_app(app_path, reason);
+    if (!app) {
+        std::fprintf(stderr, "cocaine-cpp-worker: cannot load %s: %s\n", app_path, reason.c_str());
+        worker.report_load_failure(std::string("cannot load ") + app_path + ": " + reason);
+        return exit_load_failed;
     }
-    zmq->close(sock);
-    return status;
+    worker.add_tasks(*app);
+    return worker.serve();
 }
 
-// The same in a context of its own, with the libzmq this library is linked with (a worker process).
+// The same for a worker process: a stream link needs no ZeroMQ at all; otherwise a context of its
+// own, with the libzmq this library is linked with.
 extern "C" __attribute__((visibility("default"))) int cocaine_serve(const char* endpoint, const char* worker_id,
                                                                      const char* app_path, double heartbeat_seconds) {
+    if (std::strncmp(endpoint, "fd:", 3) == 0)
+        return cocaine_serve_in(nullptr, nullptr, endpoint, worker_id, app_path, heartbeat_seconds);
     void* context = zmq_ctx_new();
     int status = cocaine_serve_in(context, &linked_zmq, endpoint, worker_id, app_path, heartbeat_seconds);
     zmq_ctx_term(context);

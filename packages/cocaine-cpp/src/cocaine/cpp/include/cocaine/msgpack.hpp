@@ -214,6 +214,61 @@ inline Value decode(std::string_view data) {
     return v;
 }
 
+// The size of the msgpack value that `data` starts with, or 0 while it is cut short (the rest is
+// still to come): how a stream of values back to back is split. Only looks at headers, without
+// recursion, so a value of any depth costs no stack; ext values count too (decode rejects them
+// later, as a bad message). Bytes that are not msgpack throw DecodeError.
+inline std::size_t value_size(std::string_view data) {
+    const auto* begin = reinterpret_cast<const uint8_t*>(data.data());
+    const uint8_t* p = begin;
+    const uint8_t* end = begin + data.size();
+    auto number = [&](int size, uint64_t& out) {  // false when the header is cut short
+        if (end - p < size) return false;
+        out = 0;
+        for (int i = 0; i < size; ++i) out = (out << 8) | *p++;
+        return true;
+    };
+    uint64_t values = 1;  // still to skip: this one, then the elements of the containers opened so far
+    while (values > 0) {
+        if (p == end) return 0;
+        uint8_t b = *p++;
+        --values;
+        uint64_t skip = 0;   // payload bytes after the header
+        uint64_t n = 0;
+        if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3) continue;
+        if ((b & 0xf0) == 0x80) values += 2 * uint64_t(b & 0x0f);
+        else if ((b & 0xf0) == 0x90) values += b & 0x0f;
+        else if ((b & 0xe0) == 0xa0) skip = b & 0x1f;
+        else switch (b) {
+        case 0xc4: case 0xd9: if (!number(1, skip)) return 0; break;  // bin 8, str 8
+        case 0xc5: case 0xda: if (!number(2, skip)) return 0; break;
+        case 0xc6: case 0xdb: if (!number(4, skip)) return 0; break;
+        case 0xc7: if (!number(1, n)) return 0; skip = n + 1; break;  // ext 8: its type byte, then data
+        case 0xc8: if (!number(2, n)) return 0; skip = n + 1; break;
+        case 0xc9: if (!number(4, n)) return 0; skip = n + 1; break;
+        case 0xca: skip = 4; break;
+        case 0xcb: skip = 8; break;
+        case 0xcc: case 0xd0: skip = 1; break;
+        case 0xcd: case 0xd1: skip = 2; break;
+        case 0xce: case 0xd2: skip = 4; break;
+        case 0xcf: case 0xd3: skip = 8; break;
+        case 0xd4: skip = 2; break;  // fixext 1: type byte and data
+        case 0xd5: skip = 3; break;
+        case 0xd6: skip = 5; break;
+        case 0xd7: skip = 9; break;
+        case 0xd8: skip = 17; break;
+        case 0xdc: if (!number(2, n)) return 0; values += n; break;
+        case 0xdd: if (!number(4, n)) return 0; values += n; break;
+        case 0xde: if (!number(2, n)) return 0; values += 2 * n; break;
+        case 0xdf: if (!number(4, n)) return 0; values += 2 * n; break;
+        default: throw DecodeError("byte " + std::to_string(b) + " does not start a msgpack value");  // 0xc1
+        }
+        if (skip > static_cast<uint64_t>(end - p)) return 0;
+        p += skip;
+    }
+    return static_cast<std::size_t>(p - begin);
+}
+
 inline std::string encode(const Value& v) {
     std::string out;
     Writer(out).value(v);
