@@ -12,9 +12,8 @@ const { MessageSplitter } = require('./splitter');
 
 function openLink(endpoint, workerId) {
   if (endpoint.startsWith('fd:')) {
-    const fd = Number(endpoint.slice(3));
-    if (!Number.isInteger(fd) || fd < 0) throw new Error(`--endpoint ${endpoint}: fd:N needs a descriptor number`);
-    return new StreamLink(fd);
+    if (!/^fd:\d+$/.test(endpoint)) throw new Error(`--endpoint ${endpoint}: fd:N needs a descriptor number`);
+    return new StreamLink(Number(endpoint.slice(3)));
   }
   return new ZeroMQLink(endpoint, workerId);
 }
