@@ -27,6 +27,7 @@ function need(module) {
 
 const protocol = need('./lib/protocol'); // needs @msgpack/msgpack
 const { openLink } = require('./lib/link');
+const { NotMsgpack } = require('./lib/splitter');
 const { Inbox, Request } = require('./lib/request');
 
 const APP_ERROR = 502;
@@ -63,7 +64,8 @@ class Worker {
         return !this.stopping;
       });
     } catch (err) {
-      process.stderr.write(`cocaine-js worker: ${err.message}\n`);
+      if (!(err instanceof NotMsgpack)) throw err;
+      process.stderr.write(`cocaine-js worker: ${err.message}\n`); // and the link is over
       over = true;
     } finally {
       clearInterval(timer);
