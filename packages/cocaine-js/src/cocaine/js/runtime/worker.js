@@ -290,6 +290,6 @@ main().then(
   (status) => { process.exitCode = status; },
   (err) => {
     process.stderr.write(`cocaine-js worker: ${(err && err.stack) || err}\n`);
-    process.exitCode = 1;
+    process.exit(1); // at once: an open link would keep the process alive, and silent
   },
 );
