@@ -14,6 +14,7 @@ RUNTIME = Path(__file__).resolve().parent / "runtime"
 class JsLanguage(RuntimeLanguage):
     name = "js"
     suffixes = (".js", ".cjs", ".mjs")
+    stream_link = True  # runtime/lib/link.js: --endpoint fd:N, and no zeromq loaded
     needs = (f"Node.js 18+ and the npm packages in {RUNTIME}/package.json: "
              f"run npm ci --omit=dev --ignore-scripts --prefix {RUNTIME}")
 

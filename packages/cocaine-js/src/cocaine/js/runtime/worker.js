@@ -3,6 +3,7 @@
 // serves the engine's jobs over the worker protocol (docs/protocol.md) until told to stop.
 //
 //   node worker.js --endpoint ipc:///... --id W --app A --path /srv/app.js --heartbeat 5
+//   node worker.js --endpoint fd:N ...   over a stream link, the inherited descriptor N
 //   node worker.js --check      exits 0 when zeromq and @msgpack/msgpack load
 //
 // Jobs run concurrently: each invoke calls its handler at once, so async handlers overlap, and a
@@ -14,16 +15,19 @@
 const { parseArgs } = require('node:util');
 const { pathToFileURL } = require('node:url');
 
-let zmq;
-let protocol;
-try {
-  zmq = require('zeromq');
-  protocol = require('./lib/protocol'); // needs @msgpack/msgpack
-} catch (err) {
-  // One line the daemon can show when the app is created (npm's packages are not installed).
-  process.stderr.write(`${err.message.split('\n')[0]} (run npm ci --omit=dev --ignore-scripts in ${__dirname})\n`);
-  process.exit(2);
+// One line the daemon can show when the app is created (npm's packages are not installed).
+function need(module) {
+  try {
+    return require(module);
+  } catch (err) {
+    process.stderr.write(`${err.message.split('\n')[0]} (run npm ci --omit=dev --ignore-scripts in ${__dirname})\n`);
+    return process.exit(2);
+  }
 }
+
+const protocol = need('./lib/protocol'); // needs @msgpack/msgpack
+const { openLink } = require('./lib/link');
+const { NotMsgpack } = require('./lib/splitter');
 const { Inbox, Request } = require('./lib/request');
 
 const APP_ERROR = 502;
@@ -35,8 +39,8 @@ const ENGINE_SILENCE_LIMIT = 3; // heartbeat intervals without a word from the e
 const BATCH_DELAY_MS = 1; // how long replies may wait for the rest of a burst
 
 class Worker {
-  constructor(sock, app, heartbeatMs) {
-    this.sock = sock;
+  constructor(link, app, heartbeatMs) {
+    this.link = link;
     this.app = app;
     this.heartbeatMs = heartbeatMs;
     this.jobs = new Map(); // running jobs by id: their inboxes
@@ -51,16 +55,22 @@ class Worker {
   async serve() {
     this.queue(protocol.hello(process.pid));
     const timer = setInterval(() => this.tick(), Math.max(10, this.heartbeatMs / 4));
+    let over;
     try {
-      for await (const frames of this.sock) {
+      over = await this.link.receive((frames) => {
         this.lastHeard = Date.now();
         this.batchStarted = performance.now();
         for (const frame of frames) this.apply(frame);
-        if (this.stopping) break;
-      }
+        return !this.stopping;
+      });
+    } catch (err) {
+      if (!(err instanceof NotMsgpack)) throw err;
+      process.stderr.write(`cocaine-js worker: ${err.message}\n`); // and the link is over
+      over = true;
     } finally {
       clearInterval(timer);
     }
+    if (over) process.exit(0); // the engine is gone, or gave up on this worker: nobody waits for answers
     for (const inbox of this.jobs.values()) inbox.cancel(UNAVAILABLE, 'the worker is stopping');
     await Promise.allSettled([...this.jobs.values()].map((inbox) => inbox.done));
     await this.flush();
@@ -211,7 +221,7 @@ class Worker {
       while (this.out.length) {
         const frames = this.out;
         this.out = [];
-        await this.sock.send(frames);
+        await this.link.send(frames);
         this.lastSent = Date.now();
       }
     } finally {
@@ -249,6 +259,7 @@ async function main() {
     },
   });
   if (values.check) {
+    need('zeromq');
     process.stdout.write('ok\n');
     return 0;
   }
@@ -259,20 +270,19 @@ async function main() {
   if (parent && String(process.ppid) !== parent) return 1; // the daemon died before we started
   process.on('SIGINT', () => {}); // the daemon decides when its workers stop
 
-  const sock = new zmq.Dealer({ routingId: values.id, linger: 1000 });
-  sock.connect(values.endpoint);
+  const link = openLink(values.endpoint, values.id);
   let app;
   try {
     app = await loadApp(values.path);
   } catch (err) {
     const reason = `cannot load ${values.path}: ${err instanceof Error ? `${err.name}: ${err.message}` : err}`;
     process.stderr.write(`app ${values.app}: ${(err && err.stack) || reason}\n`);
-    await sock.send(protocol.log(LOG_ERROR, reason));
-    sock.close();
+    await link.send([protocol.log(LOG_ERROR, reason)]);
+    link.close();
     return EXIT_LOAD_FAILED;
   }
-  await new Worker(sock, app, Number(values.heartbeat) * 1000).serve();
-  sock.close();
+  await new Worker(link, app, Number(values.heartbeat) * 1000).serve();
+  link.close();
   return 0;
 }
 
@@ -280,6 +290,6 @@ main().then(
   (status) => { process.exitCode = status; },
   (err) => {
     process.stderr.write(`cocaine-js worker: ${(err && err.stack) || err}\n`);
-    process.exitCode = 1;
+    process.exit(1); // at once: an open link would keep the process alive, and silent
   },
 );
