@@ -290,8 +290,10 @@ class Engine:
                     self._watch_deadline(job)
                 pool.assign(worker, job)
                 return True
-        # Jobs waiting for workers that are still starting do not count against the limit.
-        if len(queue) >= config.queue_limit + pool.starting() * config.concurrency:
+        # Jobs waiting for workers that are still starting do not count against the limit (the
+        # workers are counted only when the queue is that long: the count walks the pool).
+        depth = len(queue)
+        if depth >= config.queue_limit and depth >= config.queue_limit + pool.starting() * config.concurrency:
             return self._refuse(stats, job, f"queue is full (queue-limit {config.queue_limit})")
         stats.accepted += 1
         if job.deadline is not None:
@@ -300,10 +302,12 @@ class Engine:
             queue.appendleft(job)
         else:
             queue.append(job)
-        depth = len(queue)
+        depth += 1
         if depth > self.queue_peaks.interval:  # the interval's peak is never above the all-time one
             self.queue_peaks.raise_to(depth)
-        self.dispatch()
+        # No worker has room for it (every gain of room dispatches the queue at once, so a queue
+        # that was not empty had none either): the pool may grow.
+        self._grow()
         return True
 
     def withdraw(self, job: Job) -> None:
@@ -364,12 +368,17 @@ class Engine:
             if worker is None:
                 break
             pool.assign(worker, queue.popleft())
-        if not queue:
-            return
+        if queue:
+            self._grow()
+
+    def _grow(self) -> None:
+        """Jobs wait in the queue that no worker has room for: start workers for them, or answer
+        them if the app cannot start any."""
+        pool = self.pool
         if pool.backing_off() and not pool.total:
             self._fail_queue(f"app {self.app!r} is broken: {pool.broken_reason}")
         else:
-            pool.grow(len(queue))
+            pool.grow(len(self.queue))
 
     def _fail_queue(self, message: str) -> None:
         """The app is broken: its queued jobs never ran, so a peer may run them (overflow "forward")."""

@@ -176,16 +176,15 @@ class WorkerPool:
         best_load = self.config.concurrency
         stalled_before = None  # the clock is read only if a busy worker is a candidate
         for worker in self.workers.values():
-            load = len(worker.jobs)
+            jobs = worker.jobs
+            load = len(jobs)
             if load < best_load and worker.ready:
-                if load:
-                    if stalled_before is None:
-                        stalled_before = self.clock() - STALL_AFTER
-                    if next(iter(worker.jobs.values())).dispatched_at < stalled_before:
-                        continue
-                best, best_load = worker, load
-                if load == 0:
-                    break
+                if not load:
+                    return worker
+                if stalled_before is None:
+                    stalled_before = self.clock() - STALL_AFTER
+                if next(iter(jobs.values())).dispatched_at >= stalled_before:
+                    best, best_load = worker, load
         return best
 
     def backing_off(self) -> bool:
@@ -196,8 +195,8 @@ class WorkerPool:
         """Start workers for ``waiting`` queued jobs (jobs no ready worker has room for): the first
         worker at once, then one more for every ``grow-threshold`` jobs waiting, counting those that
         the workers already starting will take. A burst's workers are started together."""
-        if self.closing or self.backing_off():
-            return
+        if self.closing or len(self.workers) >= self.config.pool_limit or self.backing_off():
+            return  # (a full pool is the common case under load: no walk over its workers)
         threshold = self.config.grow_threshold
         total, starting, count = self.total, self.starting(), 0
         while total < self.config.pool_limit and (not total or waiting >= threshold * (starting + 1)):
