@@ -266,7 +266,7 @@ class PoolRig:
         worker = self.backend.workers[-1]
         worker.hello()
         self.reactor.round()
-        assert worker.received() == [[worker_protocol.OPTIONS, {"handback-after": 0.1}]]  # the answer to hello
+        assert worker.received() == [[worker_protocol.OPTIONS, {"handback-after": 0.1, "reply": True}]]  # to hello
         return worker
 
     def job(self) -> tuple[Job, Answers]:

@@ -71,7 +71,8 @@ def test_a_worker_stuck_on_a_long_job_gets_no_more(rig):
     assert r.pool.least_loaded() is r.pooled(other)  # a fresh job is no reason to hold back
 
 
-def test_an_answer_frees_credit(rig):
+@pytest.mark.parametrize("answer", ["chunk and end", "reply"])
+def test_an_answer_frees_credit(rig, answer):
     r = rig(concurrency=1)
     worker = r.ready_worker()
     job, answers = r.job()
@@ -79,7 +80,10 @@ def test_an_answer_frees_credit(rig):
     assert r.pool.least_loaded() is None
     r.reactor.round()
     [invoke] = worker.received()
-    worker.send(worker_protocol.chunk(invoke[1], b"reply"), worker_protocol.end(invoke[1]))
+    if answer == "reply":  # the whole response in one message: the same answer
+        worker.send(worker_protocol.reply(invoke[1], b"reply"))
+    else:
+        worker.send(worker_protocol.chunk(invoke[1], b"reply"), worker_protocol.end(invoke[1]))
     r.reactor.round()
     assert answers.chunks == [b"reply"] and answers.final == ("end",)
     assert r.listener.events[-1] == ("capacity",)
@@ -285,7 +289,7 @@ def test_a_worker_is_offered_handback_right_after_its_hello_before_any_job(rig):
     r.reactor.round()
     r.pool.assign(r.pooled(worker), r.job()[0])
     r.reactor.round()
-    assert worker.received()[:2] == [[worker_protocol.OPTIONS, {"handback-after": STALL_AFTER}],
+    assert worker.received()[:2] == [[worker_protocol.OPTIONS, {"handback-after": STALL_AFTER, "reply": True}],
                                      worker_protocol.unpack(worker_protocol.invoke(1, "task", {}, b"body", True))]
 
 

@@ -20,8 +20,9 @@ ENCODERS = {
     "credit": lambda m: worker_protocol.credit(m[1], m[2]),
     "meta": lambda m: worker_protocol.meta(m[1], m[2]),
     "handback": lambda m: worker_protocol.handback(m[1]),
-    "options": lambda m: worker_protocol.options(m[1]["handback-after"]),
+    "options": lambda m: worker_protocol.options(m[1]["handback-after"], reply=m[1].get("reply", False)),
     "grant": lambda m: worker_protocol.grant(m[1], m[2]),
+    "reply": lambda m: worker_protocol.reply(m[1], m[2]),
 }
 KINDS = worker_protocol.NAMES
 

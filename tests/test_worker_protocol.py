@@ -253,6 +253,22 @@ def test_response_metadata_goes_before_the_first_chunk(worker):
                                 worker_protocol.end(12)]
 
 
+#: The runtimes that send a response of one chunk as one ``reply`` once the engine offers it (the
+#: others keep to chunk and end, which stays correct: docs/protocol.md, "A job's reply").
+REPLIES = ["python"]
+
+
+@pytest.mark.parametrize("language", REPLIES)
+def test_once_offered_a_whole_response_is_one_reply_message(worker):
+    worker.send(frame("options, with reply"), frame("invoke"))
+    assert worker.frames(1) == [frame("reply")]
+    worker.send(frame("invoke, http metadata"))  # its metadata still goes first
+    assert worker.frames(2) == [frame("meta"), worker_protocol.reply(12, b"POST /p?a=1 t 127.0.0.1:1")]
+    worker.send(worker_protocol.invoke(8, "chunks", {}, None, True))  # a response of several chunks streams
+    assert worker.frames(4) == [worker_protocol.chunk(8, b"a"), worker_protocol.chunk(8, b"b"),
+                                worker_protocol.chunk(8, b"c"), worker_protocol.end(8)]
+
+
 # -- responses paced by the engine's grants ----------------------------------------------------------
 #: Of the runtimes that honour grants (runtimes.PACED), the runtimes that run other jobs while a response waits for credit.
 INTERLEAVING = ["python", "js"]

@@ -36,9 +36,11 @@ META = 10  # [META, job, meta]
 # worker -> engine: jobs the worker will never start; the engine runs them elsewhere (docs/pools.md)
 HANDBACK = 11  # [HANDBACK, [job, ...]]
 # engine -> worker: what the engine offers this worker, a map (unknown keys ignored); sent after hello
-OPTIONS = 12  # [OPTIONS, {"handback-after": seconds}]
+OPTIONS = 12  # [OPTIONS, {"handback-after": seconds, "reply": true}]
 # engine -> worker: the job's response may have this many more bytes (flow control of responses)
 GRANT = 13  # [GRANT, job, bytes]
+# worker -> engine: a whole response at once, one chunk and its end (to an engine that offers it)
+REPLY = 14  # [REPLY, job, data]
 
 #: Bytes of response a worker may send for a job beyond what the engine granted (docs/protocol.md).
 RESPONSE_WINDOW = 256 * 1024
@@ -57,6 +59,7 @@ NAMES = {
     HANDBACK: "handback",
     OPTIONS: "options",
     GRANT: "grant",
+    REPLY: "reply",
 }
 
 _packer = msgpack.Packer(use_bin_type=True)
@@ -80,6 +83,7 @@ SHAPES: dict[int, tuple] = {
     CREDIT: (_INT, _INT),
     META: (_INT, dict),
     GRANT: (_INT, _INT),
+    REPLY: (_INT, bytes),
     HANDBACK: (_INTS,),
     OPTIONS: (dict,),
 }
@@ -196,12 +200,19 @@ def handback(jobs: list[int]) -> bytes:
     return pack([HANDBACK, jobs])
 
 
-def options(handback_after: float) -> bytes:
-    return pack([OPTIONS, {"handback-after": float(handback_after)}])
+def options(handback_after: float, reply: bool = False) -> bytes:
+    offered = {"handback-after": float(handback_after)}
+    if reply:
+        offered["reply"] = True
+    return pack([OPTIONS, offered])
 
 
 def grant(job: int, nbytes: int) -> bytes:
     return pack([GRANT, job, nbytes])
+
+
+def reply(job: int, data: bytes) -> bytes:
+    return pack([REPLY, job, data])
 
 
 class StreamDecoder:

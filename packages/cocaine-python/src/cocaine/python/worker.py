@@ -111,6 +111,7 @@ class PythonWorker:
         self._state = threading.Condition(self._guard)  # the watchdog's, to sleep on
         self.running_since: float | None = None  # when the job being run started
         self.handback_after: float | None = None  # offered by the engine
+        self.replies = False  # the engine takes a whole response as one reply message (offered)
         self._watchdog: threading.Thread | None = None
         self._parked = False  # the watchdog waits for a job to start
         self._closing = False
@@ -300,6 +301,7 @@ class PythonWorker:
         return True
 
     def _offered(self, options: dict) -> None:
+        self.replies = options.get("reply") is True
         after = options.get("handback-after")
         if type(after) in (int, float) and after > 0 and self._watchdog is None:
             self.handback_after = float(after)
@@ -314,14 +316,14 @@ class PythonWorker:
         try:
             result = handler(Request(job, task, body, meta))
             if type(result) is bytes:  # the common case first
-                out.append(worker_protocol.chunk(job, result))
+                whole = result
             elif result is None:
-                pass
+                whole = None
             elif isinstance(result, (bytes, bytearray, memoryview, str)):
-                out.append(worker_protocol.chunk(job, _to_bytes(result)))
+                whole = _to_bytes(result)
             elif isinstance(result, Response) and isinstance(result.body, (bytes, bytearray, memoryview, str)):
-                out.append(worker_protocol.meta(job, result.meta()))  # whole: leaves with its chunk and end
-                out.append(worker_protocol.chunk(job, _to_bytes(result.body)))
+                out.append(worker_protocol.meta(job, result.meta()))  # whole: leaves with its body
+                whole = _to_bytes(result.body)
             else:
                 # Stream: each chunk leaves as soon as the handler produces it, while it has credit.
                 items = chunks_of(result, self._run, lambda meta: out.append(worker_protocol.meta(job, meta)))
@@ -330,6 +332,11 @@ class PythonWorker:
         except Exception as e:  # noqa: BLE001 - the app's error becomes this request's error reply
             self._failed(job, task, e)
             return
+        if whole is not None and self.replies:
+            out.append(worker_protocol.reply(job, whole))  # one message where chunk and end make two
+            return
+        if whole is not None:
+            out.append(worker_protocol.chunk(job, whole))
         out.append(worker_protocol.end(job))
 
     def respond(self, job: int, task: str, items, credit: int) -> None:

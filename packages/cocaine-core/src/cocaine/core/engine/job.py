@@ -59,6 +59,18 @@ class Job:
                 except Exception:  # noqa: BLE001 - logged with its traceback
                     self._failed()
 
+    def reply(self, data: bytes) -> None:
+        """The whole response at once (a worker's ``reply``): its one chunk, then its end."""
+        if not self.done:
+            self.done = True
+            self.stats.finished(self.accepted_at, None)
+            responder, self.responder, self.handle = self.responder, None, None  # see release()
+            try:
+                responder.chunk(data)
+                responder.end()
+            except Exception:  # noqa: BLE001 - logged with its traceback
+                self._failed()
+
     def end(self) -> None:
         if not self.done:
             self.done = True

@@ -39,8 +39,9 @@ log = logging.getLogger(__name__)
 #: A worker whose oldest job has run this long gets no more jobs while it could hold them hostage.
 STALL_AFTER = 0.1
 #: Sent after a worker's hello: a worker whose running job has run this long hands back the jobs it
-#: has not started (docs/pools.md). The same as STALL_AFTER: from then on the worker gets no new jobs.
-OPTIONS_FRAME = worker_protocol.options(STALL_AFTER)
+#: has not started (docs/pools.md), the same as STALL_AFTER, from when the worker gets no new jobs;
+#: and it may send a response of one chunk as one ``reply`` message rather than ``chunk`` and ``end``.
+OPTIONS_FRAME = worker_protocol.options(STALL_AFTER, reply=True)
 #: Spawn retries after failed starts back off exponentially from BACKOFF_FIRST up to BACKOFF_MAX.
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 30.0
@@ -423,6 +424,11 @@ class WorkerPool:
     def _handle(self, worker: PooledWorker, message: list) -> bool:
         """Apply one message; True if it freed credit or a worker (so queued jobs may go)."""
         kind = message[0]
+        if kind == worker_protocol.REPLY:  # a whole response: what most jobs send
+            job = worker.jobs.pop(message[1], None)
+            if job is not None:
+                job.reply(message[2])
+            return True
         if kind == worker_protocol.CHUNK:
             job = worker.jobs.get(message[1])
             if job is not None:
