@@ -253,9 +253,21 @@ def test_response_metadata_goes_before_the_first_chunk(worker):
                                 worker_protocol.end(12)]
 
 
-#: The runtimes that send a response of one chunk as one ``reply`` once the engine offers it (the
-#: others keep to chunk and end, which stays correct: docs/protocol.md, "A job's reply").
-REPLIES = ["python"]
+#: The runtimes that send a response's last chunk and its end as one ``reply`` once the engine
+#: offers it (the others keep to chunk and end, which stays correct: docs/protocol.md, "A job's reply").
+REPLIES = ["python", "cpp"]
+
+
+def _as_chunk_and_end(frames: list[bytes]) -> list[bytes]:
+    """The frames with each reply written as the chunk and end it stands for."""
+    out = []
+    for f in frames:
+        message = worker_protocol.unpack(f)
+        if message[0] == worker_protocol.REPLY:
+            out += [worker_protocol.chunk(message[1], message[2]), worker_protocol.end(message[1])]
+        else:
+            out.append(f)
+    return out
 
 
 @pytest.mark.parametrize("language", REPLIES)
@@ -264,9 +276,16 @@ def test_once_offered_a_whole_response_is_one_reply_message(worker):
     assert worker.frames(1) == [frame("reply")]
     worker.send(frame("invoke, http metadata"))  # its metadata still goes first
     assert worker.frames(2) == [frame("meta"), worker_protocol.reply(12, b"POST /p?a=1 t 127.0.0.1:1")]
-    worker.send(worker_protocol.invoke(8, "chunks", {}, None, True))  # a response of several chunks streams
-    assert worker.frames(4) == [worker_protocol.chunk(8, b"a"), worker_protocol.chunk(8, b"b"),
-                                worker_protocol.chunk(8, b"c"), worker_protocol.end(8)]
+    # A response of several chunks streams: the chunks as they come, the last one with the end or not.
+    worker.send(worker_protocol.invoke(8, "chunks", {}, None, True))
+    streamed = worker.frames(3)
+    if worker_protocol.unpack(streamed[-1])[0] != worker_protocol.REPLY:
+        streamed += worker.frames(1)
+    assert _as_chunk_and_end(streamed) == [worker_protocol.chunk(8, b"a"), worker_protocol.chunk(8, b"b"),
+                                           worker_protocol.chunk(8, b"c"), worker_protocol.end(8)]
+    worker.send(worker_protocol.invoke(9, "fail", {}, b"zz", True))  # an error stays an error
+    [error] = worker.replies([9])[9]
+    assert worker_protocol.unpack(error)[:3] == [worker_protocol.ERROR, 9, 502]
 
 
 # -- responses paced by the engine's grants ----------------------------------------------------------

@@ -39,7 +39,7 @@ HANDBACK = 11  # [HANDBACK, [job, ...]]
 OPTIONS = 12  # [OPTIONS, {"handback-after": seconds, "reply": true}]
 # engine -> worker: the job's response may have this many more bytes (flow control of responses)
 GRANT = 13  # [GRANT, job, bytes]
-# worker -> engine: a whole response at once, one chunk and its end (to an engine that offers it)
+# worker -> engine: a response's last chunk and its end in one message (to an engine that offers it)
 REPLY = 14  # [REPLY, job, data]
 
 #: Bytes of response a worker may send for a job beyond what the engine granted (docs/protocol.md).

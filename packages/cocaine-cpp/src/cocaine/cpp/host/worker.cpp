@@ -52,7 +52,7 @@ namespace msgpack = cocaine::msgpack;
 
 // Message types and constants of protocol version 1 (docs/protocol.md).
 enum Kind : uint64_t { HELLO = 1, HEARTBEAT = 2, TERMINATE = 3, INVOKE = 4, CHUNK = 5, END = 6, ERROR = 7, LOG = 8, CREDIT = 9,
-                       META = 10, HANDBACK = 11, OPTIONS = 12, GRANT = 13 };
+                       META = 10, HANDBACK = 11, OPTIONS = 12, GRANT = 13, REPLY = 14 };
 constexpr uint64_t protocol_version = 1;
 constexpr uint64_t app_error_code = 502;
 constexpr uint64_t timeout_code = 504;
@@ -272,6 +272,21 @@ public:
         job.unsent_chunk_batch = batch_;
     }
 
+    // A job's last chunk, still unsent at the back of the batch, and its end leave as one reply
+    // [14, job, data] once the engine offered it: the chunk's bytes with another message type.
+    bool end_as_reply(const Job& job) {
+        if (!replies_ || job.unsent_chunk_batch != batch_ || out_.empty()) return false;
+        std::string prefix;
+        msgpack::Writer w(prefix);
+        w.array(3);
+        w.uinteger(CHUNK);
+        w.uinteger(job.id);
+        std::string& last = out_.back();
+        if (last.compare(0, prefix.size(), prefix) != 0) return false;  // a log line came after it
+        last[1] = static_cast<char>(REPLY);  // a positive fixint, as CHUNK is
+        return true;
+    }
+
     void flush() {
         if (out_.empty()) return;
         bool sent = link_.send(out_);
@@ -332,7 +347,7 @@ private:
                 found->second(io, io);
             }
             send_meta(job);
-            out_.push_back(frame(END, job.id));
+            if (!end_as_reply(job)) out_.push_back(frame(END, job.id));
         } catch (const cocaine::Aborted& e) {
             if (job.cancelled) out_.push_back(frame(ERROR, job.id, job.cancel_code, Str{job.cancel_message}));
             else fail(job, std::string("cocaine::Aborted: ") + e.what());
@@ -405,6 +420,8 @@ private:
     }
 
     void on_options(const Value& options) {
+        const Value* reply = options.find("reply");
+        replies_ = reply && reply->type() == Value::Type::boolean && reply->as_bool();
         const Value* after = options.find("handback-after");
         if (!after || !after->is_number() || after->as_double() <= 0 || watchdog_.joinable()) return;
         handback_after_ = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(after->as_double()));
@@ -537,6 +554,7 @@ private:
     std::condition_variable wake_;
     std::thread watchdog_;
     Clock::duration handback_after_{};  // zero until the engine offers handback
+    bool replies_ = false;  // the engine takes a last chunk and its end as one reply (offered)
     Clock::time_point running_since_;
     bool running_ = false;
     bool parked_ = false;  // the watchdog waits for a job to start
