@@ -87,6 +87,9 @@ class ZeroMQServer(SocketDriver):
                 frames = recv_frames(sock)
             except zmq.Again:
                 return
+            if len(frames) == 3 and not frames[1]:  # a REQ client's: identity, delimiter, body
+                submit(frames[2], Reply(self, frames[:2]))
+                continue
             envelope, body = split_envelope(frames)
             submit(body[0] if len(body) == 1 else b"".join(body), Reply(self, envelope))
 

@@ -171,8 +171,10 @@ class Connection:
         self.parser = httptools.HttpRequestParser(self)
         self.exchanges: deque[Exchange] = deque()  # requests whose responses are not all written
         self.out = bytearray()
-        # [exchange, bytes of out, body bytes not granted yet]: whose bytes out holds, in order
+        # [exchange, bytes of out, body bytes not granted yet]: whose bytes out holds, in order,
+        # after the ``unmarked`` bytes at its head: complete responses, whose jobs take no grants
         self.marks: deque[list] = deque()
+        self.unmarked = 0
         self.pending = 0  # response bytes produced but not in ``out`` yet (later pipelined responses)
         self.reading = False
         self.writing = False
@@ -456,7 +458,10 @@ class Connection:
                     out += CONTINUE
                 complete = exchange.render(out)
                 if len(out) > start:
-                    self.marks.append([exchange, len(out) - start, exchange.rendered])
+                    if complete and not self.marks:  # answered: nothing to grant (most responses)
+                        self.unmarked += len(out) - start
+                    else:
+                        self.marks.append([exchange, len(out) - start, exchange.rendered])
                 if not complete:
                     break
                 exchanges.popleft()
@@ -504,6 +509,13 @@ class Connection:
     def _drained(self, sent: int) -> None:
         """Grant the responses whose bytes the socket just took (framing counted as body, at most
         the body's size, so the grant stays within a chunk's framing of the truth)."""
+        unmarked = self.unmarked
+        if unmarked:
+            if sent <= unmarked:
+                self.unmarked = unmarked - sent
+                return
+            self.unmarked = 0
+            sent -= unmarked
         marks = self.marks
         while sent and marks:
             mark = marks[0]
