@@ -175,17 +175,25 @@ class WorkerPool:
         gets nothing more, so no queued job waits behind it while the engine could wait for another."""
         best = None
         best_load = self.config.concurrency
-        stalled_before = None  # the clock is read only if a busy worker is a candidate
         for worker in self.workers.values():
-            jobs = worker.jobs
-            load = len(jobs)
+            load = len(worker.jobs)
             if load < best_load and worker.ready:
                 if not load:
                     return worker
-                if stalled_before is None:
-                    stalled_before = self.clock() - STALL_AFTER
-                if next(iter(jobs.values())).dispatched_at >= stalled_before:
-                    best, best_load = worker, load
+                best, best_load = worker, load
+        if best is None:
+            return None
+        # Only the pick is checked for a stall (a look at its oldest job), unless it is stalled.
+        stalled_before = self.clock() - STALL_AFTER
+        if next(iter(best.jobs.values())).dispatched_at >= stalled_before:
+            return best
+        best = None
+        best_load = self.config.concurrency
+        for worker in self.workers.values():
+            jobs = worker.jobs
+            load = len(jobs)
+            if load < best_load and worker.ready and next(iter(jobs.values())).dispatched_at >= stalled_before:
+                best, best_load = worker, load
         return best
 
     def backing_off(self) -> bool:

@@ -11,6 +11,8 @@ LATENCY_WINDOW = 1024  # recent jobs whose latency the percentiles describe
 class TaskStats:
     """Counters of one task: accepted, rejected, succeeded, failed by code, recent latencies."""
 
+    __slots__ = ("accepted", "rejected", "succeeded", "failed", "latencies", "latency_sum")
+
     def __init__(self) -> None:
         self.accepted = 0
         self.rejected = 0
