@@ -28,7 +28,7 @@ from cocaine.core.errors import Code, ProtocolError
 from cocaine.core.languages import Language, WorkerSpec
 from cocaine.core.manifest import EngineConfig
 from cocaine.core.transport import NOBLOCK, recv_frames, send_frames
-from cocaine.core.worker_protocol import HANDBACK, validate
+from cocaine.core.worker_protocol import HANDBACK, REPLY, validate
 
 if TYPE_CHECKING:
     from cocaine.core.engine.job import Job
@@ -412,31 +412,35 @@ class WorkerPool:
     def _apply(self, worker: PooledWorker, messages: list, start: int, decode, now: float) -> bool:
         """Apply ``messages[start:]`` from ``worker``, each made a protocol message by ``decode``;
         True if one freed credit or a worker (so queued jobs may go)."""
-        busy = bool(worker.jobs)
+        jobs = worker.jobs
+        busy = bool(jobs)
         freed = False
         for i in range(start, len(messages)):
             try:
                 message = decode(messages[i])
+                kind = message[0]
+                if kind == REPLY:  # what most jobs end with: applied here, without a call
+                    worker.last_seen = now
+                    job = jobs.pop(message[1], None)
+                    if job is not None:
+                        job.reply(message[2])
+                    freed = True
+                    continue
                 # A handback comes from a worker's watchdog, not from the loop that runs its
                 # handlers: it is no sign that a hung handler lives.
-                if message[0] != HANDBACK:
+                if kind != HANDBACK:
                     worker.last_seen = now
                 freed |= self._handle(worker, message)
             except (ProtocolError, IndexError, TypeError, ValueError) as e:
                 worker.last_seen = now
                 log.warning("app %s: worker %s sent a bad message: %s", self.app, worker.id, e)
-        if busy and not worker.jobs:  # idle from its last answer on; a heartbeat is not work
+        if busy and not jobs:  # idle from its last answer on; a heartbeat is not work
             worker.idle_since = now
         return freed
 
     def _handle(self, worker: PooledWorker, message: list) -> bool:
         """Apply one message; True if it freed credit or a worker (so queued jobs may go)."""
         kind = message[0]
-        if kind == worker_protocol.REPLY:  # a whole response: what most jobs send
-            job = worker.jobs.pop(message[1], None)
-            if job is not None:
-                job.reply(message[2])
-            return True
         if kind == worker_protocol.CHUNK:
             job = worker.jobs.get(message[1])
             if job is not None:
