@@ -9,7 +9,7 @@
 // Jobs run concurrently: each invoke calls its handler at once, so async handlers overlap, and a
 // handler that blocks the event loop blocks heartbeats too (the engine then ends it, as it should).
 // So no job ever waits here unstarted behind a long one, and this worker never needs the engine's
-// handback offer (the `options` message, ignored like any message it does not use).
+// handback offer (in the `options` message, of which it takes up only `reply`).
 'use strict';
 
 const { parseArgs } = require('node:util');
@@ -49,6 +49,7 @@ class Worker {
     this.flushScheduled = false;
     this.batchStarted = 0; // when the jobs whose replies are pending began to run
     this.stopping = false;
+    this.replies = false; // the engine takes a last chunk and its end as one reply (offered)
     this.lastSent = this.lastHeard = Date.now();
   }
 
@@ -111,6 +112,9 @@ class Worker {
       if (inbox) inbox.cancel(message[2], message[3]);
     } else if (kind === protocol.TERMINATE) {
       this.stopping = true;
+    } else if (kind === protocol.OPTIONS) {
+      const options = message[1];
+      this.replies = options !== null && typeof options === 'object' && options.reply === true;
     }
   }
 
@@ -148,7 +152,7 @@ class Worker {
       if (result && typeof result.then === 'function') result = await result;
       const streaming = this.respond(request, inbox, result);
       if (streaming) await streaming;
-      this.queue(protocol.end(id));
+      if (!(this.replies && protocol.endAsReply(this.out, id))) this.queue(protocol.end(id));
     } catch (err) {
       // Every job gets exactly one end or error, even a cancelled one: the engine frees its credit.
       if (err === inbox.cancelled) {

@@ -27,12 +27,13 @@ use constant {
     MSG_HANDBACK  => 11,
     MSG_OPTIONS   => 12,
     MSG_GRANT     => 13,
+    MSG_REPLY     => 14,
     RESPONSE_WINDOW => 256 * 1024,    # bytes of a job's response it may send beyond the engine's grants
 };
 
 our @EXPORT_OK = qw(PROTOCOL_VERSION MSG_HELLO MSG_HEARTBEAT MSG_TERMINATE MSG_INVOKE MSG_CHUNK MSG_END MSG_ERROR MSG_LOG
     MSG_CREDIT MSG_META MSG_HANDBACK MSG_OPTIONS MSG_GRANT RESPONSE_WINDOW decode message hello_frame heartbeat_frame chunk_frame
-    end_frame error_frame log_frame credit_frame meta_frame handback_frame bytes_of);
+    end_frame error_frame log_frame credit_frame meta_frame handback_frame bytes_of end_as_reply);
 
 my $unpacker = Data::MessagePack->new;
 
@@ -104,6 +105,17 @@ sub hello_frame     { "\x93" . _uint(MSG_HELLO) . _uint(PROTOCOL_VERSION) . _uin
 sub heartbeat_frame { "\x91" . _uint(MSG_HEARTBEAT) }
 sub chunk_frame     { "\x93" . _uint(MSG_CHUNK) . _uint($_[0]) . _bin(bytes_of($_[1])) }
 sub end_frame       { "\x92" . _uint(MSG_END) . _uint($_[0]) }
+
+# A job's end, when the last frame queued (\@out) is that job's chunk: the chunk becomes a reply
+# [14, job, data], the same bytes with another message type, and no end follows. False otherwise.
+sub end_as_reply {
+    my ($out, $job) = @_;
+    return 0 unless @$out;
+    my $prefix = "\x93" . _uint(MSG_CHUNK) . _uint($job);
+    return 0 unless substr($out->[-1], 0, length $prefix) eq $prefix;
+    substr($out->[-1], 1, 1) = _uint(MSG_REPLY);
+    return 1;
+}
 sub error_frame     { "\x94" . _uint(MSG_ERROR) . _uint($_[0]) . _uint($_[1]) . _str($_[2]) }
 sub log_frame       { "\x93" . _uint(MSG_LOG) . _uint($_[0]) . _str($_[1]) }
 sub credit_frame    { "\x93" . _uint(MSG_CREDIT) . _uint($_[0]) . _uint($_[1]) }

@@ -20,7 +20,8 @@ use Scalar::Util qw(blessed);
 use Time::HiRes qw(time);
 use Cocaine::Link qw(open_link);
 use Cocaine::Protocol qw(MSG_INVOKE MSG_CHUNK MSG_END MSG_ERROR MSG_TERMINATE MSG_OPTIONS MSG_GRANT RESPONSE_WINDOW decode
-    hello_frame heartbeat_frame chunk_frame end_frame error_frame log_frame credit_frame meta_frame handback_frame bytes_of);
+    hello_frame heartbeat_frame chunk_frame end_frame error_frame log_frame credit_frame meta_frame handback_frame bytes_of
+    end_as_reply);
 use Cocaine::Request;
 use Cocaine::Response;
 
@@ -44,6 +45,7 @@ my $queued_base :shared = 0;
 my $handed_upto :shared = 0;      # every whole request numbered up to this and not started went back
 my $running :shared = '';         # pack('dQ>', start time, number of the last whole request started)
 my $handback_after :shared = 0;   # seconds, once the engine offered handback
+my $replies = 0;                  # the engine takes a last chunk and its end as one reply (offered)
 my @stash :shared;                # frames the watchdog read and did not hand back, for the main loop
 my $heard :shared = 0;            # when the watchdog last read from the engine
 my $parked :shared = 0;           # the watchdog waits for a job to start
@@ -289,7 +291,7 @@ sub run {
         1;
     };
     if ($ok) {
-        push @{ $self->{out} }, end_frame($job->{id});
+        push @{ $self->{out} }, end_frame($job->{id}) unless $replies && end_as_reply($self->{out}, $job->{id});
     } elsif (ref $@ eq 'Cocaine::Aborted' && $job->{cancelled}) {
         push @{ $self->{out} }, error_frame($job->{id}, @{ $job->{cancelled} });
     } else {
@@ -484,6 +486,8 @@ sub apply {
     } elsif ($kind == MSG_TERMINATE) {
         $self->{stopping} = 1;
     } elsif ($kind == MSG_OPTIONS) {
+        my $reply = ref $message->[1] eq 'HASH' ? $message->[1]{reply} : undef;
+        $replies = ref $reply && $reply ? 1 : 0;  # msgpack true, a boolean object; not 1
         my $after = ref $message->[1] eq 'HASH' ? $message->[1]{'handback-after'} : undef;
         $handback_after = $after if defined $after && !ref $after && $after =~ /\A[0-9.eE+-]+\z/ && $after > 0;
     }
