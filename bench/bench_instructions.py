@@ -123,8 +123,15 @@ def counted(command: list[str], tmp: str) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def instructions(process: subprocess.Popen) -> int:
-    """Stop a process run by :func:`counted`; the instructions valgrind counted."""
+def count(process: subprocess.Popen, serve) -> int:
+    """Run ``serve()`` against a process started by :func:`counted`, stop the process, and return
+    the instructions valgrind counted."""
+    try:
+        serve()
+    except BaseException:
+        process.kill()
+        process.communicate()
+        raise
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=300)
     match = re.search(r"I\s+refs:\s+([\d,]+)", err)
@@ -133,53 +140,46 @@ def instructions(process: subprocess.Popen) -> int:
     return int(match[1].replace(",", ""))
 
 
+def serve_zeromq(endpoint: str, process: subprocess.Popen, requests: int) -> None:
+    wait_ready(endpoint, timeout=120, process=process)
+    zeromq_load(endpoint, WARM_UP)
+    zeromq_load(endpoint, requests)
+
+
 def run_cocaine(python: str, driver: str, requests: int) -> int:
     with tempfile.TemporaryDirectory(prefix="cocaine-bench-") as tmp:
         management = f"tcp://127.0.0.1:{_free_port()}"
         port = _free_port()
+        if driver == "http":
+            task, concurrency = {"type": "http-server", "endpoint": f"127.0.0.1:{port}"}, 8
+        else:
+            task, concurrency = {"type": "zeromq-server", "endpoint": f"tcp://127.0.0.1:{port}"}, 32
+        manifest = {"type": "python", "args": os.path.join(HERE, "echo_app.py"),
+                    "engine": {"backend": "process", "pool-limit": 2, "pool-min": 2, "concurrency": concurrency,
+                               "queue-limit": 10_000, "request-timeout": REQUEST_TIMEOUT, **SLOW_ENGINE},
+                    "pubsub": {"endpoint": f"tcp://127.0.0.1:{_free_port()}"},
+                    "tasks": {"echo": task}}
         daemon = counted([python, "-m", "cocaine.core.daemon.main", "--storage-location", f"{tmp}/storage",
                           "--runtime-dir", f"{tmp}/run", "--management", management, "--log-level", "warning",
                           "--metrics", f"127.0.0.1:{_free_port()}"], tmp)
-        try:
-            if driver == "http":
-                task, concurrency = {"type": "http-server", "endpoint": f"127.0.0.1:{port}"}, 8
-            else:
-                task, concurrency = {"type": "zeromq-server", "endpoint": f"tcp://127.0.0.1:{port}"}, 32
-            manifest = {"type": "python", "args": os.path.join(HERE, "echo_app.py"),
-                        "engine": {"backend": "process", "pool-limit": 2, "pool-min": 2, "concurrency": concurrency,
-                                   "queue-limit": 10_000, "request-timeout": REQUEST_TIMEOUT, **SLOW_ENGINE},
-                        "pubsub": {"endpoint": f"tcp://127.0.0.1:{_free_port()}"},
-                        "tasks": {"echo": task}}
+
+        def serve() -> None:
             _create(management, manifest, daemon)
             if driver == "http":
                 _wait_http(port, daemon)
                 http_load(port, WARM_UP)
                 http_load(port, requests)
             else:
-                endpoint = task["endpoint"]
-                wait_ready(endpoint, timeout=120, process=daemon)
-                zeromq_load(endpoint, WARM_UP)
-                zeromq_load(endpoint, requests)
-        except BaseException:
-            daemon.kill()
-            daemon.communicate()
-            raise
-        return instructions(daemon)
+                serve_zeromq(task["endpoint"], daemon, requests)
+
+        return count(daemon, serve)
 
 
 def run_baseline(python: str, requests: int) -> int:
     with tempfile.TemporaryDirectory(prefix="cocaine-baseline-") as tmp:
         endpoint = f"tcp://127.0.0.1:{_free_port()}"
         broker = counted([python, os.path.join(HERE, "baseline_broker.py"), endpoint, f"ipc://{tmp}/backend"], tmp)
-        try:
-            wait_ready(endpoint, timeout=120, process=broker)
-            zeromq_load(endpoint, WARM_UP)
-            zeromq_load(endpoint, requests)
-        except BaseException:
-            broker.kill()
-            broker.communicate()
-            raise
-        return instructions(broker)
+        return count(broker, lambda: serve_zeromq(endpoint, broker, requests))
 
 
 def _create(management: str, manifest: dict, daemon: subprocess.Popen) -> None:

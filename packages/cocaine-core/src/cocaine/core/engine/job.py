@@ -60,7 +60,7 @@ class Job:
                     self._failed()
 
     def reply(self, data: bytes) -> None:
-        """The whole response at once (a worker's ``reply``): its one chunk, then its end."""
+        """A worker's ``reply``: the response's last chunk (most often its only one), then its end."""
         if not self.done:
             self.done = True
             self.stats.finished(self.accepted_at, None)

@@ -105,17 +105,6 @@ sub hello_frame     { "\x93" . _uint(MSG_HELLO) . _uint(PROTOCOL_VERSION) . _uin
 sub heartbeat_frame { "\x91" . _uint(MSG_HEARTBEAT) }
 sub chunk_frame     { "\x93" . _uint(MSG_CHUNK) . _uint($_[0]) . _bin(bytes_of($_[1])) }
 sub end_frame       { "\x92" . _uint(MSG_END) . _uint($_[0]) }
-
-# A job's end, when the last frame queued (\@out) is that job's chunk: the chunk becomes a reply
-# [14, job, data], the same bytes with another message type, and no end follows. False otherwise.
-sub end_as_reply {
-    my ($out, $job) = @_;
-    return 0 unless @$out;
-    my $prefix = "\x93" . _uint(MSG_CHUNK) . _uint($job);
-    return 0 unless substr($out->[-1], 0, length $prefix) eq $prefix;
-    substr($out->[-1], 1, 1) = _uint(MSG_REPLY);
-    return 1;
-}
 sub error_frame     { "\x94" . _uint(MSG_ERROR) . _uint($_[0]) . _uint($_[1]) . _str($_[2]) }
 sub log_frame       { "\x93" . _uint(MSG_LOG) . _uint($_[0]) . _str($_[1]) }
 sub credit_frame    { "\x93" . _uint(MSG_CREDIT) . _uint($_[0]) . _uint($_[1]) }
@@ -130,6 +119,17 @@ sub meta_frame {
         $frame .= "\x92" . _str($name) . _str($value);
     }
     return $frame;
+}
+
+# A job's end, when the last frame queued (\@out) is that job's chunk: the chunk becomes a reply
+# [14, job, data], the same bytes with another message type, and no end follows. False otherwise.
+sub end_as_reply {
+    my ($out, $job) = @_;
+    return 0 unless @$out;
+    my $prefix = "\x93" . _uint(MSG_CHUNK) . _uint($job);
+    return 0 unless substr($out->[-1], 0, length $prefix) eq $prefix;
+    substr($out->[-1], 1, 1) = _uint(MSG_REPLY);
+    return 1;
 }
 
 1;
