@@ -117,6 +117,7 @@ class Exchange:
             out += error_response(self.failed, self.keep_alive, self.http10, self.is_head)
             return True
         chunks = self.chunks
+        size = len(chunks[0]) if len(chunks) == 1 else sum(map(len, chunks))
         self.rendered = 0
         if not self.started:
             if not chunks and not self.ended:
@@ -128,16 +129,16 @@ class Exchange:
             if status in (204, 304):
                 self.no_body, framing = True, b""
             elif self.ended:
-                framing = b"Content-Length: %d\r\n" % sum(map(len, chunks))
+                framing = b"Content-Length: %d\r\n" % size
             elif not self.http10:
                 self.mode, framing = CHUNKED, b"Transfer-Encoding: chunked\r\n"
             else:  # HTTP/1.0 has no chunks: the body ends when the connection does
                 self.mode, framing, self.keep_alive = UNTIL_CLOSE, b"", False
             out += head(status, self.headers, framing, self.keep_alive, self.http10)
         if chunks and self.no_body:  # dropped: the handler may go on at once
-            self.handle.drained(sum(map(len, chunks)))
+            self.handle.drained(size)
         elif chunks:
-            self.rendered = sum(map(len, chunks))
+            self.rendered = size
             if self.mode == CHUNKED:
                 for data in chunks:
                     out += b"%x\r\n" % len(data)
@@ -257,7 +258,8 @@ class Connection:
         parser = self.parser
         headers = _headers(self.fields)
         version = parser.get_http_version()
-        method = parser.get_method().decode("latin-1")
+        raw_method = parser.get_method()
+        method = METHODS.get(raw_method) or raw_method.decode("latin-1")
         self.consumed += len(method) + 13  # " HTTP/1.1\r\n" and the blank line
         exchange = self.current = Exchange(self, method == "HEAD", parser.should_keep_alive(), version == "1.0")
         self.exchanges.append(exchange)
@@ -266,17 +268,18 @@ class Connection:
         url = self.url
         if url[:1] == b"/":  # origin form, as nearly every request
             path, _, query = url.partition(b"?")
-            path, query = path.decode("latin-1"), query.partition(b"#")[0].decode("latin-1")
+            path, query = path.decode("latin-1"), query.partition(b"#")[0].decode("latin-1") if query else ""
         else:
             path, query = _split_target(url)
         meta = {"method": method, "path": path, "query": query, "version": version, "headers": headers,
                 "peer": self.peer}
-        chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+        encoding = headers.get("transfer-encoding")
+        chunked = encoding is not None and "chunked" in encoding.lower()
         size = int(headers.get("content-length") or 0)  # llhttp checked it is a number
         if size > self.max_body:
             raise Refused(413, f"body of {size} bytes")
-        exchange.continue_wanted = (chunked or size > 0) and headers.get("expect", "").lower() == "100-continue"
-        if exchange.continue_wanted:
+        if (chunked or size > 0) and "expect" in headers and headers["expect"].lower() == "100-continue":
+            exchange.continue_wanted = True
             self.dirty()
         self.server.counters["requests"] += 1
         if chunked or size > self.stream_threshold:
@@ -478,7 +481,7 @@ class Connection:
             return
         self.pending = max(0, self.pending - (len(out) - before))
         self._send()
-        if not self.is_closed:
+        if not self.reading and not self.is_closed:
             self._read_again()
 
     def _send(self) -> None:
@@ -494,7 +497,10 @@ class Connection:
                 return
             counters["bytes-out"] += sent
             del out[:sent]
-            self._drained(sent)
+            if sent <= self.unmarked:  # most often: complete responses only, nothing to grant
+                self.unmarked -= sent
+            else:
+                self._drained(sent)
         if out:
             if not self.writing:
                 self.writing = True
@@ -580,10 +586,27 @@ class Connection:
         self.server.closed(self)
 
 
+#: The methods clients send, as text, without a decode per request.
+METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
+#: Header names as clients spell them -> their lower-cased text: the few names clients send are
+#: looked up rather than lowered and decoded per request. At most NAMES_KEPT, so that a client
+#: inventing names cannot grow it.
+_names: dict[bytes, str] = {}
+NAMES_KEPT = 512
+
+
+def _name(raw: bytes) -> str:
+    name = raw.lower().decode("latin-1")
+    if len(_names) < NAMES_KEPT:
+        _names[raw] = name
+    return name
+
+
 def _headers(fields: list[tuple[bytes, bytes]]) -> dict[str, str]:
     """The header fields as a map of lower-cased name to value (latin-1 text); a repeated name's
     values are joined with ", " ("; " for cookie)."""
-    headers = {name.lower().decode("latin-1"): value.decode("latin-1") for name, value in fields}
+    names = _names
+    headers = {names.get(name) or _name(name): value.decode("latin-1") for name, value in fields}
     if len(headers) == len(fields):
         return headers
     headers = {}
