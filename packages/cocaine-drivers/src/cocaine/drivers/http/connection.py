@@ -164,6 +164,7 @@ class Connection:
         self.max_head = config["max-header-size"]
         self.max_body = config["max-body-size"]
         self.stream_threshold = config["stream-threshold"]
+        self.write_buffer = config["write-buffer"]
         self.timeout = config.get("timeout")
         self.reactor = server.context.reactor
         self.sock = sock
@@ -233,21 +234,19 @@ class Connection:
         self.body = []
         self.body_size = 0
 
+    # on_url and on_header account for what the head has grown by (consumed, head_size), inline.
     def on_url(self, url: bytes) -> None:
         self.url += url
-        self._grew(len(url))
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.fields.append((name, value))
-        # _grew, inline: this runs for every header of every request
-        size = len(name) + len(value) + 4  # "name: value\r\n"
+        size = len(url)
         self.progressed = True
         self.consumed += size
         self.head_size += size
         if self.head_size > self.max_head:
             raise Refused(431, "request head too large")
 
-    def _grew(self, size: int) -> None:
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.fields.append((name, value))
+        size = len(name) + len(value) + 4  # "name: value\r\n"
         self.progressed = True
         self.consumed += size
         self.head_size += size
@@ -433,7 +432,7 @@ class Connection:
     # -- writing --------------------------------------------------------------------------------------
     def buffered(self, size: int) -> None:
         self.pending += size
-        if self.pending + len(self.out) > self.config["write-buffer"]:
+        if self.pending + len(self.out) > self.write_buffer:
             self.server.counters["too-slow"] += 1
             self._reset("the client reads too slowly")
         else:
