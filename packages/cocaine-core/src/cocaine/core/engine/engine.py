@@ -375,7 +375,7 @@ class Engine:
         """Jobs wait in the queue that no worker has room for: start workers for them, or answer
         them if the app cannot start any."""
         pool = self.pool
-        if pool.backing_off() and not pool.total:
+        if pool.broken_reason is not None and pool.backing_off() and not pool.total:
             self._fail_queue(f"app {self.app!r} is broken: {pool.broken_reason}")
         else:
             pool.grow(len(self.queue))

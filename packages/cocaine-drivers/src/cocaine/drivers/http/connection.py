@@ -293,8 +293,9 @@ class Connection:
         self.consumed += 8  # about the chunk's size line and CRLF
 
     def on_body(self, data: bytes) -> None:
-        self.consumed += len(data)
-        self.body_size += len(data)
+        size = len(data)
+        self.consumed += size
+        self.body_size += size
         if self.body_size > self.max_body:
             raise Refused(413, f"body above {self.max_body} bytes")
         self.since = self.server.now
@@ -435,8 +436,9 @@ class Connection:
         if self.pending + len(self.out) > self.write_buffer:
             self.server.counters["too-slow"] += 1
             self._reset("the client reads too slowly")
-        else:
-            self.dirty()
+        elif not self.is_dirty and not self.is_closed:  # dirty(), inline: this runs for every chunk
+            self.is_dirty = True
+            self.server.dirty.append(self)
 
     def dirty(self) -> None:
         if not self.is_dirty and not self.is_closed:
@@ -478,7 +480,8 @@ class Connection:
         except Abort:
             self._reset("the response failed after it started")
             return
-        self.pending = max(0, self.pending - (len(out) - before))
+        pending = self.pending - (len(out) - before)
+        self.pending = pending if pending > 0 else 0
         self._send()
         if not self.reading and not self.is_closed:
             self._read_again()
