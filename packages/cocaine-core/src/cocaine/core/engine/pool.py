@@ -130,26 +130,35 @@ class WorkerPool:
         self.heartbeat_interval = min(5.0, config.heartbeat_timeout / 3)
         self._heartbeat_due = 0.0
 
-        # Short, since an ipc path must fit in 107 bytes; unique per daemon process and pool.
-        stem = f"{os.getpid():x}-{next(_pool_numbers)}"
-        if backend.transport == "inproc":
-            self.endpoint = f"inproc://cocaine-{stem}"
-        else:
-            self.endpoint = f"ipc://{runtime_dir}/{stem}.sock"
-            if len(self.endpoint) - len("ipc://") > 107:
-                raise OSError(f"runtime folder {runtime_dir!r} is too long for an ipc socket path")
-        self.sock = zmq_context.socket(zmq.ROUTER)
-        self.sock.linger = 0
-        self.sock.router_mandatory = True  # a send to a vanished worker raises instead of vanishing
-        self.sock.sndhwm = self.sock.rcvhwm = 0
-        self.sock.bind(self.endpoint)
+        self.released = False  # closed: its workers and sockets are gone
         self.stream_links = language.stream_link
-        backend.open(language, app=self.app, endpoint="fd" if self.stream_links else self.endpoint,
-                     heartbeat_interval=self.heartbeat_interval, config=config)
-        if not self.stream_links:  # else no worker connects to it: its poll would be wasted every round
+        self.sock: zmq.Socket | None = None  # the ROUTER workers connect to, unless they have stream links
+        if self.stream_links:
+            self.endpoint = "fd"  # each worker is handed a link of its own (_spec)
+        else:
+            self.endpoint = self._bind(zmq_context, backend.transport, runtime_dir)
             self.reactor.add_reader(self.sock, self._on_readable)
+        backend.open(language, app=self.app, endpoint=self.endpoint, heartbeat_interval=self.heartbeat_interval,
+                     config=config)
         self.reactor.add_flusher(self.flush, last=True)  # after the drivers', whose writes grant credit
         self._tick = self.reactor.call_later(0, self._check)
+
+    def _bind(self, zmq_context: zmq.Context, transport: str, runtime_dir: str) -> str:
+        """Bind the ROUTER that workers without stream links connect to; its endpoint."""
+        # Short, since an ipc path must fit in 107 bytes; unique per daemon process and pool.
+        stem = f"{os.getpid():x}-{next(_pool_numbers)}"
+        if transport == "inproc":
+            endpoint = f"inproc://cocaine-{stem}"
+        else:
+            endpoint = f"ipc://{runtime_dir}/{stem}.sock"
+            if len(endpoint) - len("ipc://") > 107:
+                raise OSError(f"runtime folder {runtime_dir!r} is too long for an ipc socket path")
+        sock = self.sock = zmq_context.socket(zmq.ROUTER)
+        sock.linger = 0
+        sock.router_mandatory = True  # a send to a vanished worker raises instead of vanishing
+        sock.sndhwm = sock.rcvhwm = 0
+        sock.bind(endpoint)
+        return endpoint
 
     # -- sizes ------------------------------------------------------------------------------------
     @property
@@ -360,7 +369,7 @@ class WorkerPool:
     def flush(self) -> None:
         if not self.outbox:
             return
-        if self.sock is None:
+        if self.released:
             self.outbox.clear()
             return
         outbox, self.outbox = self.outbox, {}
@@ -649,7 +658,7 @@ class WorkerPool:
             self._confirm(worker)
             worker.handle.kill()
             self._forget(worker)
-        if self.exiting and self.sock is not None:
+        if self.exiting and not self.released:
             # Threads that cannot be killed are abandoned; processes get one last look.
             for worker in list(self.exiting.values()):
                 worker.handle.wait(1.0)
@@ -661,13 +670,15 @@ class WorkerPool:
             self._closed()
 
     def _closed(self) -> None:
-        if self.sock is None:
+        if self.released:
             return
+        self.released = True
         self._tick.cancel()
         self.reactor.remove_flusher(self.flush)
-        self.reactor.remove_reader(self.sock)
-        self.sock.close(0)
-        self.sock = None
+        if self.sock is not None:
+            self.reactor.remove_reader(self.sock)
+            self.sock.close(0)
+            self.sock = None
         if self.endpoint.startswith("ipc://"):
             try:
                 os.unlink(self.endpoint[len("ipc://"):])
