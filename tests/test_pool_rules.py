@@ -58,6 +58,70 @@ def test_a_worker_that_has_not_said_hello_gets_nothing(rig):
     assert r.listener.kinds() == ["spawned", "ready", "capacity"]
 
 
+def fill(pool, rig, waiting):
+    """Dispatch as the engine does, from a queue of ``waiting`` jobs: each worker chosen, in order."""
+    chosen = []
+    while waiting and (worker := pool.least_loaded(waiting)) is not None:
+        pool.assign(worker, rig.job()[0])
+        chosen.append(worker)
+        waiting -= 1
+    return chosen
+
+
+def test_while_workers_start_a_ready_one_takes_only_its_share_of_a_burst(rig):
+    r = rig(pool_limit=4, concurrency=8)
+    r.pool.grow(20)  # a burst of 20 jobs on a cold pool: its 4 workers start together
+    assert r.pool.starting() == 4
+    workers = r.backend.workers
+    waiting = 20
+    for n, worker in enumerate(workers, 1):
+        worker.hello()
+        r.reactor.round()
+        assert r.pool.starting() == 4 - n
+        chosen = fill(r.pool, r, waiting)
+        # 5 each, as if all 4 were ready (not 8, 8, 4 and nothing for the last to say hello)
+        assert chosen == [r.pooled(worker)] * 5
+        waiting -= len(chosen)
+    assert waiting == 0
+
+
+def test_a_share_counts_the_jobs_the_ready_workers_hold_and_needs_no_start(rig):
+    r = rig(pool_limit=3, concurrency=8)
+    first = r.ready_worker()
+    for _ in range(6):  # taken straight away while the queue was empty: nobody was starting
+        r.pool.assign(r.pooled(first), r.job()[0])
+    r.pool.grow(6)
+    assert r.pool.starting() == 2
+    # 6 held + 6 waiting over 3 workers: 4 each, and the first already holds more
+    assert r.pool.least_loaded(6) is None
+    second = r.backend.workers[1]
+    second.hello()
+    r.reactor.round()
+    assert fill(r.pool, r, 6) == [r.pooled(second)] * 4
+    # every worker ready: the full credit again
+    r.backend.workers[2].hello()
+    r.reactor.round()
+    assert r.pool.least_loaded(2) is r.pooled(r.backend.workers[2])
+    assert len(fill(r.pool, r, 100)) == 8 + 2 + 4  # up to concurrency (8) each
+
+
+def test_a_worker_that_fails_to_start_no_longer_counts_as_starting(rig):
+    r = rig(pool_limit=2, concurrency=8)
+    r.pool.grow(10)
+    ready, failing = r.backend.workers
+    ready.hello()
+    r.reactor.round()
+    assert len(fill(r.pool, r, 10)) == 5
+    r.reactor.round()
+    for message in ready.received():  # it answers its five
+        if message[0] == worker_protocol.INVOKE:
+            ready.send(worker_protocol.reply(message[1], b""))
+    failing.exit(1)
+    r.reactor.advance(1)  # the pool's check sees the exit
+    assert r.pool.starting() == 0 and r.pool.total == 1
+    assert len(fill(r.pool, r, 10)) == 8  # its whole credit: nobody else is coming
+
+
 def test_a_worker_stuck_on_a_long_job_gets_no_more(rig):
     r = rig(concurrency=8)
     stuck = r.ready_worker()

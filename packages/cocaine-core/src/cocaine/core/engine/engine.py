@@ -364,7 +364,7 @@ class Engine:
             if queue[0].done:  # expired while it waited
                 queue.popleft()
                 continue
-            worker = pool.least_loaded()
+            worker = pool.least_loaded(len(queue))
             if worker is None:
                 break
             pool.assign(worker, queue.popleft())

@@ -117,6 +117,7 @@ class WorkerPool:
         self.clock = clock
         self.output_reader = output_reader
         self.workers: dict[bytes, PooledWorker] = {}
+        self.unready = 0  # of the workers, those that have not said hello yet
         self.outbox: dict[PooledWorker, list] = {}
         self.exiting: dict[bytes, PooledWorker] = {}  # told to exit or killed, not yet gone
         self.spawned = 0
@@ -169,7 +170,7 @@ class WorkerPool:
         return sum(1 for w in self.workers.values() if w.jobs)
 
     def starting(self) -> int:
-        return sum(1 for w in self.workers.values() if not w.ready)
+        return self.unready
 
     def stalled(self) -> int:
         """Workers whose running job has taken longer than STALL_AFTER (they get no new jobs)."""
@@ -179,11 +180,15 @@ class WorkerPool:
     def running_jobs(self) -> int:
         return sum(len(w.jobs) for w in self.workers.values()) + sum(len(w.jobs) for w in self.exiting.values())
 
-    def least_loaded(self) -> PooledWorker | None:
+    def least_loaded(self, waiting: int = 0) -> PooledWorker | None:
         """The ready worker with the most free credit, idle ones first. A worker stuck on a long job
-        gets nothing more, so no queued job waits behind it while the engine could wait for another."""
+        gets nothing more, so no queued job waits behind it while the engine could wait for another.
+        While workers are starting, a ready one takes no more than its share of the ``waiting`` jobs
+        (and of those the ready ones hold): a burst is spread over every worker being started rather
+        than piled on the first to say hello, where it would stay."""
+        limit = self.config.concurrency if not (self.unready and waiting) else self._share(waiting)
         best = None
-        best_load = self.config.concurrency
+        best_load = limit
         for worker in self.workers.values():
             load = len(worker.jobs)
             if load < best_load and worker.ready:
@@ -197,13 +202,19 @@ class WorkerPool:
         if next(iter(best.jobs.values())).dispatched_at >= stalled_before:
             return best
         best = None
-        best_load = self.config.concurrency
+        best_load = limit
         for worker in self.workers.values():
             jobs = worker.jobs
             load = len(jobs)
             if load < best_load and worker.ready and next(iter(jobs.values())).dispatched_at >= stalled_before:
                 best, best_load = worker, load
         return best
+
+    def _share(self, waiting: int) -> int:
+        """Jobs per worker if the ``waiting`` ones and those held were spread over every worker,
+        ready or starting (workers that are starting hold none)."""
+        held = sum(len(w.jobs) for w in self.workers.values())
+        return min(self.config.concurrency, -(-(waiting + held) // len(self.workers)))
 
     def backing_off(self) -> bool:
         return self.broken_reason is not None and self.clock() < self.retry_at
@@ -274,6 +285,7 @@ class WorkerPool:
     def _started(self, worker_id: str, handle: WorkerHandle, link: socket.socket | None) -> None:
         worker = PooledWorker(worker_id, handle, self.clock())
         self.workers[worker.identity] = worker
+        self.unready += 1
         if link is not None:
             worker.link = StreamLink(link, self.reactor)
             worker.link.watch(lambda: self._on_link_readable(worker))
@@ -322,7 +334,7 @@ class WorkerPool:
         it never ran, so it is no failed start of the app's; another is started at once (the
         backend starts it some other way)."""
         log.warning("app %s: worker %s %s; starting another", self.app, worker.id, failure)
-        if self.workers.pop(worker.identity, None) is None:
+        if not self._take_out(worker):
             return
         if worker.output is not None:
             worker.output.close()
@@ -494,6 +506,7 @@ class WorkerPool:
                 self.retire(worker, Code.UNAVAILABLE, failure, cause=exits.STARTUP_FAILURE)
                 return False
             worker.ready = True
+            self.unready -= 1
             self._send(worker, OPTIONS_FRAME)  # before any invoke: the batch keeps its order
             self.failed_in_a_row = 0
             self.broken_reason = None
@@ -581,7 +594,7 @@ class WorkerPool:
 
     def ask_to_exit(self, worker: PooledWorker, reason: str) -> None:
         """Let a worker finish what it has and exit; it gets no new jobs."""
-        if self.workers.pop(worker.identity, None) is None:
+        if not self._take_out(worker):
             return
         worker.retiring = reason
         worker.exit_reason = worker.exit_reason or EXIT_REASONS.get(reason, reason)
@@ -592,8 +605,7 @@ class WorkerPool:
     def retire(self, worker: PooledWorker, code: int, reason: str, cause: str = exits.CRASH) -> None:
         """Give up on a worker now: kill it, answer its jobs with an error, let the engine replace it.
         ``cause`` is the exit reason published (a worker that never said hello failed to start)."""
-        known = self.workers.pop(worker.identity, None) or self.exiting.pop(worker.identity, None)
-        if known is None:
+        if not self._take_out(worker) and self.exiting.pop(worker.identity, None) is None:
             return
         if worker.exit_reason is None:
             worker.exit_reason = cause if worker.ready else exits.STARTUP_FAILURE
@@ -613,6 +625,14 @@ class WorkerPool:
             self._start_failed(f"worker {reason} before it was ready{detail}")
         else:
             self.listener.capacity_freed(self)
+
+    def _take_out(self, worker: PooledWorker) -> bool:
+        """Remove ``worker`` from the live workers; False if it was not one of them."""
+        if self.workers.pop(worker.identity, None) is None:
+            return False
+        if not worker.ready:
+            self.unready -= 1
+        return True
 
     def _forget(self, worker: PooledWorker) -> None:
         """The worker has exited: release what its handle holds."""
