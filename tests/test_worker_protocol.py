@@ -222,6 +222,8 @@ def test_a_cancel_for_a_whole_request_is_ignored(worker):
 
 
 SLEEPERS = {  # a handler that blocks for the milliseconds in the body, then answers
+    "python": ("sleeper.py", "import time\n\ndef nap(request):\n    time.sleep(int(request.body) / 1000)\n"
+                             "    return 'awake'\n"),
     "cpp": ("sleeper.cpp", "#include <cocaine/app.hpp>\n#include <chrono>\n#include <string>\n#include <thread>\n"
                            "static void nap(cocaine::Request& r, cocaine::Response& w) {\n"
                            "    std::this_thread::sleep_for(std::chrono::milliseconds(std::stoi(r.body())));\n"

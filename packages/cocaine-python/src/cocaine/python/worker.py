@@ -30,6 +30,7 @@ from cocaine.python.response import Response
 EXIT_LOAD_FAILED = 3
 POLLIN = int(zmq.POLLIN)
 ENGINE_SILENCE_LIMIT = 3  # heartbeat intervals without a word from the engine before giving up
+BATCH_DELAY = 0.001  # seconds the replies of a batch's first jobs may wait for the rest of it
 #: Seconds without a job before the handback watchdog stops looking every handback-after and sleeps
 #: until a job starts: a busy worker never pays a thread wake-up per job, an idle one costs nothing.
 WATCHDOG_PARK_AFTER = 1.0
@@ -175,6 +176,7 @@ class PythonWorker:
         monotonic = time.monotonic
         invoke = worker_protocol.INVOKE
         grant = worker_protocol.GRANT
+        batch_started = None  # when the jobs whose replies are still in ``out`` began to run
         while True:
             with guard:
                 if not pending:
@@ -182,13 +184,23 @@ class PythonWorker:
                     return True
                 message = pending.popleft()
                 # A grant may resume a parked response, whose handler then runs like a job's.
-                if (message[0] == invoke or message[0] == grant) and self.handback_after is not None:
-                    self.running_since = monotonic()  # from now on the job is this worker's to run
+                runs = message[0] == invoke or message[0] == grant
+                now = monotonic() if runs else None
+                if runs and self.handback_after is not None:
+                    self.running_since = now  # from now on the job is this worker's to run
                     if self._parked:
                         self._parked = False
                         self._state.notify()
                 else:
                     self.running_since = None
+            if runs:
+                # The replies of quick jobs leave together, after the batch; after a slow handler
+                # they leave before the next one starts (as in every runtime: docs/protocol.md).
+                if batch_started is None:
+                    batch_started = now
+                elif now - batch_started > BATCH_DELAY and self.out:
+                    self.flush()
+                    batch_started = now
             if not handle(message):
                 return False
 
