@@ -135,6 +135,32 @@ def test_a_worker_stuck_on_a_long_job_gets_no_more(rig):
     assert r.pool.least_loaded() is r.pooled(other)  # a fresh job is no reason to hold back
 
 
+def test_a_worker_that_keeps_answering_is_not_stuck_however_long_its_jobs_waited_there(rig):
+    # Jobs sent together run one after the other: the oldest one held may have been sent long ago
+    # and have started only at the worker's last answer.
+    r = rig(concurrency=8)
+    worker = r.ready_worker()
+    for _ in range(8):
+        r.pool.assign(r.pooled(worker), r.job()[0])
+    r.reactor.round()
+    invokes = [m for m in worker.received() if m[0] == worker_protocol.INVOKE]
+    r.clock.now += STALL_AFTER * 3  # three of them ran, one after the other
+    worker.send(*(worker_protocol.reply(m[1], b"") for m in invokes[:3]))
+    r.reactor.round()
+    assert r.pool.stalled() == 0
+    assert r.pool.least_loaded() is r.pooled(worker)  # its fourth job started at that answer
+    r.clock.now += STALL_AFTER * 1.5  # and has run past the threshold since
+    assert r.pool.stalled() == 1
+    assert r.pool.least_loaded() is None
+    worker.send(worker_protocol.end(invokes[3][1]))  # an end is an answer too
+    r.reactor.round()
+    assert r.pool.least_loaded() is r.pooled(worker)
+    r.clock.now += STALL_AFTER * 1.5
+    worker.send(worker_protocol.chunk(invokes[4][1], b"part"))  # a chunk is not: the job still runs
+    r.reactor.round()
+    assert r.pool.least_loaded() is None
+
+
 @pytest.mark.parametrize("answer", ["chunk and end", "reply"])
 def test_an_answer_frees_credit(rig, answer):
     r = rig(concurrency=1)

@@ -54,7 +54,7 @@ _pool_numbers = itertools.count(1)
 class PooledWorker:
     """The engine's record of one worker of a pool (the worker itself runs elsewhere)."""
 
-    __slots__ = ("id", "identity", "handle", "jobs", "ready", "last_seen", "spawned_at", "idle_since",
+    __slots__ = ("id", "identity", "handle", "jobs", "ready", "last_seen", "answered_at", "spawned_at", "idle_since",
                  "last_error", "retiring", "exit_reason", "output", "link")
 
     def __init__(self, worker_id: str, handle: WorkerHandle, now: float) -> None:
@@ -64,6 +64,8 @@ class PooledWorker:
         self.jobs: dict[int, Job] = {}  # in the order they were sent: the first is the running one
         self.ready = False  # said hello
         self.spawned_at = self.last_seen = self.idle_since = now
+        # When it last finished a job: the job it runs now started no earlier, nor before it was sent.
+        self.answered_at = now
         self.last_error: str | None = None  # the last error the worker logged (a failed import, say)
         self.retiring: str | None = None  # why it was asked to exit, once it was
         self.exit_reason: str | None = None  # one of the exits module's reasons, once it is on its way out
@@ -175,7 +177,8 @@ class WorkerPool:
     def stalled(self) -> int:
         """Workers whose running job has taken longer than STALL_AFTER (they get no new jobs)."""
         before = self.clock() - STALL_AFTER
-        return sum(1 for w in self.workers.values() if w.jobs and next(iter(w.jobs.values())).dispatched_at < before)
+        return sum(1 for w in self.workers.values()
+                   if w.jobs and w.answered_at < before and next(iter(w.jobs.values())).dispatched_at < before)
 
     def running_jobs(self) -> int:
         return sum(len(w.jobs) for w in self.workers.values()) + sum(len(w.jobs) for w in self.exiting.values())
@@ -197,16 +200,18 @@ class WorkerPool:
                 best, best_load = worker, load
         if best is None:
             return None
-        # Only the pick is checked for a stall (a look at its oldest job), unless it is stalled.
+        # Only the pick is checked for a stall, unless it is stalled. Its running job started after
+        # it was sent and after the worker's last answer (jobs sent with it waited their turn).
         stalled_before = self.clock() - STALL_AFTER
-        if next(iter(best.jobs.values())).dispatched_at >= stalled_before:
+        if best.answered_at >= stalled_before or next(iter(best.jobs.values())).dispatched_at >= stalled_before:
             return best
         best = None
         best_load = limit
         for worker in self.workers.values():
             jobs = worker.jobs
             load = len(jobs)
-            if load < best_load and worker.ready and next(iter(jobs.values())).dispatched_at >= stalled_before:
+            if load < best_load and worker.ready and (worker.answered_at >= stalled_before or
+                                                       next(iter(jobs.values())).dispatched_at >= stalled_before):
                 best, best_load = worker, load
         return best
 
@@ -441,7 +446,7 @@ class WorkerPool:
                 message = decode(messages[i])
                 kind = message[0]
                 if kind == REPLY:  # what most jobs end with: applied here, without a call
-                    worker.last_seen = now
+                    worker.last_seen = worker.answered_at = now
                     job = jobs.pop(message[1], None)
                     if job is not None:
                         job.reply(message[2])
@@ -477,11 +482,13 @@ class WorkerPool:
                         job.ungranted = 0
             return False
         if kind == worker_protocol.END:
+            worker.answered_at = worker.last_seen
             job = worker.jobs.pop(message[1], None)
             if job is not None:
                 job.end()
             return True
         if kind == worker_protocol.ERROR:
+            worker.answered_at = worker.last_seen
             job = worker.jobs.pop(message[1], None)
             if job is not None:
                 job.fail(message[2], message[3])
