@@ -17,10 +17,12 @@ reversed order every other round; medians.
 - **gunicorn**: sync workers, ``-w 2`` (a sync worker closes each connection after its response).
 - **cocaine-close**: cocaine with ``Connection: close`` on every request, so that wrk reconnects
   after each response as it must with uWSGI ``--http-socket`` (not run unless asked for).
+- ``--concurrency 8,32``: cocaine's ``engine.concurrency`` (the first value; default the engine's),
+  and one more cocaine server per further value, alternating with the others.
 - ``--reference PYTHON``: cocaine once more from another checkout's virtualenv, for an A/B.
 
 Usage: .venv/bin/python bench/bench_http.py [--duration 10] [--rounds 1] [--servers cocaine,uwsgi,...]
-       [--reference /work/main/.venv/bin/python] [--json]
+       [--concurrency 8[,32,...]] [--reference /work/main/.venv/bin/python] [--json]
 (needs ``wrk`` on PATH and ``pip install pyuwsgi gunicorn`` in the venv)
 """
 
@@ -40,6 +42,7 @@ import tempfile
 import time
 
 from bench_echo import _free_port, _manage
+from cocaine.core.manifest import EngineConfig
 from loadgen import cpu_seconds, stop_process
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -191,12 +194,13 @@ def measure(name: str, command: list[str], port: int, duration: float, script: s
         stop_process(proc, timeout=20)
 
 
-def run_cocaine(duration: float, script: str, tmp: str, python: str = sys.executable, concurrency: int = 8) -> dict:
+def run_cocaine(duration: float, script: str, tmp: str, python: str = sys.executable,
+                concurrency: int | None = None) -> dict:
     management = f"tcp://127.0.0.1:{_free_port()}"
     port = _free_port()
     manifest = {"type": "python", "args": os.path.join(HERE, "echo_app.py"),
                 "engine": {"backend": "process", "pool-limit": 2, "pool-min": 2, "queue-limit": 10_000,
-                           "concurrency": concurrency},
+                           "concurrency": concurrency or EngineConfig().concurrency},
                 "tasks": {"echo": {"type": "http-server", "endpoint": f"127.0.0.1:{port}"}}}
     command = [python, "-m", "cocaine.core.daemon.main", "--storage-location", f"{tmp}/storage",
                "--runtime-dir", f"{tmp}/run", "--management", management, "--log-level", "warning"]
@@ -225,6 +229,9 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--servers", default="cocaine,uwsgi,uwsgi-http11,gunicorn",
                         help=f"which servers to run, comma-separated, of {','.join(SERVERS)} (default: %(default)s)")
+    parser.add_argument("--concurrency", default=str(EngineConfig().concurrency),
+                        help="the app's engine.concurrency, jobs in flight per worker (default: the engine's, "
+                             "%%(default)s); more values, comma-separated, add cocaine runs with those")
     parser.add_argument("--reference", metavar="PYTHON",
                         help="also run cocaine from this interpreter (another checkout's venv), alternating "
                              "with ours, for a side-by-side A/B")
@@ -239,6 +246,10 @@ def main() -> None:
         if not os.path.exists(os.path.join(BIN, tool)):
             sys.exit(f"{tool} is needed: {sys.executable} -m pip install pyuwsgi gunicorn")
     servers = {name: SERVERS[name] for name in names}
+    concurrency, *deeper = (int(value) for value in args.concurrency.split(","))
+    for value in deeper:
+        servers[f"cocaine-concurrency-{value}"] = value
+        LABELS[f"cocaine-concurrency-{value}"] = f"cocaine, concurrency {value}"
     if args.reference:
         servers["cocaine-reference"] = args.reference
     runs: dict[str, list[dict]] = {name: [] for name in servers}
@@ -253,11 +264,14 @@ def main() -> None:
             for name in order:
                 option = servers[name]
                 if name == "cocaine":
-                    result = run_cocaine(args.duration, script, f"{tmp}/cocaine-{round_}")
+                    result = run_cocaine(args.duration, script, f"{tmp}/cocaine-{round_}", concurrency=concurrency)
                 elif name == "cocaine-close":
-                    result = run_cocaine(args.duration, closing, f"{tmp}/close-{round_}")
+                    result = run_cocaine(args.duration, closing, f"{tmp}/close-{round_}", concurrency=concurrency)
+                elif name.startswith("cocaine-concurrency-"):
+                    result = run_cocaine(args.duration, script, f"{tmp}/{name}-{round_}", concurrency=option)
                 elif name == "cocaine-reference":
-                    result = run_cocaine(args.duration, script, f"{tmp}/reference-{round_}", python=option)
+                    result = run_cocaine(args.duration, script, f"{tmp}/reference-{round_}", python=option,
+                                          concurrency=concurrency)
                 elif name.startswith("uwsgi"):
                     result = run_uwsgi(args.duration, script, option)
                 else:
@@ -270,25 +284,28 @@ def main() -> None:
             order.reverse()  # no server always runs first (or right after the same neighbour)
     summary = {name: {key: statistics.median(r[key] for r in results) for key in results[0]}
                for name, results in runs.items()}
-    ratio = {}
-    if "cocaine" in summary and "uwsgi" in summary:
-        ours, reference = summary["cocaine"], summary["uwsgi"]
-        ratio = {"rps_vs_uwsgi": ours["rps"] / reference["rps"], "p99_vs_uwsgi": ours["p99_ms"] / reference["p99_ms"],
-                 "raw_p99_vs_uwsgi": ours["raw_p99_ms"] / reference["raw_p99_ms"]}
+    ratio = {}  # each cocaine run against uWSGI --http-socket
+    if "uwsgi" in summary:
+        reference = summary["uwsgi"]
+        for name, ours in summary.items():
+            if name == "cocaine" or name.startswith("cocaine-concurrency-"):
+                ratio[name] = {"rps_vs_uwsgi": ours["rps"] / reference["rps"],
+                               "p99_vs_uwsgi": ours["p99_ms"] / reference["p99_ms"],
+                               "raw_p99_vs_uwsgi": ours["raw_p99_ms"] / reference["raw_p99_ms"]}
     if args.json:
         print(json.dumps({"servers": summary, "rounds": runs, "ratio": ratio}, indent=2))
         return
     print(f"wrk -t2 -c{CONNECTIONS} keep-alive, POST {len(BODY)} bytes echoed, "
-          f"{args.duration:g} s x {args.rounds} round(s), medians")
+          f"{args.duration:g} s x {args.rounds} round(s), medians; cocaine: concurrency {concurrency}")
     for name, r in summary.items():
         print(f"{LABELS.get(name, name):26} {r['rps']:9,.0f} req/s  p50 {r['p50_ms']:7.2f} ms  "
               f"p99 {r['p99_ms']:7.2f} ms  p99.9 {r['p999_ms']:7.2f} ms  mean {r['mean_ms']:6.2f} ms  "
               f"(uncorrected: p99 {r['raw_p99_ms']:6.2f} ms, mean {r['raw_mean_ms']:6.2f} ms)  "
               f"cycle {r['cycle_ms']:6.2f} ms  CPU {r['cpu_us_per_request']:6.1f} us/req  non-2xx {r['non_2xx']:.0f}  "
               f"socket errors {r['socket_errors']:.0f}  load average {r['load_average']:.1f}")
-    if ratio:
-        print(f"cocaine / uwsgi --http-socket: requests/s {ratio['rps_vs_uwsgi']:.2f}x, "
-              f"p99 {ratio['p99_vs_uwsgi']:.2f}x (uncorrected {ratio['raw_p99_vs_uwsgi']:.2f}x; lower p99 is better)")
+    for name, r in ratio.items():
+        print(f"{LABELS.get(name, name)} / uwsgi --http-socket: requests/s {r['rps_vs_uwsgi']:.2f}x, "
+              f"p99 {r['p99_vs_uwsgi']:.2f}x (uncorrected {r['raw_p99_vs_uwsgi']:.2f}x; lower p99 is better)")
 
 if __name__ == "__main__":
     main()

@@ -4,17 +4,19 @@
   two workers, Python echo app behind `zeromq-server`;
 - spawn to ready: how long a new worker takes from its spawn until its hello (``@worker ready``
   ``startup-ms``), workers started one at a time;
-- time from a burst's arrival to the pool's growth: a cold app (no worker, `pool-limit` 4) gets
-  64 requests of 50 ms work at once; we report the first answer, when the pool has reached its
-  limit with every worker ready, when all are answered (and how many answers were errors), and
-  when each worker was announced (``@worker spawned``: its pid known) and said hello (``@worker
-  ready``), as the bench receives those events;
+- time from a burst's arrival to the pool's growth: a cold app (no worker, `pool-limit` 4,
+  `concurrency` 1, or each of ``--burst-concurrency``) gets 64 requests of 50 ms work at once; we
+  report the first answer, when the pool has reached its limit with every worker ready, when all
+  are answered (and how many answers were errors), and when each worker was announced
+  (``@worker spawned``: its pid known) and said hello (``@worker ready``), as the bench receives
+  those events;
 - the memory of the burst's workers (RSS, PSS, USS from /proc/PID/smaps_rollup) and of the fork server.
 
 The last three for workers started by exec (`"fork-server": false`) and forked by the app's fork
 server (the default), interleaved in one run (``--modes fork-server`` for the fork server alone; run
 this file with another tree's interpreter to measure that tree's code side by side). Usage:
 .venv/bin/python bench/bench_pool.py [--duration 5] [--rounds 3] [--skip-throughput] [--modes ...]
+                                     [--burst-concurrency 1 8 32]
 """
 
 from __future__ import annotations
@@ -119,9 +121,9 @@ def spawn_to_ready(daemon: Daemon, name: str, fork_server: bool, spawns: int = 3
 
 
 def burst_growth(daemon: Daemon, name: str, fork_server: bool, requests: int = 64, work: float = 0.05,
-                 pool_limit: int = 4) -> dict:
+                 pool_limit: int = 4, concurrency: int = 1) -> dict:
     pubsub = f"tcp://127.0.0.1:{_free_port()}"
-    endpoint = daemon.create(name, {"pool-limit": pool_limit, "concurrency": 1, "queue-limit": 1000,
+    endpoint = daemon.create(name, {"pool-limit": pool_limit, "concurrency": concurrency, "queue-limit": 1000,
                                     "fork-server": fork_server}, ["work"], pubsub)["work"]
     daemon.wait_fork_server(name, fork_server)
     context = zmq.Context.instance()
@@ -192,6 +194,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="cold bursts per mode, interleaved")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--modes", nargs="+", choices=("exec", "fork-server"), default=("exec", "fork-server"))
+    parser.add_argument("--burst-concurrency", type=int, nargs="+", default=(1,), metavar="N",
+                        help="the cold burst's engine.concurrency; several values: a burst for each (default: 1)")
     args = parser.parse_args()
     if not args.skip_throughput:
         default = EngineConfig().concurrency
@@ -205,13 +209,15 @@ def main() -> None:
         daemon = Daemon(tmp)
         try:
             spawns = {(mode, gap): [] for mode in modes for gap in (0.0, 0.5)}
-            bursts = {mode: [] for mode in modes}
+            bursts = {(mode, concurrency): [] for mode in modes for concurrency in args.burst_concurrency}
             for round_ in range(args.rounds):  # interleaved: the machine's drift hits both modes alike
                 for mode, fork_server in modes.items():
                     for gap in (0.0, 0.5):
                         spawns[mode, gap] += spawn_to_ready(daemon, f"spawn-{mode}-{gap}-{round_}", fork_server,
                                                             spawns=10, gap=gap)
-                    bursts[mode].append(burst_growth(daemon, f"burst-{mode}-{round_}", fork_server))
+                    for concurrency in args.burst_concurrency:
+                        bursts[mode, concurrency].append(burst_growth(
+                            daemon, f"burst-{mode}-{concurrency}-{round_}", fork_server, concurrency=concurrency))
         finally:
             daemon.stop()
     print("\nspawn to ready (@worker ready startup-ms), workers started one at a time:")
@@ -220,12 +226,13 @@ def main() -> None:
         spacing = "back to back" if not gap else f"{gap:g} s apart"
         print(f"  {mode:12} {spacing:12} p50 {statistics.median(times):6.1f} ms"
               f"   p10 {q[0]:6.1f}   p90 {q[-1]:6.1f}  ({len(times)} spawns)")
-    print(f"\ncold burst of 64 x 50 ms jobs, pool-limit 4, concurrency 1 (ideal with 4 warm workers: 800 ms), "
+    print(f"\ncold burst of 64 x 50 ms jobs, pool-limit 4 (ideal with 4 warm workers: 800 ms), "
           f"median of {args.rounds}:")
-    for mode, rounds in bursts.items():
+    for (mode, concurrency), rounds in bursts.items():
         first, full, everything = (statistics.median(r[key] for r in rounds)
                                    for key in ("first_answer_ms", "pool_full_ms", "all_answered_ms"))
-        print(f"  {mode:12} first answer {first:6.0f} ms   pool full {full:6.0f} ms"
+        print(f"  {mode:12} concurrency {concurrency}:")
+        print(f"  {'':12} first answer {first:6.0f} ms   pool full {full:6.0f} ms"
               f"   all answered {everything:6.0f} ms ({everything / 800:.2f}x ideal)"
               f"   errors {sum(r['errors'] for r in rounds)}")
         for event in ("spawned", "ready"):  # the n-th worker's, median over the rounds
@@ -233,7 +240,8 @@ def main() -> None:
                      for n in range(max(len(r["timeline"][event]) for r in rounds))]
             print(f"  {'':12} workers {event:8} at " + " ".join(f"{t:5.1f}" for t in times) + " ms")
     print("\nmemory after the burst (MiB; workers: mean of the 4 workers of the last round):")
-    for mode, rounds in bursts.items():
+    for mode in modes:
+        rounds = bursts[mode, args.burst_concurrency[0]]
         workers, server, spares = rounds[-1]["workers"], rounds[-1]["server"], rounds[-1]["spares"]
         print(f"  {mode:12} worker  RSS {_mean(workers, 'rss'):5.1f}   PSS {_mean(workers, 'pss'):5.1f}   "
               f"USS {_mean(workers, 'uss'):5.1f}")
