@@ -248,6 +248,27 @@ def test_a_reply_does_not_wait_for_the_next_slow_job(language, start, tmp_path):
     assert time.monotonic() - started < 3
 
 
+#: The runtimes whose handback watchdog also sends the answers a long job holds up (Perl's watchdog
+#: is an interpreter thread that does not share the main loop's output; a JavaScript handler that
+#: blocks holds its whole process).
+WATCHDOG_SENDS = ("python", "cpp")
+
+
+@pytest.mark.parametrize("language", WATCHDOG_SENDS)
+def test_a_reply_does_not_wait_for_a_slow_job_run_after_it(language, start, tmp_path):
+    # A quick job's reply waits for the rest of its batch, but once the next job has run past
+    # handback-after, the watchdog sends it.
+    require_runtime(language)
+    name, source = SLEEPERS[language]
+    engine = start(language, app_source(language, tmp_path / "sleeper", source, name))
+    engine.hello()
+    engine.send(worker_protocol.options(0.1))
+    engine.send(worker_protocol.invoke(1, "nap", {}, b"0", True), worker_protocol.invoke(2, "nap", {}, b"5000", True))
+    started = time.monotonic()
+    assert engine.frames(2, timeout=4) == [worker_protocol.chunk(1, b"awake"), worker_protocol.end(1)]
+    assert time.monotonic() - started < 3
+
+
 def test_response_metadata_goes_before_the_first_chunk(worker):
     # The respond task answers with the vector's status and headers, then what the HTTP metadata says.
     worker.send(frame("invoke, http metadata"))

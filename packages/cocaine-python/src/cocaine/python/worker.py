@@ -232,8 +232,9 @@ class PythonWorker:
                 state.wait(after)
 
     def _hand_back(self) -> None:
-        """Drop the whole requests not started yet and tell the engine. Hold ``_guard``. A streamed
-        request stays: its chunks came here and cannot be sent again."""
+        """Drop the whole requests not started yet and tell the engine; send the answers of the jobs
+        that ran before the long one, which would otherwise wait for it with the rest of their batch.
+        Hold ``_guard``. A streamed request stays: its chunks came here and cannot be sent again."""
         try:
             if self._receive():
                 self.last_heard = time.monotonic()  # what it read shows the engine alive, as the main loop's would
@@ -245,6 +246,13 @@ class PythonWorker:
             self.pending.clear()
             self.pending.extend(kept)
             self.link.send(worker_protocol.handback(jobs))
+        # The main loop appends to ``out`` without the lock (and sends it under the lock): send what
+        # is there now, and only that; what it appends meanwhile stays, and leaves after it.
+        out = self.out
+        ready = len(out)
+        if ready:
+            self.link.send_all(out[:ready])
+            del out[:ready]
 
     def flush(self) -> None:
         """Send what is pending, or a heartbeat if nothing was sent for an interval; neither while a

@@ -394,8 +394,9 @@ private:
         }
     }
 
-    // Drop the whole requests not started yet and tell the engine, in a message of its own. Hold
-    // mutex_. A streamed request stays: its chunks came here and cannot be sent again.
+    // Drop the whole requests not started yet and tell the engine, in a message of its own; then
+    // send what the jobs before the long one left for the rest of their batch. Hold mutex_. A
+    // streamed request stays: its chunks came here and cannot be sent again.
     void hand_back() {
         drain();
         std::vector<uint64_t> ids;
@@ -409,14 +410,16 @@ private:
             jobs_.erase(job.id);
             it = queue_.erase(it);
         }
-        if (ids.empty()) return;
-        std::string f;
-        msgpack::Writer w(f);
-        w.array(2);
-        w.uinteger(HANDBACK);
-        w.array(ids.size());
-        for (uint64_t id : ids) w.uinteger(id);
-        if (!link_.send({std::move(f)})) end_link();
+        if (!ids.empty()) {
+            std::string f;
+            msgpack::Writer w(f);
+            w.array(2);
+            w.uinteger(HANDBACK);
+            w.array(ids.size());
+            for (uint64_t id : ids) w.uinteger(id);
+            if (!link_.send({std::move(f)})) return end_link();
+        }
+        flush();
     }
 
     void on_options(const Value& options) {
