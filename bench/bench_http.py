@@ -12,8 +12,10 @@ reversed order every other round; medians.
 - **cocaine**: ``cocained`` hosting ``bench/echo_app.py``, process backend, ``pool-limit`` 2, behind
   ``http-server`` (the daemon is a third process, its reactor thread does the HTTP).
 - **uwsgi**: ``pyuwsgi`` from PyPI, ``bench/echo_wsgi.py``, ``--processes 2 --master``, with
-  ``--http-socket`` (which answers and closes: no keep-alive, wrk reconnects) and with
-  ``--http11-socket`` (keep-alive).
+  ``--http-socket`` (which answers and closes: no keep-alive, wrk reconnects), with
+  ``--http11-socket`` (keep-alive, but a worker serves one connection until it closes), and, as
+  **uwsgi-router**, with ``--http --http-keepalive``: uWSGI's HTTP router process in front of its
+  workers, keeping the clients' connections alive (the shape of cocaine's daemon and workers).
 - **gunicorn**: sync workers, ``-w 2`` (a sync worker closes each connection after its response).
 - **cocaine-close**: cocaine with ``Connection: close`` on every request, so that wrk reconnects
   after each response as it must with uWSGI ``--http-socket`` (not run unless asked for).
@@ -53,14 +55,15 @@ SERVERS = {  # name: the option that selects it
     "cocaine": None,
     "uwsgi": "--http-socket",
     "uwsgi-http11": "--http11-socket",
+    "uwsgi-router": "--http",
     "gunicorn": None,
     # cocaine with every request asking to close its connection: wrk reconnects after every
     # response, as it must with uWSGI --http-socket, so both latencies count the same part of a cycle
     "cocaine-close": None,
 }
 LABELS = {"cocaine": "cocaine http-server", "uwsgi": "uwsgi --http-socket", "uwsgi-http11": "uwsgi --http11-socket",
-          "gunicorn": "gunicorn sync", "cocaine-reference": "cocaine (--reference)",
-          "cocaine-close": "cocaine, Connection: close"}
+          "uwsgi-router": "uwsgi --http (router)", "gunicorn": "gunicorn sync",
+          "cocaine-reference": "cocaine (--reference)", "cocaine-close": "cocaine, Connection: close"}
 # done() prints wrk's latency histogram whole: the figures are computed from it, both as wrk
 # reports them and without wrk's correction (see uncorrect()).
 WRK_SCRIPT = f"""wrk.method = "POST"
@@ -212,6 +215,8 @@ def run_uwsgi(duration: float, script: str, option: str) -> dict:
     port = _free_port()
     command = [os.path.join(BIN, "uwsgi"), option, f"127.0.0.1:{port}", "--wsgi-file", "echo_wsgi.py",
                "--callable", "app", "--processes", "2", "--master", "--disable-logging", "--listen", "1024"]
+    if option == "--http":  # the router keeps its clients' connections alive only when told to
+        command.append("--http-keepalive")
     return measure("uwsgi", command, port, duration, script, cwd=HERE)
 
 
@@ -227,7 +232,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of load per server and round")
     parser.add_argument("--rounds", type=int, default=1, help="alternate the servers this many times (medians)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--servers", default="cocaine,uwsgi,uwsgi-http11,gunicorn",
+    parser.add_argument("--servers", default="cocaine,uwsgi,uwsgi-http11,uwsgi-router,gunicorn",
                         help=f"which servers to run, comma-separated, of {','.join(SERVERS)} (default: %(default)s)")
     parser.add_argument("--concurrency", default=str(EngineConfig().concurrency),
                         help="the app's engine.concurrency, jobs in flight per worker (default: the engine's, "
