@@ -122,6 +122,23 @@ def test_a_worker_that_fails_to_start_no_longer_counts_as_starting(rig):
     assert len(fill(r.pool, r, 10)) == 8  # its whole credit: nobody else is coming
 
 
+def test_a_hello_late_or_twice_does_not_miscount_the_workers_starting(rig):
+    r = rig(pool_limit=2)
+    r.pool.grow(2)
+    late, twice = r.backend.workers
+    twice.hello()
+    r.reactor.round()
+    twice.hello()  # a confused worker says it again
+    r.reactor.round()
+    assert r.pool.starting() == 1
+    r.pool.ask_to_exit(r.pooled(late), "idle")  # the other one is let go before its hello
+    assert r.pool.starting() == 0
+    late.hello()  # which comes after all
+    r.reactor.round()
+    assert r.pool.starting() == 0
+    assert r.pool.least_loaded(5) is r.pooled(twice)  # the whole credit: nobody is coming
+
+
 def test_a_worker_stuck_on_a_long_job_gets_no_more(rig):
     r = rig(concurrency=8)
     stuck = r.ready_worker()

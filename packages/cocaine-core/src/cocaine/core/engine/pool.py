@@ -219,7 +219,7 @@ class WorkerPool:
         """Jobs per worker if the ``waiting`` ones and those held were spread over every worker,
         ready or starting (workers that are starting hold none)."""
         held = sum(len(w.jobs) for w in self.workers.values())
-        return min(self.config.concurrency, -(-(waiting + held) // len(self.workers)))
+        return min(self.config.concurrency, -(-(waiting + held) // max(1, len(self.workers))))
 
     def backing_off(self) -> bool:
         return self.broken_reason is not None and self.clock() < self.retry_at
@@ -512,8 +512,9 @@ class WorkerPool:
             if failure is not None:
                 self.retire(worker, Code.UNAVAILABLE, failure, cause=exits.STARTUP_FAILURE)
                 return False
+            if not worker.ready and self.workers.get(worker.identity) is worker:
+                self.unready -= 1  # (a worker already given up on was counted out then)
             worker.ready = True
-            self.unready -= 1
             self._send(worker, OPTIONS_FRAME)  # before any invoke: the batch keeps its order
             self.failed_in_a_row = 0
             self.broken_reason = None
