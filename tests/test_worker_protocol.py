@@ -235,17 +235,26 @@ SLEEPERS = {  # a handler that blocks for the milliseconds in the body, then ans
 }
 
 
-@pytest.mark.parametrize("language", SLEEPERS)
-def test_a_reply_does_not_wait_for_the_next_slow_job(language, start, tmp_path):
-    # Runtimes batch the replies of quick jobs, but never hold one back for a slow job behind it.
+def first_of_two_naps(start, tmp_path, language: str, first_ms: bytes, *offers: bytes) -> tuple[list, float]:
+    """Send a sleeper worker (after ``offers``) two naps in one batch, the second of 5 s; the
+    frames of the first one's answer, and the seconds they took to come."""
     require_runtime(language)
     name, source = SLEEPERS[language]
     engine = start(language, app_source(language, tmp_path / "sleeper", source, name))
     engine.hello()
-    engine.send(worker_protocol.invoke(1, "nap", {}, b"200", True), worker_protocol.invoke(2, "nap", {}, b"5000", True))
+    if offers:
+        engine.send(*offers)
+    engine.send(worker_protocol.invoke(1, "nap", {}, first_ms, True), worker_protocol.invoke(2, "nap", {}, b"5000", True))
     started = time.monotonic()
-    assert engine.frames(2, timeout=4) == [worker_protocol.chunk(1, b"awake"), worker_protocol.end(1)]
-    assert time.monotonic() - started < 3
+    return engine.frames(2, timeout=4), time.monotonic() - started
+
+
+@pytest.mark.parametrize("language", SLEEPERS)
+def test_a_reply_does_not_wait_for_the_next_slow_job(language, start, tmp_path):
+    # Runtimes batch the replies of quick jobs, but never hold one back for a slow job behind it.
+    frames, took = first_of_two_naps(start, tmp_path, language, b"200")
+    assert frames == [worker_protocol.chunk(1, b"awake"), worker_protocol.end(1)]
+    assert took < 3
 
 
 #: The runtimes whose handback watchdog also sends the answers a long job holds up (Perl's watchdog
@@ -258,15 +267,9 @@ WATCHDOG_SENDS = ("python", "cpp")
 def test_a_reply_does_not_wait_for_a_slow_job_run_after_it(language, start, tmp_path):
     # A quick job's reply waits for the rest of its batch, but once the next job has run past
     # handback-after, the watchdog sends it.
-    require_runtime(language)
-    name, source = SLEEPERS[language]
-    engine = start(language, app_source(language, tmp_path / "sleeper", source, name))
-    engine.hello()
-    engine.send(worker_protocol.options(0.1))
-    engine.send(worker_protocol.invoke(1, "nap", {}, b"0", True), worker_protocol.invoke(2, "nap", {}, b"5000", True))
-    started = time.monotonic()
-    assert engine.frames(2, timeout=4) == [worker_protocol.chunk(1, b"awake"), worker_protocol.end(1)]
-    assert time.monotonic() - started < 3
+    frames, took = first_of_two_naps(start, tmp_path, language, b"0", worker_protocol.options(0.1))
+    assert frames == [worker_protocol.chunk(1, b"awake"), worker_protocol.end(1)]
+    assert took < 3
 
 
 def test_response_metadata_goes_before_the_first_chunk(worker):
