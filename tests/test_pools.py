@@ -13,7 +13,7 @@ import zmq
 from support import alive, endpoint, manifest, python_app, wait_for
 
 APP = '''
-import os, sys, time
+import os, sys, threading, time
 
 def echo(request):
     return request.body
@@ -27,6 +27,11 @@ def wait_for_file(request):
 def slow(request):
     time.sleep(float(request.body))
     return b"done"
+
+def nap_who(request):
+    """Sleeps the seconds in the body, then says which worker ran it (a thread worker shares its pid)."""
+    time.sleep(float(request.body))
+    return f"{os.getpid()}-{threading.get_ident()}"
 
 def mark(request):
     open(request.text(), "w").close()
@@ -128,6 +133,20 @@ def test_pool_min_keeps_warm_workers_and_idle_ones_retire(daemon, tmp_path, zmq_
     assert load.replies == {(b"ok", b"done"): 12}
     wait_for(lambda: daemon.info("app")["pool"]["total"] == 1, message="idle workers to retire to pool-min")
     assert daemon.info("app")["pool"]["spawned"] == 3
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_cold_burst_is_spread_over_every_worker_started_for_it(daemon, tmp_path, zmq_context, backend):
+    # With a credit as deep as the burst, the first two workers to say hello would take all of it
+    # and keep it, 32 jobs each, while the other two found nothing (docs/pools.md, "Dispatch").
+    # Jobs of 50 ms: none runs long enough for its worker to hand back the ones behind it.
+    addresses, _ = create(daemon, tmp_path, ["nap_who"], backend=backend, pool_limit=4, concurrency=32)
+    with Load(zmq_context, addresses["nap_who"], body=b"0.05", inflight=64, total=64) as load:
+        load.wait_received(64)
+    assert all(status == b"ok" for status, _ in load.replies), load.replies
+    ran = {who: count for (_, who), count in load.replies.items()}
+    assert sum(ran.values()) == 64
+    assert len(ran) >= 3, f"jobs per worker: {sorted(ran.values())}"  # 16 each, unless one is slow to start
 
 
 def test_grow_threshold(daemon, tmp_path, zmq_context):
