@@ -5,11 +5,11 @@
 - spawn to ready: how long a new worker takes from its spawn until its hello (``@worker ready``
   ``startup-ms``), workers started one at a time;
 - time from a burst's arrival to the pool's growth: a cold app (no worker, `pool-limit` 4,
-  `concurrency` 1, or each of ``--burst-concurrency``) gets 64 requests of 50 ms work at once; we
-  report the first answer, when the pool has reached its limit with every worker ready, when all
-  are answered (and how many answers were errors), and when each worker was announced
-  (``@worker spawned``: its pid known) and said hello (``@worker ready``), as the bench receives
-  those events;
+  `concurrency` 1 and the default, or each of ``--burst-concurrency``) gets 64 requests of 50 ms
+  work at once; we report the first answer, when the pool has reached its limit with every worker
+  ready, when all are answered (and how many answers were errors), and when each worker was
+  announced (``@worker spawned``: its pid known) and said hello (``@worker ready``), as the bench
+  receives those events;
 - the memory of the burst's workers (RSS, PSS, USS from /proc/PID/smaps_rollup) and of the fork server.
 
 The last three for workers started by exec (`"fork-server": false`) and forked by the app's fork
@@ -194,8 +194,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="cold bursts per mode, interleaved")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--modes", nargs="+", choices=("exec", "fork-server"), default=("exec", "fork-server"))
-    parser.add_argument("--burst-concurrency", type=int, nargs="+", default=(1,), metavar="N",
-                        help="the cold burst's engine.concurrency; several values: a burst for each (default: 1)")
+    parser.add_argument("--burst-concurrency", type=int, nargs="+", default=(1, EngineConfig().concurrency),
+                        metavar="N", help="the cold burst's engine.concurrency, a burst for each value "
+                                          "(default: 1, and the engine's default)")
     args = parser.parse_args()
     if not args.skip_throughput:
         default = EngineConfig().concurrency
