@@ -23,12 +23,25 @@ RUN_TIMEOUT = 30  # seconds any one CLI run may take before the test fails
 _handed_out: set[int] = set()
 
 
-def free_port() -> int:
-    """A port free right now, below the kernel's ephemeral range (so no outgoing connection takes it
-    before the test binds it) and never handed out twice in one test run."""
+def _port_range() -> range:
+    """Ports below the kernel's ephemeral range (so no outgoing connection takes one before the test
+    binds it), and of those this xdist worker's own share: a port free when one worker checks it
+    may be about to be bound by a daemon another worker is starting (its management socket binds
+    only once it has imported everything), and a test would then talk to that daemon."""
     low, _ = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    first = max(1024, low - 12000)
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    index = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0) % workers
+    share = (low - first) // workers
+    return range(first + index * share, first + (index + 1) * share)
+
+
+def free_port() -> int:
+    """A port free right now, of this test process's share (see _port_range) and never handed out
+    twice in one test run."""
+    ports = _port_range()
     while True:
-        port = random.randrange(max(1024, low - 12000), low)
+        port = random.choice(ports)
         if port in _handed_out:
             continue
         with socket.socket() as s:
@@ -170,6 +183,9 @@ class Daemon:
                     raise AssertionError(f"cocained did not answer within {timeout} s (log: {self.log_path})")
             reply = json.loads(probe.sock.recv())
             assert "node" in reply or "signature required" in reply.get("error", ""), reply
+            # Another process's daemon on our port would answer in its stead: say so, not later.
+            assert "node" not in reply or reply["node"]["pid"] == self.proc.pid, \
+                f"{self.management} is answered by another daemon (pid {reply['node']['pid']})"
         finally:
             probe.close()
 
