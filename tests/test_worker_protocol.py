@@ -272,6 +272,20 @@ def test_a_reply_does_not_wait_for_a_slow_job_run_after_it(language, start, tmp_
     assert took < 3
 
 
+@pytest.mark.parametrize("language", WATCHDOG_SENDS)
+def test_a_hung_handler_still_makes_the_worker_silent_once_the_replies_it_held_are_out(
+        language, start, conformance_app):
+    # The watchdog's sending is no sign of life beyond the replies themselves (docs/pools.md).
+    require_runtime(language)
+    engine = start(language, conformance_app, heartbeat=0.2)
+    engine.hello()
+    engine.send(worker_protocol.options(0.1))
+    engine.send(frame("invoke"), worker_protocol.invoke(2, "hang", {}, None, True))
+    assert engine.frames(2, timeout=4) == [frame("chunk"), frame("end")]
+    engine.send(frame("heartbeat"))
+    assert engine.becomes_quiet(1.0)  # a worker heartbeating every 0.2 s never is
+
+
 def test_response_metadata_goes_before_the_first_chunk(worker):
     # The respond task answers with the vector's status and headers, then what the HTTP metadata says.
     worker.send(frame("invoke, http metadata"))

@@ -247,10 +247,11 @@ class PythonWorker:
             self.pending.extend(kept)
             self.link.send(worker_protocol.handback(jobs))
         # The main loop appends to ``out`` without the lock (and sends it under the lock): send what
-        # is there now, and only that; what it appends meanwhile stays, and leaves after it.
+        # is there now, and only that; what it appends meanwhile stays, and leaves after it. Not
+        # while a streamed request's handler is stuck: the worker goes silent then, as flush() does.
         out = self.out
         ready = len(out)
-        if ready:
+        if ready and not (self.streams and self._stuck(time.monotonic())):
             self.link.send_all(out[:ready])
             del out[:ready]
 
@@ -441,7 +442,8 @@ class PythonWorker:
 
     def _stuck(self, now: float) -> bool:
         limit = self.heartbeat
-        return any(not s.source.waiting and now - s.source.progress_at > limit for s in self.streams.values())
+        # A copy: the watchdog asks too, while the main loop may be adding or ending a stream.
+        return any(not s.source.waiting and now - s.source.progress_at > limit for s in list(self.streams.values()))
 
 
 class ParkedResponse:
