@@ -290,10 +290,9 @@ class Engine:
                     self._watch_deadline(job)
                 pool.assign(worker, job)
                 return True
-        # Jobs waiting for workers that are still starting do not count against the limit (the
-        # workers are counted only when the queue is that long: the count walks the pool).
+        # Jobs waiting for workers that are still starting do not count against the limit.
         depth = len(queue)
-        if depth >= config.queue_limit and depth >= config.queue_limit + pool.starting() * config.concurrency:
+        if depth >= config.queue_limit + pool.starting() * config.concurrency:
             return self._refuse(stats, job, f"queue is full (queue-limit {config.queue_limit})")
         stats.accepted += 1
         if job.deadline is not None:

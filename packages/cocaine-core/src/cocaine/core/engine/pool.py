@@ -177,8 +177,7 @@ class WorkerPool:
     def stalled(self) -> int:
         """Workers whose running job has taken longer than STALL_AFTER (they get no new jobs)."""
         before = self.clock() - STALL_AFTER
-        return sum(1 for w in self.workers.values()
-                   if w.jobs and w.answered_at < before and next(iter(w.jobs.values())).dispatched_at < before)
+        return sum(1 for w in self.workers.values() if w.jobs and self._running_since(w) < before)
 
     def running_jobs(self) -> int:
         return sum(len(w.jobs) for w in self.workers.values()) + sum(len(w.jobs) for w in self.exiting.values())
@@ -200,20 +199,24 @@ class WorkerPool:
                 best, best_load = worker, load
         if best is None:
             return None
-        # Only the pick is checked for a stall, unless it is stalled. Its running job started after
-        # it was sent and after the worker's last answer (jobs sent with it waited their turn).
+        # Only the pick is checked for a stall, unless it is stalled.
         stalled_before = self.clock() - STALL_AFTER
-        if best.answered_at >= stalled_before or next(iter(best.jobs.values())).dispatched_at >= stalled_before:
+        if self._running_since(best) >= stalled_before:
             return best
         best = None
         best_load = limit
         for worker in self.workers.values():
-            jobs = worker.jobs
-            load = len(jobs)
-            if load < best_load and worker.ready and (worker.answered_at >= stalled_before or
-                                                       next(iter(jobs.values())).dispatched_at >= stalled_before):
+            load = len(worker.jobs)
+            if load < best_load and worker.ready and self._running_since(worker) >= stalled_before:
                 best, best_load = worker, load
         return best
+
+    @staticmethod
+    def _running_since(worker: PooledWorker) -> float:
+        """When a busy worker's running job started, as far as the engine knows: after it was sent,
+        and after the worker's last answer (the jobs sent with it waited their turn)."""
+        sent = next(iter(worker.jobs.values())).dispatched_at
+        return sent if sent > worker.answered_at else worker.answered_at
 
     def _share(self, waiting: int) -> int:
         """Jobs per worker if the ``waiting`` ones and those held were spread over every worker,
@@ -230,7 +233,7 @@ class WorkerPool:
         worker at once, then one more for every ``grow-threshold`` jobs waiting, counting those that
         the workers already starting will take. A burst's workers are started together."""
         if self.closing or len(self.workers) >= self.config.pool_limit or self.backing_off():
-            return  # (a full pool is the common case under load: no walk over its workers)
+            return  # a full pool: the common case under load, decided without the loop below
         threshold = self.config.grow_threshold
         total, starting, count = self.total, self.starting(), 0
         while total < self.config.pool_limit and (not total or waiting >= threshold * (starting + 1)):

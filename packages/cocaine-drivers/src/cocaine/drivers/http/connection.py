@@ -515,15 +515,11 @@ class Connection:
             self._finish()
 
     def _drained(self, sent: int) -> None:
-        """Grant the responses whose bytes the socket just took (framing counted as body, at most
-        the body's size, so the grant stays within a chunk's framing of the truth)."""
-        unmarked = self.unmarked
-        if unmarked:
-            if sent <= unmarked:
-                self.unmarked = unmarked - sent
-                return
-            self.unmarked = 0
-            sent -= unmarked
+        """Grant the responses whose bytes the socket just took, beyond the ``unmarked`` ones at the
+        head of ``out`` (framing counted as body, at most the body's size, so the grant stays within
+        a chunk's framing of the truth). ``sent`` is more than ``unmarked`` (see _send)."""
+        sent -= self.unmarked
+        self.unmarked = 0
         marks = self.marks
         while sent and marks:
             mark = marks[0]
