@@ -198,6 +198,12 @@ class NoLanguage(Language):
         return WorkerSpec(app=app, worker_id=worker_id, endpoint=endpoint, argv=[])
 
 
+class ConcurrentLanguage(NoLanguage):
+    """One whose workers run the jobs they hold at the same time, as JavaScript's do."""
+
+    runs_jobs_concurrently = True
+
+
 class Recorder:
     """A PoolListener that keeps what it was told, in order."""
 
@@ -249,14 +255,15 @@ class Answers:
 class PoolRig:
     """A WorkerPool on the doubles above; ``rig.clock`` moves time, ``rig.reactor.round()`` runs a round."""
 
-    def __init__(self, context: zmq.Context, runtime_dir: str, **config) -> None:
+    def __init__(self, context: zmq.Context, runtime_dir: str, concurrent: bool = False, **config) -> None:
         self.clock = Clock()
         self.reactor = ManualReactor(self.clock)
         self.backend = MemoryBackend(context)
         self.listener = Recorder()
         self.stats = TaskStats()
         self._job_ids = itertools.count(1)
-        self.pool = WorkerPool(EngineConfig(**config), NoLanguage(None), self.backend, app="app", generation=1,
+        language = ConcurrentLanguage(None) if concurrent else NoLanguage(None)
+        self.pool = WorkerPool(EngineConfig(**config), language, self.backend, app="app", generation=1,
                                reactor=self.reactor, zmq_context=context, runtime_dir=runtime_dir,
                                listener=self.listener, clock=self.clock)
 

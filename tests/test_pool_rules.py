@@ -5,7 +5,7 @@ deterministic; tests/test_pools.py proves the same rules end to end with real wo
 import pytest
 
 from cocaine.core import worker_protocol
-from cocaine.core.engine.pool import BACKOFF_FIRST, BACKOFF_MAX, STALL_AFTER
+from cocaine.core.engine.pool import BACKOFF_FIRST, BACKOFF_MAX, CREDIT_HORIZON, JOB_TIME_CAP, STALL_AFTER
 from cocaine.core.errors import Code
 from pool_doubles import PoolRig
 
@@ -116,6 +116,7 @@ def test_a_worker_that_fails_to_start_no_longer_counts_as_starting(rig):
     for message in ready.received():  # it answers its five
         if message[0] == worker_protocol.INVOKE:
             ready.send(worker_protocol.reply(message[1], b""))
+    r.reactor.round()  # at once: quick jobs, so its credit stays whole
     failing.exit(1)
     r.reactor.advance(1)  # the pool's check sees the exit
     assert r.pool.starting() == 0 and r.pool.total == 1
@@ -161,21 +162,75 @@ def test_a_worker_that_keeps_answering_is_not_stuck_however_long_its_jobs_waited
         r.pool.assign(r.pooled(worker), r.job()[0])
     r.reactor.round()
     invokes = [m for m in worker.received() if m[0] == worker_protocol.INVOKE]
-    r.clock.now += STALL_AFTER * 3  # three of them ran, one after the other
-    worker.send(*(worker_protocol.reply(m[1], b"") for m in invokes[:3]))
+    r.clock.now += STALL_AFTER * 1.5  # six of them ran, one after the other
+    worker.send(*(worker_protocol.reply(m[1], b"") for m in invokes[:6]))
     r.reactor.round()
     assert r.pool.stalled() == 0
-    assert r.pool.least_loaded() is r.pooled(worker)  # its fourth job started at that answer
+    assert r.pool.least_loaded() is r.pooled(worker)  # its seventh job started at that answer
     r.clock.now += STALL_AFTER * 1.5  # and has run past the threshold since
     assert r.pool.stalled() == 1
     assert r.pool.least_loaded() is None
-    worker.send(worker_protocol.end(invokes[3][1]))  # an end is an answer too
+    worker.send(worker_protocol.end(invokes[6][1]))  # an end is an answer too
     r.reactor.round()
-    assert r.pool.least_loaded() is r.pooled(worker)
+    assert r.pool.stalled() == 0
     r.clock.now += STALL_AFTER * 1.5
-    worker.send(worker_protocol.chunk(invokes[4][1], b"part"))  # a chunk is not: the job still runs
+    worker.send(worker_protocol.chunk(invokes[7][1], b"part"))  # a chunk is not: the job still runs
     r.reactor.round()
-    assert r.pool.least_loaded() is None
+    assert r.pool.stalled() == 1
+
+
+def answer_all(r, worker, after=0.0):
+    """The worker answers every job it was sent, ``after`` seconds from now; the pool reads them."""
+    r.reactor.round()
+    invokes = [m for m in worker.received() if m[0] == worker_protocol.INVOKE]
+    r.clock.now += after
+    worker.send(*(worker_protocol.reply(m[1], b"") for m in invokes))
+    r.reactor.round()
+
+
+def test_slow_jobs_make_a_workers_credit_shallow_and_quick_ones_deep_again(rig):
+    r = rig(concurrency=8)
+    worker = r.ready_worker()
+    assert r.pool.credit == 8  # nothing measured yet
+    for _ in range(4):
+        r.pool.assign(r.pooled(worker), r.job()[0])
+    answer_all(r, worker, after=4 * CREDIT_HORIZON / 2)  # four jobs of half the horizon, one after the other
+    assert r.pool.job_time == pytest.approx(CREDIT_HORIZON / 2)
+    assert r.pool.credit == 2  # what it finishes within the horizon
+    assert r.pool.held_back() == 6  # the rest of `concurrency` may wait in the engine's queue instead
+    assert fill(r.pool, r, 10) == [r.pooled(worker)] * 2
+    batches = 0
+    while r.pool.credit < 8:  # quick answers: each batch pulls the job time down
+        answer_all(r, worker)
+        fill(r.pool, r, 10)
+        batches += 1
+        assert batches <= 8, f"credit still {r.pool.credit} after {batches} quick batches"
+    assert r.pool.held_back() == 0
+
+
+def test_a_language_that_runs_jobs_concurrently_keeps_its_whole_credit(rig):
+    # A JavaScript worker holding 8 jobs that each await 50 ms answers all 8 after 50 ms; with
+    # fewer jobs it would answer fewer, not faster: its rate is no job time.
+    r = rig(concurrency=8, concurrent=True)
+    worker = r.ready_worker()
+    for _ in range(8):
+        r.pool.assign(r.pooled(worker), r.job()[0])
+    answer_all(r, worker, after=5 * JOB_TIME_CAP)
+    assert r.pool.credit == 8 and r.pool.job_time is None
+
+
+def test_one_very_long_answer_counts_as_capped(rig):
+    r = rig(concurrency=8)
+    worker = r.ready_worker()
+    r.pool.assign(r.pooled(worker), r.job()[0])
+    answer_all(r, worker, after=5 * JOB_TIME_CAP)  # a stream that lasted long
+    assert r.pool.job_time == JOB_TIME_CAP and r.pool.credit == 1
+    batches = 0
+    while r.pool.credit < 8:
+        r.pool.assign(r.pooled(worker), r.job()[0])
+        answer_all(r, worker)
+        batches += 1
+    assert batches <= 12  # a handful of quick answers, not hundreds
 
 
 @pytest.mark.parametrize("answer", ["chunk and end", "reply"])

@@ -42,6 +42,10 @@ class Language:
     #: inherited Unix stream socket (docs/protocol.md, "Links"): the pool then gives each worker one
     #: instead of a ZeroMQ connection, and the fork server (if any) gets ``--endpoint fd``.
     stream_link: ClassVar[bool] = False
+    #: True when a worker runs the jobs it holds at the same time (JavaScript's async handlers), so
+    #: that its rate grows with them: the pool then always gives it ``concurrency`` jobs, rather than
+    #: what it expects it to finish within 100 ms one after the other (docs/pools.md).
+    runs_jobs_concurrently: ClassVar[bool] = False
 
     @classmethod
     def validate_args(cls, args, where: str) -> str:

@@ -15,6 +15,7 @@ class JsLanguage(RuntimeLanguage):
     name = "js"
     suffixes = (".js", ".cjs", ".mjs")
     stream_link = True  # runtime/lib/link.js: --endpoint fd:N, and no zeromq loaded
+    runs_jobs_concurrently = True  # an async handler awaits while the next job starts
     needs = (f"Node.js 18+ and the npm packages in {RUNTIME}/package.json: "
              f"run npm ci --omit=dev --ignore-scripts --prefix {RUNTIME}")
 

@@ -290,9 +290,10 @@ class Engine:
                     self._watch_deadline(job)
                 pool.assign(worker, job)
                 return True
-        # Jobs waiting for workers that are still starting do not count against the limit.
+        # Jobs waiting for workers that are still starting do not count against the limit, nor
+        # those the workers would hold if their jobs were quick (pool.held_back).
         depth = len(queue)
-        if depth >= config.queue_limit + pool.starting() * config.concurrency:
+        if depth >= config.queue_limit + pool.starting() * config.concurrency + pool.held_back():
             return self._refuse(stats, job, f"queue is full (queue-limit {config.queue_limit})")
         stats.accepted += 1
         if job.deadline is not None:
@@ -512,6 +513,8 @@ class Engine:
                 "generation": figures.generation,
                 "spawned": figures.spawned,
                 "spawn-failures": figures.spawn_failures,
+                "credit": self.pool.credit,
+                "job-time": None if self.pool.job_time is None else round(self.pool.job_time, 6),
                 "fork-server": self.pool.backend.info(),
                 "spawned-total": figures.spawned_total,
                 "exits": figures.exits,

@@ -28,7 +28,7 @@ from cocaine.core.errors import Code, ProtocolError
 from cocaine.core.languages import Language, WorkerSpec
 from cocaine.core.manifest import EngineConfig
 from cocaine.core.transport import NOBLOCK, recv_frames, send_frames
-from cocaine.core.worker_protocol import HANDBACK, REPLY, validate
+from cocaine.core.worker_protocol import END, ERROR, HANDBACK, REPLY, validate
 
 if TYPE_CHECKING:
     from cocaine.core.engine.job import Job
@@ -42,6 +42,14 @@ STALL_AFTER = 0.1
 #: has not started (docs/pools.md), the same as STALL_AFTER, from when the worker gets no new jobs;
 #: and it may send a response of one chunk as one ``reply`` message rather than ``chunk`` and ``end``.
 OPTIONS_FRAME = worker_protocol.options(STALL_AFTER, reply=True)
+#: A worker is given no more jobs than it is expected to finish in this long (the pool's job time
+#: times its credit), within ``concurrency``: quick jobs go deep, slow ones stay in the engine's queue,
+#: where any worker can take them and where they make the pool grow.
+CREDIT_HORIZON = STALL_AFTER
+#: Each answer's time counts this much in the pool's job time; a longer one counts as this long, so
+#: that one long stream does not make the pool shallow for many quick jobs after it.
+JOB_TIME_WEIGHT = 0.25
+JOB_TIME_CAP = 2 * CREDIT_HORIZON
 #: Spawn retries after failed starts back off exponentially from BACKOFF_FIRST up to BACKOFF_MAX.
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 30.0
@@ -120,6 +128,10 @@ class WorkerPool:
         self.output_reader = output_reader
         self.workers: dict[bytes, PooledWorker] = {}
         self.unready = 0  # of the workers, those that have not said hello yet
+        # Jobs a ready worker may hold: ``concurrency`` until the job time says fewer (_timed).
+        self.credit = config.concurrency
+        self.timed = not language.runs_jobs_concurrently
+        self.job_time: float | None = None  # seconds of a worker's time per job answered, smoothed
         self.outbox: dict[PooledWorker, list] = {}
         self.exiting: dict[bytes, PooledWorker] = {}  # told to exit or killed, not yet gone
         self.spawned = 0
@@ -188,7 +200,7 @@ class WorkerPool:
         While workers are starting, a ready one takes no more than its share of the ``waiting`` jobs
         (and of those the ready ones hold): a burst is spread over every worker being started rather
         than piled on the first to say hello, where it would stay."""
-        limit = self.config.concurrency if not (self.unready and waiting) else self._share(waiting)
+        limit = self.credit if not (self.unready and waiting) else self._share(waiting)
         best = None
         best_load = limit
         for worker in self.workers.values():
@@ -222,7 +234,26 @@ class WorkerPool:
         """Jobs per worker if the ``waiting`` ones and those held were spread over every worker,
         ready or starting (workers that are starting hold none)."""
         held = sum(len(w.jobs) for w in self.workers.values())
-        return min(self.config.concurrency, -(-(waiting + held) // max(1, len(self.workers))))
+        return min(self.credit, -(-(waiting + held) // max(1, len(self.workers))))
+
+    def held_back(self) -> int:
+        """Jobs that ``concurrency`` would let the ready workers hold and the job time keeps in the
+        engine's queue instead: the queue may be that much longer than ``queue-limit``."""
+        return (self.config.concurrency - self.credit) * (len(self.workers) - self.unready)
+
+    def _timed(self, since: float, now: float, answered: int) -> None:
+        """A worker busy since ``since`` answered ``answered`` jobs by ``now``: the time per job it
+        took joins the job time, and the credit follows. The jobs ran one after the other, so the
+        time per answer is each job's (a batch of answers at once shares the time since the last)."""
+        sample = (now - since) / answered
+        if sample > JOB_TIME_CAP:
+            sample = JOB_TIME_CAP
+        job_time = self.job_time
+        job_time = sample if job_time is None else job_time + JOB_TIME_WEIGHT * (sample - job_time)
+        self.job_time = job_time
+        # (the epsilon: two jobs of exactly half the horizon are two, whatever the float rounding)
+        credit = int(CREDIT_HORIZON / job_time + 1e-6) if job_time > 0 else self.config.concurrency
+        self.credit = max(1, min(self.config.concurrency, credit))
 
     def backing_off(self) -> bool:
         return self.broken_reason is not None and self.clock() < self.retry_at
@@ -443,6 +474,8 @@ class WorkerPool:
         True if one freed credit or a worker (so queued jobs may go)."""
         jobs = worker.jobs
         busy = bool(jobs)
+        since = self._running_since(worker) if busy else now
+        answered = 0
         freed = False
         for i in range(start, len(messages)):
             try:
@@ -453,6 +486,7 @@ class WorkerPool:
                     job = jobs.pop(message[1], None)
                     if job is not None:
                         job.reply(message[2])
+                        answered += 1
                     freed = True
                     continue
                 # A handback comes from a worker's watchdog, not from the loop that runs its
@@ -460,9 +494,13 @@ class WorkerPool:
                 if kind != HANDBACK:
                     worker.last_seen = now
                 freed |= self._handle(worker, message)
+                if kind == END or kind == ERROR:
+                    answered += 1
             except (ProtocolError, IndexError, TypeError, ValueError) as e:
                 worker.last_seen = now
                 log.warning("app %s: worker %s sent a bad message: %s", self.app, worker.id, e)
+        if answered and busy and self.timed:
+            self._timed(since, now, answered)
         if busy and not jobs:  # idle from its last answer on; a heartbeat is not work
             worker.idle_since = now
         return freed
