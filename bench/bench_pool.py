@@ -10,6 +10,9 @@
   ready, when all are answered (and how many answers were errors), and when each worker was
   announced (``@worker spawned``: its pid known) and said hello (``@worker ready``), as the bench
   receives those events;
+- the same for a warm burst: 32 requests of 50 ms at once on an app with one warm worker that has
+  run three of them (`pool-min` 1), so that the engine knows their time and keeps the burst in its
+  queue, where the pool grows for it (credit by job time, docs/pools.md);
 - the memory of the burst's workers (RSS, PSS, USS from /proc/PID/smaps_rollup) and of the fork server.
 
 The last three for workers started by exec (`"fork-server": false`) and forked by the app's fork
@@ -121,15 +124,21 @@ def spawn_to_ready(daemon: Daemon, name: str, fork_server: bool, spawns: int = 3
 
 
 def burst_growth(daemon: Daemon, name: str, fork_server: bool, requests: int = 64, work: float = 0.05,
-                 pool_limit: int = 4, concurrency: int = 1) -> dict:
+                 pool_limit: int = 4, concurrency: int = 1, warm: bool = False) -> dict:
+    """A burst of ``requests`` jobs of ``work`` seconds at once on a cold app, or, if ``warm``, on
+    an app with one warm worker that has already run a few of them (so the engine knows their time)."""
     pubsub = f"tcp://127.0.0.1:{_free_port()}"
-    endpoint = daemon.create(name, {"pool-limit": pool_limit, "concurrency": concurrency, "queue-limit": 1000,
-                                    "fork-server": fork_server}, ["work"], pubsub)["work"]
+    engine = {"pool-limit": pool_limit, "concurrency": concurrency, "queue-limit": 1000, "fork-server": fork_server}
+    endpoint = daemon.create(name, {**engine, "pool-min": 1} if warm else engine, ["work"], pubsub)["work"]
     daemon.wait_fork_server(name, fork_server)
     context = zmq.Context.instance()
     sock = context.socket(zmq.DEALER)
     sock.linger = 0
     sock.connect(endpoint)
+    if warm:
+        for _ in range(3):
+            sock.send_multipart([b"", str(work).encode()])
+            assert sock.recv_multipart()[-1] == b"ok"
     sub = context.socket(zmq.SUB)  # the timeline: when each worker was spawned and said hello
     sub.subscribe(b"@worker spawned")
     sub.subscribe(b"@worker ready")
@@ -211,6 +220,7 @@ def main() -> None:
         try:
             spawns = {(mode, gap): [] for mode in modes for gap in (0.0, 0.5)}
             bursts = {(mode, concurrency): [] for mode in modes for concurrency in args.burst_concurrency}
+            warm_bursts = {(mode, concurrency): [] for mode in modes for concurrency in args.burst_concurrency}
             for round_ in range(args.rounds):  # interleaved: the machine's drift hits both modes alike
                 for mode, fork_server in modes.items():
                     for gap in (0.0, 0.5):
@@ -219,6 +229,9 @@ def main() -> None:
                     for concurrency in args.burst_concurrency:
                         bursts[mode, concurrency].append(burst_growth(
                             daemon, f"burst-{mode}-{concurrency}-{round_}", fork_server, concurrency=concurrency))
+                        warm_bursts[mode, concurrency].append(burst_growth(
+                            daemon, f"warm-{mode}-{concurrency}-{round_}", fork_server, requests=32,
+                            concurrency=concurrency, warm=True))
         finally:
             daemon.stop()
     print("\nspawn to ready (@worker ready startup-ms), workers started one at a time:")
@@ -240,6 +253,13 @@ def main() -> None:
             times = [statistics.median(r["timeline"][event][n] for r in rounds if len(r["timeline"][event]) > n)
                      for n in range(max(len(r["timeline"][event]) for r in rounds))]
             print(f"  {'':12} workers {event:8} at " + " ".join(f"{t:5.1f}" for t in times) + " ms")
+    print(f"\nwarm burst of 32 x 50 ms jobs on one warm worker that ran 3 of them, pool-limit 4 (ideal with 4 "
+          f"warm workers: 400 ms; on the warm worker alone: 1,600 ms), median of {args.rounds}:")
+    for (mode, concurrency), rounds in warm_bursts.items():
+        everything = statistics.median(r["all_answered_ms"] for r in rounds)
+        started = statistics.median(len(r["timeline"]["ready"]) for r in rounds)
+        print(f"  {mode:12} concurrency {concurrency:2}: all answered {everything:6.0f} ms, "
+              f"{started:g} workers started for it, errors {sum(r['errors'] for r in rounds)}")
     print("\nmemory after the burst (MiB; workers: mean of the 4 workers of the last round):")
     for mode in modes:
         rounds = bursts[mode, args.burst_concurrency[0]]

@@ -293,7 +293,8 @@ class Engine:
         # Jobs waiting for workers that are still starting do not count against the limit, nor
         # those the workers would hold if their jobs were quick (pool.held_back).
         depth = len(queue)
-        if depth >= config.queue_limit + pool.starting() * config.concurrency + pool.held_back():
+        limit = config.queue_limit
+        if depth >= limit and depth >= limit + pool.starting() * config.concurrency + pool.held_back():
             return self._refuse(stats, job, f"queue is full (queue-limit {config.queue_limit})")
         stats.accepted += 1
         if job.deadline is not None:

@@ -474,8 +474,9 @@ class WorkerPool:
         True if one freed credit or a worker (so queued jobs may go)."""
         jobs = worker.jobs
         busy = bool(jobs)
-        since = self._running_since(worker) if busy else now
+        answered_at = worker.answered_at  # before these answers: the first of them ran since then
         answered = 0
+        first_sent = 0.0
         freed = False
         for i in range(start, len(messages)):
             try:
@@ -486,6 +487,8 @@ class WorkerPool:
                     job = jobs.pop(message[1], None)
                     if job is not None:
                         job.reply(message[2])
+                        if not answered:
+                            first_sent = job.dispatched_at
                         answered += 1
                     freed = True
                     continue
@@ -493,14 +496,18 @@ class WorkerPool:
                 # handlers: it is no sign that a hung handler lives.
                 if kind != HANDBACK:
                     worker.last_seen = now
+                if kind == END or kind == ERROR:  # the end of a streamed response, or a failure
+                    job = jobs.get(message[1])
+                    if job is not None:
+                        if not answered:
+                            first_sent = job.dispatched_at
+                        answered += 1
                 freed |= self._handle(worker, message)
-                if kind == END or kind == ERROR:
-                    answered += 1
             except (ProtocolError, IndexError, TypeError, ValueError) as e:
                 worker.last_seen = now
                 log.warning("app %s: worker %s sent a bad message: %s", self.app, worker.id, e)
-        if answered and busy and self.timed:
-            self._timed(since, now, answered)
+        if answered and self.timed:
+            self._timed(first_sent if first_sent > answered_at else answered_at, now, answered)
         if busy and not jobs:  # idle from its last answer on; a heartbeat is not work
             worker.idle_since = now
         return freed
