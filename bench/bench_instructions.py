@@ -13,8 +13,9 @@ rounds carry more requests each than at full speed: what each round costs is sha
 
 - ``cocaine``: cocained with the Python echo app behind ``zeromq-server``, every feature on as in
   bench_echo.py (deadlines, statistics, pubsub, metrics), 2 process workers, ``concurrency`` 32.
-- ``http``: the same app behind ``http-server`` as in bench_http.py (``concurrency`` 8), a keep-alive
-  client of 64 connections posting 16 bytes.
+- ``http``: the same app behind ``http-server`` as in bench_http.py, but at ``concurrency`` 8 (the
+  default until 2026-11-29, kept so that the figures stay comparable), a keep-alive client of 64
+  connections posting 16 bytes.
 - ``baseline``: bench/baseline_broker.py, the hand-written pyzmq broker of bench_echo.py.
 
 Usage: .venv/bin/python bench/bench_instructions.py [--brokers cocaine,http,baseline]
