@@ -21,10 +21,12 @@ reversed order every other round; medians.
   after each response as it must with uWSGI ``--http-socket`` (not run unless asked for).
 - ``--concurrency 8,32``: cocaine's ``engine.concurrency`` (the first value; default the engine's),
   and one more cocaine server per further value, alternating with the others.
+- ``--workers 1``: one more cocaine server per value, with that ``pool-limit``: with 1, the daemon
+  and its worker are two processes, as uWSGI's two workers are (its master idles).
 - ``--reference PYTHON``: cocaine once more from another checkout's virtualenv, for an A/B.
 
 Usage: .venv/bin/python bench/bench_http.py [--duration 10] [--rounds 1] [--servers cocaine,uwsgi,...]
-       [--concurrency 8[,32,...]] [--reference /work/main/.venv/bin/python] [--json]
+       [--concurrency 8[,32,...]] [--workers 1[,...]] [--reference /work/main/.venv/bin/python] [--json]
 (needs ``wrk`` on PATH and ``pip install pyuwsgi gunicorn`` in the venv)
 """
 
@@ -198,11 +200,11 @@ def measure(name: str, command: list[str], port: int, duration: float, script: s
 
 
 def run_cocaine(duration: float, script: str, tmp: str, python: str = sys.executable,
-                concurrency: int | None = None) -> dict:
+                concurrency: int | None = None, workers: int = 2) -> dict:
     management = f"tcp://127.0.0.1:{_free_port()}"
     port = _free_port()
     manifest = {"type": "python", "args": os.path.join(HERE, "echo_app.py"),
-                "engine": {"backend": "process", "pool-limit": 2, "pool-min": 2, "queue-limit": 10_000,
+                "engine": {"backend": "process", "pool-limit": workers, "pool-min": workers, "queue-limit": 10_000,
                            "concurrency": concurrency or EngineConfig().concurrency},
                 "tasks": {"echo": {"type": "http-server", "endpoint": f"127.0.0.1:{port}"}}}
     command = [python, "-m", "cocaine.core.daemon.main", "--storage-location", f"{tmp}/storage",
@@ -237,6 +239,8 @@ def main() -> None:
     parser.add_argument("--concurrency", default=str(EngineConfig().concurrency),
                         help="the app's engine.concurrency, jobs in flight per worker (default: the engine's, "
                              "%%(default)s); more values, comma-separated, add cocaine runs with those")
+    parser.add_argument("--workers", default="",
+                        help="comma-separated pool-limits: one more cocaine run per value (cocaine itself has 2)")
     parser.add_argument("--reference", metavar="PYTHON",
                         help="also run cocaine from this interpreter (another checkout's venv), alternating "
                              "with ours, for a side-by-side A/B")
@@ -255,6 +259,9 @@ def main() -> None:
     for value in deeper:
         servers[f"cocaine-concurrency-{value}"] = value
         LABELS[f"cocaine-concurrency-{value}"] = f"cocaine, concurrency {value}"
+    for value in (int(value) for value in args.workers.split(",") if value):
+        servers[f"cocaine-workers-{value}"] = value
+        LABELS[f"cocaine-workers-{value}"] = f"cocaine, pool-limit {value}"
     if args.reference:
         servers["cocaine-reference"] = args.reference
     runs: dict[str, list[dict]] = {name: [] for name in servers}
@@ -274,6 +281,9 @@ def main() -> None:
                     result = run_cocaine(args.duration, closing, f"{tmp}/close-{round_}", concurrency=concurrency)
                 elif name.startswith("cocaine-concurrency-"):
                     result = run_cocaine(args.duration, script, f"{tmp}/{name}-{round_}", concurrency=option)
+                elif name.startswith("cocaine-workers-"):
+                    result = run_cocaine(args.duration, script, f"{tmp}/{name}-{round_}", concurrency=concurrency,
+                                         workers=option)
                 elif name == "cocaine-reference":
                     result = run_cocaine(args.duration, script, f"{tmp}/reference-{round_}", python=option,
                                           concurrency=concurrency)
@@ -293,7 +303,7 @@ def main() -> None:
     if "uwsgi" in summary:
         reference = summary["uwsgi"]
         for name, ours in summary.items():
-            if name == "cocaine" or name.startswith("cocaine-concurrency-"):
+            if name == "cocaine" or name.startswith(("cocaine-concurrency-", "cocaine-workers-")):
                 ratio[name] = {"rps_vs_uwsgi": ours["rps"] / reference["rps"],
                                "p99_vs_uwsgi": ours["p99_ms"] / reference["p99_ms"],
                                "raw_p99_vs_uwsgi": ours["raw_p99_ms"] / reference["raw_p99_ms"]}

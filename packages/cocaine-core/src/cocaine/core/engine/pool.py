@@ -46,9 +46,10 @@ OPTIONS_FRAME = worker_protocol.options(STALL_AFTER, reply=True)
 #: times its credit), within ``concurrency``: quick jobs go deep, slow ones stay in the engine's queue,
 #: where any worker can take them and where they make the pool grow.
 CREDIT_HORIZON = STALL_AFTER
-#: Each answer's time counts this much in the pool's job time; a longer one counts as this long, so
-#: that one long stream does not make the pool shallow for many quick jobs after it.
+#: Each answer's time counts this much in the pool's job time (a moving average).
 JOB_TIME_WEIGHT = 0.25
+#: An answer that took longer counts as this long, so that one long stream does not keep the pool
+#: shallow for the many quick jobs after it.
 JOB_TIME_CAP = 2 * CREDIT_HORIZON
 #: Spawn retries after failed starts back off exponentially from BACKOFF_FIRST up to BACKOFF_MAX.
 BACKOFF_FIRST = 0.5
