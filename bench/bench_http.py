@@ -21,8 +21,8 @@ reversed order every other round; medians.
   after each response as it must with uWSGI ``--http-socket`` (not run unless asked for).
 - ``--concurrency 8,32``: cocaine's ``engine.concurrency`` (the first value; default the engine's),
   and one more cocaine server per further value, alternating with the others.
-- ``--workers 1``: one more cocaine server per value, with that ``pool-limit``: with 1, the daemon
-  and its worker are two processes, as uWSGI's two workers are (its master idles).
+- ``--workers 1``: one more cocaine server per value, with that ``pool-limit`` (by default 1: the
+  daemon and its worker are then two busy processes, as uWSGI's two workers are; its master idles).
 - ``--reference PYTHON``: cocaine once more from another checkout's virtualenv, for an A/B.
 
 Usage: .venv/bin/python bench/bench_http.py [--duration 10] [--rounds 1] [--servers cocaine,uwsgi,...]
@@ -239,8 +239,9 @@ def main() -> None:
     parser.add_argument("--concurrency", default=str(EngineConfig().concurrency),
                         help="the app's engine.concurrency, jobs in flight per worker (default: the engine's, "
                              "%%(default)s); more values, comma-separated, add cocaine runs with those")
-    parser.add_argument("--workers", default="",
-                        help="comma-separated pool-limits: one more cocaine run per value (cocaine itself has 2)")
+    parser.add_argument("--workers", default="1",
+                        help="comma-separated pool-limits: one more cocaine run per value (cocaine itself has 2; "
+                             "default: %(default)s, the daemon and one worker: two processes, as uWSGI's; '' for none)")
     parser.add_argument("--reference", metavar="PYTHON",
                         help="also run cocaine from this interpreter (another checkout's venv), alternating "
                              "with ours, for a side-by-side A/B")
