@@ -5,6 +5,7 @@ deterministic; tests/test_pools.py proves the same rules end to end with real wo
 import pytest
 
 from cocaine.core import worker_protocol
+from cocaine.core.engine.handle import JobHandle
 from cocaine.core.engine.pool import BACKOFF_FIRST, BACKOFF_MAX, CREDIT_HORIZON, JOB_TIME_CAP, STALL_AFTER
 from cocaine.core.errors import Code
 from pool_doubles import PoolRig
@@ -217,6 +218,20 @@ def test_a_language_that_runs_jobs_concurrently_keeps_its_whole_credit(rig):
         r.pool.assign(r.pooled(worker), r.job()[0])
     answer_all(r, worker, after=5 * JOB_TIME_CAP)
     assert r.pool.credit == 8 and r.pool.job_time is None
+
+
+def test_a_streamed_request_does_not_count_in_the_job_time(rig):
+    # A raw socket server's connection is one job whose request streams for as long as its client
+    # stays: that time is the client's. Counted, it would leave a worker that holds one connection
+    # no room for the next when another ends.
+    r = rig(concurrency=8)
+    worker = r.ready_worker()
+    for _ in range(2):
+        job, _ = r.job()
+        JobHandle(job, lambda job: None, stream=True, on_credit=None)
+        r.pool.assign(r.pooled(worker), job)
+    answer_all(r, worker, after=5 * JOB_TIME_CAP)
+    assert r.pool.job_time is None and r.pool.credit == 8
 
 
 def test_one_very_long_answer_counts_as_capped(rig):

@@ -245,7 +245,9 @@ class WorkerPool:
     def _timed(self, since: float, now: float, answered: int) -> None:
         """A worker busy since ``since`` answered ``answered`` jobs by ``now``: the time per job it
         took joins the job time, and the credit follows. The jobs ran one after the other, so the
-        time per answer is each job's (a batch of answers at once shares the time since the last)."""
+        time per answer is each job's (a batch of answers at once shares the time since the last).
+        Jobs whose request was streamed to the worker are not counted: their time is the client's
+        (a connection of a raw socket server lasts as long as its client wants)."""
         sample = (now - since) / answered
         if sample > JOB_TIME_CAP:
             sample = JOB_TIME_CAP
@@ -487,10 +489,12 @@ class WorkerPool:
                     worker.last_seen = worker.answered_at = now
                     job = jobs.pop(message[1], None)
                     if job is not None:
+                        handle = job.handle  # (the reply lets go of it)
                         job.reply(message[2])
-                        if not answered:
-                            first_sent = job.dispatched_at
-                        answered += 1
+                        if handle is None or not handle.streamed:
+                            if not answered:
+                                first_sent = job.dispatched_at
+                            answered += 1
                     freed = True
                     continue
                 # A handback comes from a worker's watchdog, not from the loop that runs its
@@ -499,7 +503,7 @@ class WorkerPool:
                     worker.last_seen = now
                 if kind == END or kind == ERROR:  # the end of a streamed response, or a failure
                     job = jobs.get(message[1])
-                    if job is not None:
+                    if job is not None and (job.handle is None or not job.handle.streamed):
                         if not answered:
                             first_sent = job.dispatched_at
                         answered += 1
