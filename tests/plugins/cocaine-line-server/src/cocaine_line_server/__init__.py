@@ -1,6 +1,8 @@
-"""``line-server``: every line a TCP client sends is a job; the reply is written back as one line."""
+"""``line-server``: every line a TCP client sends is a job; the reply is written back as one line,
+in the order of the lines (their jobs may run on different workers and finish in any order)."""
 
 import socket
+from collections import deque
 
 from cocaine.core.plugin_api import Driver, get_int, hookimpl, only_keys
 
@@ -22,7 +24,7 @@ class LineServer(Driver):
     def _accept(self):
         conn, _ = self.listener.accept()
         conn.setblocking(True)  # replies are tiny; a test client reads them at once
-        self.clients[conn.fileno()] = (conn, bytearray())
+        self.clients[conn.fileno()] = (conn, bytearray(), deque())
         self.context.reactor.add_reader(conn.fileno(), lambda: self._read(conn))
 
     def _read(self, conn):
@@ -32,34 +34,47 @@ class LineServer(Driver):
             self.clients.pop(conn.fileno(), None)
             conn.close()
             return
-        buffer = self.clients[conn.fileno()][1]
+        _, buffer, waiting = self.clients[conn.fileno()]
         buffer += data
         while b"\n" in buffer:
             line, _, rest = bytes(buffer).partition(b"\n")
             buffer[:] = rest
-            self.context.submit(line, LineReply(conn))
+            reply = LineReply(conn, waiting)
+            waiting.append(reply)
+            self.context.submit(line, reply)
 
     def stop(self):
         self.context.reactor.remove_reader(self.listener.fileno())
         self.listener.close()
-        for fd, (conn, _) in self.clients.items():
+        for fd, (conn, _, _) in self.clients.items():
             self.context.reactor.remove_reader(fd)
             conn.close()
 
 
 class LineReply:
-    def __init__(self, conn):
+    """The answer to one line. It is written once every line before it on its connection has been
+    answered: ``waiting`` holds the connection's unwritten replies, in the order of their lines."""
+
+    def __init__(self, conn, waiting):
         self.conn = conn
+        self.waiting = waiting
         self.chunks = []
+        self.line = None  # the whole answer, once the job is done
 
     def chunk(self, data):
         self.chunks.append(data)
 
     def end(self):
-        self.conn.sendall(b"".join(self.chunks) + b"\n")
+        self._done(b"".join(self.chunks) + b"\n")
 
     def error(self, code, message):
-        self.conn.sendall(f"ERROR {code} {message}\n".encode())
+        self._done(f"ERROR {code} {message}\n".encode())
+
+    def _done(self, line):
+        self.line = line
+        waiting = self.waiting
+        while waiting and waiting[0].line is not None:
+            self.conn.sendall(waiting.popleft().line)
 
 
 @hookimpl
