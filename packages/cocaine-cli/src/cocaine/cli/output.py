@@ -183,7 +183,10 @@ def format_app(name: str, info: dict[str, Any], done: str | None = None) -> list
     pool, queue, jobs = info.get("pool", {}), info.get("queue", {}), info.get("jobs", {})
     limit = info.get("engine", {}).get("pool-limit", "?")
     memory = f", {size(pool['memory-rss'])}" if pool.get("memory-rss") else ""
-    lines.append(f"  workers {pool.get('total', 0)}/{limit} ({pool.get('busy', 0)} busy{memory})"
+    credit = f"  credit {pool['credit']}" if pool.get("credit") is not None else ""
+    if credit and isinstance(pool.get("job-time"), (int, float)):
+        credit += f" (jobs of {milliseconds(pool['job-time'] * 1000)})"
+    lines.append(f"  workers {pool.get('total', 0)}/{limit} ({pool.get('busy', 0)} busy{memory}){credit}"
                  f"  queue {queue.get('depth', 0)}/{queue.get('limit', '?')} (peak {queue.get('peak', 0)})"
                  f"  jobs {counts(jobs)}")
     tasks = info.get("tasks", {})
