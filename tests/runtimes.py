@@ -21,7 +21,7 @@ import zmq
 from cocaine.core import worker_protocol
 from cocaine.core.errors import ConfigError
 from cocaine.core.plugins import Registry
-from support import EXAMPLES, endpoint
+from support import EXAMPLES, endpoint, wait_for
 
 LANGUAGES = ["python", "cpp", "perl", "js"]
 #: The runtimes whose handlers are paced by the engine's grants (docs/protocol.md, "Streamed responses").
@@ -86,6 +86,17 @@ def serve_tasks(daemon, app: str, language: str, args: str, tasks, *, extra_task
     servers = {t: {"type": "zeromq-server", "endpoint": a} for t, a in addresses.items()}
     daemon.create(app, {"type": language, "args": args, "tasks": {**servers, **(extra_tasks or {})}, **sections})
     return lambda task, *frames: daemon.client(addresses[task]).call(*frames)
+
+
+def serve_slow_task(daemon, app: str, language: str, args: str, engine: dict) -> str:
+    """Create ``app``: the conformance app's `slow` task (``slept N`` after N ms) behind a
+    zeromq-server, with ``engine`` (``pool-min`` 1); return its address once one worker is ready."""
+    address = endpoint()
+    daemon.create(app, {"type": language, "args": args, "engine": engine,
+                        "tasks": {"slow": {"type": "zeromq-server", "endpoint": address}}})
+    wait_for(lambda: (lambda p: p["total"] == 1 and not p["starting"])(daemon.info(app)["pool"]),
+             timeout=30, message="one ready worker")
+    return address
 
 
 def serve_files(daemon, folder: Path, language: str, files: dict[str, str], tasks) -> Callable[..., list[bytes]]:

@@ -10,7 +10,7 @@ import time
 import pytest
 import zmq
 
-from support import endpoint, wait_for
+from runtimes import serve_slow_task
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -24,16 +24,10 @@ QUICK = 40
 
 @pytest.mark.parametrize(("language", "backend"), CASES, ids=[f"{lang}-{backend}" for lang, backend in CASES])
 def test_quick_jobs_are_answered_while_a_long_job_runs(module_daemon, zmq_context, language, backend, request):
-    args = request.getfixturevalue("conformance_app")
     app = f"handback-{language}-{backend}"
-    address = endpoint()
-    module_daemon.create(app, {
-        "type": language, "args": args,
-        "engine": {"backend": backend, "pool-limit": 2, "pool-min": 1, "concurrency": 8},
-        "tasks": {"slow": {"type": "zeromq-server", "endpoint": address}}})
+    address = serve_slow_task(module_daemon, app, language, request.getfixturevalue("conformance_app"),
+                              {"backend": backend, "pool-limit": 2, "pool-min": 1, "concurrency": 8})
     try:
-        wait_for(lambda: (lambda p: p["total"] == 1 and not p["starting"])(module_daemon.info(app)["pool"]),
-                 timeout=30, message="one ready worker")
         client = zmq_context.socket(zmq.DEALER)
         client.linger = 0
         client.connect(address)

@@ -149,24 +149,6 @@ def test_a_cold_burst_is_spread_over_every_worker_started_for_it(daemon, tmp_pat
     assert len(ran) >= 3, f"jobs per worker: {sorted(ran.values())}"  # 16 each, unless one is slow to start
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_slow_jobs_wait_in_the_engine_queue_where_the_pool_grows_for_them(daemon, tmp_path, zmq_context, backend):
-    # A warm worker with deep credit would take a whole burst of 50 ms jobs, none queued, so no
-    # other worker would start and they would run one after the other there. Once the engine knows
-    # the jobs take 50 ms, it gives a worker only what it finishes in 100 ms (docs/pools.md).
-    addresses, _ = create(daemon, tmp_path, ["nap_who"], backend=backend, pool_limit=4, pool_min=1, concurrency=32)
-    wait_for(lambda: daemon.info("app")["pool"]["idle"] == 1, message="the warm worker")
-    with Load(zmq_context, addresses["nap_who"], body=b"0.05", inflight=1, total=3) as load:
-        load.wait_received(3)
-    pool = daemon.info("app")["pool"]
-    assert 1 <= pool["credit"] <= 2 and pool["job-time"] >= 0.05, pool
-    with Load(zmq_context, addresses["nap_who"], body=b"0.05", inflight=32, total=32) as load:
-        load.wait_received(32)
-    assert all(status == b"ok" for status, _ in load.replies), load.replies
-    ran = {who: count for (_, who), count in load.replies.items()}
-    assert len(ran) >= 3, f"jobs per worker: {sorted(ran.values())}"
-
-
 def test_grow_threshold(daemon, tmp_path, zmq_context):
     flag = tmp_path / "release"
     addresses, _ = create(daemon, tmp_path, ["wait_for_file"], pool_limit=4, concurrency=1, grow_threshold=3)
