@@ -19,7 +19,8 @@ reversed order every other round; medians.
 - **gunicorn**: sync workers, ``-w 2`` (a sync worker closes each connection after its response).
 - **cocaine-close**: cocaine with ``Connection: close`` on every request, so that wrk reconnects
   after each response as it must with uWSGI ``--http-socket`` (not run unless asked for).
-- ``--concurrency 8,32``: cocaine's ``engine.concurrency`` (the first value; default the engine's),
+- ``--concurrency 8,32``: cocaine's ``engine.concurrency`` (the first value; default 32, the credit
+  docs/http.md advises for quick handlers: 64 clients over 2 workers; the engine's default is 8),
   and one more cocaine server per further value, alternating with the others.
 - ``--workers 1``: one more cocaine server per value, with that ``pool-limit`` (by default 1: the
   daemon and its worker are then two busy processes, as uWSGI's two workers are; its master idles).
@@ -53,6 +54,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 BIN = os.path.dirname(sys.executable)
 CONNECTIONS = 64
 BODY = "0123456789abcdef"
+#: The credit docs/http.md advises for quick handlers behind many keep-alive clients: clients /
+#: pool-limit (the engine's default, 8, keeps the pool growing for handlers that compute).
+QUICK_HANDLER_CREDIT = 32
 SERVERS = {  # name: the option that selects it
     "cocaine": None,
     "uwsgi": "--http-socket",
@@ -236,9 +240,10 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--servers", default="cocaine,uwsgi,uwsgi-http11,uwsgi-router,gunicorn",
                         help=f"which servers to run, comma-separated, of {','.join(SERVERS)} (default: %(default)s)")
-    parser.add_argument("--concurrency", default=str(EngineConfig().concurrency),
-                        help="the app's engine.concurrency, jobs in flight per worker (default: the engine's, "
-                             "%%(default)s); more values, comma-separated, add cocaine runs with those")
+    parser.add_argument("--concurrency", default=str(QUICK_HANDLER_CREDIT),
+                        help="the app's engine.concurrency, jobs in flight per worker (default: %(default)s, "
+                             "clients / pool-limit as docs/http.md advises); more values, comma-separated, "
+                             "add cocaine runs with those")
     parser.add_argument("--workers", default="1",
                         help="comma-separated pool-limits: one more cocaine run per value (cocaine itself has 2; "
                              "default: %(default)s, the daemon and one worker: two processes, as uWSGI's; '' for none)")

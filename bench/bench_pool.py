@@ -1,6 +1,6 @@
 """The cost and speed of the self-managing pool:
 
-- requests/s at 64 in flight with `concurrency` 1 (one job per worker at a time) and the default (32),
+- requests/s at 64 in flight with `concurrency` 1 (one job per worker at a time) and the default (8),
   two workers, Python echo app behind `zeromq-server`;
 - spawn to ready: how long a new worker takes from its spawn until its hello (``@worker ready``
   ``startup-ms``), workers started one at a time;
