@@ -34,6 +34,11 @@ def sleep(request):
     time.sleep(float(request.body))
     return b"slept"
 
+def hold(request):  # until the file named by the body exists
+    while not os.path.exists(request.body.decode()):
+        time.sleep(0.01)
+    return b"released"
+
 def hang(request):
     while True:
         pass
@@ -44,7 +49,7 @@ def version(request):
     return VERSION
 '''
 
-TASKS = ["pid", "ppid", "chatty", "exit3", "sleep", "hang", "version"]
+TASKS = ["pid", "ppid", "chatty", "exit3", "sleep", "hang", "version", "hold"]
 
 
 def create(daemon, tmp_path, source=APP, pubsub=None, subscriber=None, **engine):
@@ -155,13 +160,15 @@ def test_a_killed_fork_server_takes_no_worker_with_it_and_is_started_again(daemo
     os.kill(server["pid"], signal.SIGKILL)
     wait_for(lambda: not alive(server["pid"]), message="the fork server to die")
     assert int(client.call(b"")[1]) == first  # the worker lives on
-    # While the first worker sleeps, a second one starts (by exec: there is no server) and a new
-    # server starts; it forks the workers after that.
-    sleeper = zmq_context.socket(zmq.DEALER)
-    sleeper.linger = 0
-    sleeper.connect(addresses["sleep"])
-    sleeper.send_multipart([b"", b"1"])
-    wait_for(lambda: daemon.info("app")["jobs"]["running"] == 1, message="the sleeping job")
+    # While the first worker is held, a second one starts (by exec: there is no server) and a new
+    # server starts; it forks the workers after that. Held until the end, however long the start.
+    release = tmp_path / "release"
+    holder = zmq_context.socket(zmq.DEALER)
+    holder.linger = 0
+    holder.rcvtimeo = 30_000
+    holder.connect(addresses["hold"])
+    holder.send_multipart([b"", str(release).encode()])
+    wait_for(lambda: daemon.info("app")["jobs"]["running"] == 1, message="the held job")
     second = int(client.call(b"")[1])
     assert second != first and worker_pids(daemon) == {first, second}
     restarted = fork_server(daemon)
@@ -170,7 +177,9 @@ def test_a_killed_fork_server_takes_no_worker_with_it_and_is_started_again(daemo
     wait_for(lambda: second not in worker_pids(daemon), message="the second worker to go")
     third = int(client.call(b"")[1])
     assert third != second and daemon.info("app")["pool"]["fork-server"]["forked"] == 2
-    sleeper.close(0)
+    release.touch()
+    assert holder.recv_multipart()[1:] == [b"ok", b"released"] and int(client.call(b"")[1]) in {first, third}
+    holder.close(0)
 
 
 def spares_ready(daemon, count):
