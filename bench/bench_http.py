@@ -1,7 +1,8 @@
 """HTTP: the Python echo app over cocaine's ``http-server`` against uWSGI and gunicorn, in one run.
 
-Every server gets 2 worker processes and the same load: ``wrk`` (Debian's), keep-alive, 64
-connections, 2 threads, POST of a 16-byte body that the app echoes. Reported per server:
+Every server gets 2 worker processes (cocaine also runs with 1: ``--workers``) and the same load:
+``wrk`` (Debian's), keep-alive, 64 connections, 2 threads, POST of a 16-byte body that the app
+echoes. Reported per server:
 requests/s, latency p50/p99/p99.9 and mean as wrk reports them, p99 and mean uncorrected (each
 request once: wrk adds samples for coordinated omission, see :func:`uncorrect`), a connection's
 cycle per request (64 / rate: the mean exceeds what wrk timed when wrk spends untimed time per
