@@ -209,6 +209,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.events: list[tuple] = []
+        self.waiting = 0  # what it answers to ``queued``: the jobs a test has the engine's queue hold
 
     def worker_spawned(self, pool, worker) -> None:
         self.events.append(("spawned", worker.id))
@@ -224,6 +225,9 @@ class Recorder:
 
     def capacity_freed(self, pool) -> None:
         self.events.append(("capacity",))
+
+    def queued(self, pool) -> int:
+        return self.waiting
 
     def handed_back(self, pool, jobs) -> None:
         self.events.append(("handed-back", [job.id for job in jobs]))

@@ -4,6 +4,7 @@ the replies a real daemon cannot be made to give)."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -69,7 +70,8 @@ def test_create_call_info_reload_delete(daemon, echo_dir, tmp_path):
     lines = shown.stdout.splitlines()
     assert lines[0].startswith("node ") and ", cocaine " in lines[0] and ", 1 app" in lines[0], lines[0]
     assert lines[1].startswith("echo: running, up "), shown.stdout
-    assert lines[2].startswith("  workers ") and "/4 (" in lines[2] and " MiB)  credit 8 (jobs of " in lines[2]
+    assert lines[2].startswith("  workers ") and "/4 (" in lines[2] \
+        and re.search(r" MiB\)  credit \d+ \(jobs of [\d.]+ ms\)", lines[2])
     assert " ms)  queue 0/100 (peak " in lines[2]
     echo_line = next(line for line in lines if line.startswith("  task echo "))
     assert "zeromq-server" in echo_line and echo_endpoint in echo_line, echo_line

@@ -26,7 +26,7 @@ def test_defaults(registry, app):
     parsed = parse_manifest("a", manifest(app, server()), registry)
     assert parsed.engine.backend == "process"
     engine = parsed.engine
-    assert (engine.pool_limit, engine.pool_min, engine.queue_limit, engine.concurrency) == (10, 0, 100, 8)
+    assert (engine.pool_limit, engine.pool_min, engine.queue_limit, engine.concurrency) == (10, 0, 100, 32)
     assert engine.grow_threshold == 1
     assert (engine.heartbeat_timeout, engine.startup_timeout, engine.idle_timeout) == (30.0, 20.0, 60.0)
     assert engine.request_timeout is None

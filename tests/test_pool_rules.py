@@ -6,7 +6,7 @@ import pytest
 
 from cocaine.core import worker_protocol
 from cocaine.core.engine.handle import JobHandle
-from cocaine.core.engine.pool import BACKOFF_FIRST, BACKOFF_MAX, CREDIT_HORIZON, JOB_TIME_CAP, STALL_AFTER
+from cocaine.core.engine.pool import BACKOFF_FIRST, BACKOFF_MAX, HORIZON, JOB_TIME_CAP, STALL_AFTER
 from cocaine.core.errors import Code
 from pool_doubles import PoolRig
 
@@ -156,8 +156,9 @@ def test_a_worker_stuck_on_a_long_job_gets_no_more(rig):
 
 def test_a_worker_that_keeps_answering_is_not_stuck_however_long_its_jobs_waited_there(rig):
     # Jobs sent together run one after the other: the oldest one held may have been sent long ago
-    # and have started only at the worker's last answer.
-    r = rig(concurrency=8)
+    # and have started only at the worker's last answer. (A language whose credit is not set by the
+    # job time: these answers would make it 1, and this test is about the stall, not the credit.)
+    r = rig(concurrency=8, concurrent=True)
     worker = r.ready_worker()
     for _ in range(8):
         r.pool.assign(r.pooled(worker), r.job()[0])
@@ -195,8 +196,8 @@ def test_slow_jobs_make_a_workers_credit_shallow_and_quick_ones_deep_again(rig):
     assert r.pool.credit == 8  # nothing measured yet
     for _ in range(4):
         r.pool.assign(r.pooled(worker), r.job()[0])
-    answer_all(r, worker, after=4 * CREDIT_HORIZON / 2)  # four jobs of half the horizon, one after the other
-    assert r.pool.job_time == pytest.approx(CREDIT_HORIZON / 2)
+    answer_all(r, worker, after=4 * HORIZON / 2)  # four jobs of half the horizon, one after the other
+    assert r.pool.job_time == pytest.approx(HORIZON / 2)
     assert r.pool.credit == 2  # what it finishes within the horizon
     assert r.pool.held_back() == 6  # the rest of `concurrency` may wait in the engine's queue instead
     assert fill(r.pool, r, 10) == [r.pooled(worker)] * 2
@@ -245,7 +246,7 @@ def test_one_very_long_answer_counts_as_capped(rig):
         r.pool.assign(r.pooled(worker), r.job()[0])
         answer_all(r, worker)
         batches += 1
-    assert batches <= 12  # a handful of quick answers, not hundreds
+    assert batches <= 20  # some quick answers (200 ms down to 1.25 ms at 1/4 a step), not hundreds
 
 
 @pytest.mark.parametrize("answer", ["chunk and end", "reply"])
@@ -287,6 +288,90 @@ def test_workers_already_ready_do_not_count_as_starting(rig):
     r.ready_worker()
     r.pool.grow(2)
     assert r.pool.total == 2  # 2 waiting >= 2 x (0 starting + 1)
+
+
+def quick_jobs(r, worker, jobs=8, each=HORIZON / 100):
+    """The worker runs ``jobs`` jobs of ``each`` seconds: the pool learns its job time."""
+    for _ in range(jobs):
+        r.pool.assign(r.pooled(worker), r.job()[0])
+    answer_all(r, worker, after=jobs * each)
+
+
+def test_quick_jobs_wait_for_the_workers_the_work_needs_rather_than_start_more(rig):
+    r = rig(pool_limit=4, concurrency=8)
+    worker = r.ready_worker()
+    quick_jobs(r, worker)  # jobs of 1% of the horizon
+    assert r.pool.credit == 8 and r.pool.target == 1
+    assert fill(r.pool, r, 20) == [r.pooled(worker)] * 8
+    r.listener.waiting = 12
+    r.pool.grow(12)  # 20 jobs of 0.1 ms: one worker finishes them within the horizon
+    assert r.pool.total == 1 and r.pool.target == 1
+    r.pool.grow(100)  # 108 of them would take it longer: a second worker
+    assert r.pool.total == 2 and r.pool.target == 2
+
+
+def test_slow_jobs_still_start_a_worker_each(rig):
+    r = rig(pool_limit=4, concurrency=8)
+    worker = r.ready_worker()
+    quick_jobs(r, worker, jobs=1, each=HORIZON * 5)
+    assert r.pool.credit == 1
+    fill(r.pool, r, 4)
+    r.pool.grow(3)
+    assert r.pool.total == 4  # as many as jobs, within pool-limit
+    assert r.pool.target >= 4
+
+
+def test_workers_beyond_the_target_get_no_jobs_and_retire_when_idle(rig):
+    # A cold burst starts workers before the job time is known; once it is, the work may need fewer.
+    r = rig(pool_limit=4, concurrency=8, idle_timeout=5.0, heartbeat_timeout=300.0)
+    first, second = r.ready_worker(), r.ready_worker()
+    assert fill(r.pool, r, 2) == [r.pooled(first), r.pooled(second)]  # job time unknown: idle ones first
+    r.reactor.round()
+    for worker in (first, second):
+        worker.send(*(worker_protocol.reply(m[1], b"") for m in worker.received() if m[0] == worker_protocol.INVOKE))
+    r.reactor.round()
+    quick_jobs(r, first)
+    assert r.pool.target == 1
+    assert fill(r.pool, r, 20) == [r.pooled(first)] * 8  # the second idles, although it has room
+    assert r.pool.held_back() == 8  # what it would have held may wait beyond queue-limit
+    r.reactor.advance(6)
+    assert r.pooled(second).exit_reason == "idle" and r.pool.total == 1
+
+
+def test_a_stalled_worker_within_the_target_does_not_keep_jobs_from_the_others(rig):
+    r = rig(pool_limit=4, concurrency=8)
+    first, second = r.ready_worker(), r.ready_worker()
+    quick_jobs(r, first)
+    assert r.pool.target == 1
+    r.pool.assign(r.pooled(first), r.job()[0])
+    r.clock.now += STALL_AFTER * 1.5  # its job hangs
+    assert r.pool.least_loaded() is r.pooled(second)
+
+
+def test_a_worker_whose_job_outlasts_the_horizon_is_not_counted_in_the_target(rig):
+    # Quick jobs became slow: the job time learns it only from their answers, so a job that has
+    # already run longer than the horizon says enough.
+    r = rig(pool_limit=4, concurrency=8)
+    worker = r.ready_worker()
+    quick_jobs(r, worker)
+    fill(r.pool, r, 8)
+    r.pool.grow(2)
+    assert r.pool.total == 1 and r.pool.target == 1
+    r.clock.now += HORIZON * 1.5
+    r.pool.grow(2)
+    assert r.pool.total == 2 and r.pool.target == 2  # one for the 2 jobs waiting, besides it
+
+
+def test_a_job_that_waited_longer_than_the_horizon_lets_the_pool_grow_past_the_target(rig):
+    # The job time of an app whose tasks differ is an average: its target may be too low.
+    r = rig(pool_limit=4, concurrency=8)
+    worker = r.ready_worker()
+    quick_jobs(r, worker)
+    fill(r.pool, r, 8)
+    assert r.pool.grow(2) is True  # held back: the engine asks again later
+    assert r.pool.total == 1
+    assert r.pool.grow(2, waited=HORIZON) is False
+    assert r.pool.total == 3 and r.pool.target is None
 
 
 def test_pool_min_workers_are_started_by_the_check_and_kept(rig):

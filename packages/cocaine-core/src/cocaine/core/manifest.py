@@ -34,7 +34,7 @@ class EngineConfig:
     pool_limit: int = 10
     pool_min: int = 0  # workers kept warm even when idle
     queue_limit: int = 100
-    concurrency: int = 8  # at most, jobs in flight per worker (fewer for slow jobs: pool.CREDIT_HORIZON)
+    concurrency: int = 32  # at most, jobs in flight per worker (fewer for slower jobs: pool.HORIZON)
     grow_threshold: int = 1  # queued jobs (beyond every worker's room) that justify one more worker
     heartbeat_timeout: float = 30.0  # seconds a worker may stay silent
     startup_timeout: float = 20.0  # seconds a new worker has to say hello

@@ -22,7 +22,7 @@ from cocaine.core.engine.figures import (BUSY, IDLE, STARTING, EngineFigures, Qu
                                          read_pss, read_rss)
 from cocaine.core.engine.job import Job
 from cocaine.core.engine.monitor import Monitor
-from cocaine.core.engine.pool import PooledWorker, WorkerPool
+from cocaine.core.engine.pool import HORIZON, PooledWorker, WorkerPool
 from cocaine.core.engine.pubsub import Publisher
 from cocaine.core.engine.reactor import Reactor
 from cocaine.core.engine.stats import TaskStats
@@ -59,6 +59,7 @@ class Engine:
         self.state = "created"
         self.started_at: float | None = None
         self.queue: deque[Job] = deque()
+        self._regrowing = None  # the timer that asks the pool to grow again (_grow)
         self.queue_peaks = QueuePeaks()
         self._ids = itertools.count(1)
         self._deadlines = Deadlines()
@@ -376,10 +377,17 @@ class Engine:
         """Jobs wait in the queue that no worker has room for: start workers for them, or answer
         them if the app cannot start any."""
         pool = self.pool
+        queue = self.queue
         if pool.broken_reason is not None and pool.backing_off() and not pool.total:
             self._fail_queue(f"app {self.app!r} is broken: {pool.broken_reason}")
-        else:
-            pool.grow(len(self.queue))
+        elif pool.grow(len(queue), time.monotonic() - queue[0].accepted_at) and self._regrowing is None:
+            # The pool's target held a start back: ask again when the oldest job has waited too long.
+            self._regrowing = self.reactor.call_later(HORIZON, self._regrow)
+
+    def _regrow(self) -> None:
+        self._regrowing = None
+        if self.queue:
+            self._grow()
 
     def _fail_queue(self, message: str) -> None:
         """The app is broken: its queued jobs never ran, so a peer may run them (overflow "forward")."""
@@ -391,6 +399,9 @@ class Engine:
             self._maybe_finish_stop()
 
     # -- what the pools tell (PoolListener) -------------------------------------------------------
+    def queued(self, pool: WorkerPool) -> int:
+        return len(self.queue) if pool is self.pool else 0
+
     def capacity_freed(self, pool: WorkerPool) -> None:
         """A pool has free credit or lost a worker: move the queue, retire drained generations."""
         if pool is self.pool:
@@ -516,6 +527,7 @@ class Engine:
                 "spawn-failures": figures.spawn_failures,
                 "credit": self.pool.credit,
                 "job-time": None if self.pool.job_time is None else round(self.pool.job_time, 6),
+                "target": self.pool.target,
                 "fork-server": self.pool.backend.info(),
                 "spawned-total": figures.spawned_total,
                 "exits": figures.exits,

@@ -42,15 +42,17 @@ STALL_AFTER = 0.1
 #: has not started (docs/pools.md), the same as STALL_AFTER, from when the worker gets no new jobs;
 #: and it may send a response of one chunk as one ``reply`` message rather than ``chunk`` and ``end``.
 OPTIONS_FRAME = worker_protocol.options(STALL_AFTER, reply=True)
-#: A worker is given no more jobs than it is expected to finish in this long (the pool's job time
-#: times its credit), within ``concurrency``: quick jobs go deep, slow ones stay in the engine's queue,
-#: where any worker can take them and where they make the pool grow.
-CREDIT_HORIZON = STALL_AFTER
+#: The pool's horizon, by its job time. A worker is given no more jobs than it is expected to finish
+#: in this long (its credit, within ``concurrency``), and the pool keeps as many workers as it takes
+#: to finish in this long the jobs they hold and those waiting (its target, within ``pool-limit``).
+#: Quick jobs go deep on few workers; slow ones wait in the engine's queue, where any worker can take
+#: them and where they make the pool grow.
+HORIZON = 0.01
 #: Each answer's time counts this much in the pool's job time (a moving average).
 JOB_TIME_WEIGHT = 0.25
 #: An answer that took longer counts as this long, so that one long stream does not keep the pool
 #: shallow for the many quick jobs after it.
-JOB_TIME_CAP = 2 * CREDIT_HORIZON
+JOB_TIME_CAP = 2 * STALL_AFTER
 #: Spawn retries after failed starts back off exponentially from BACKOFF_FIRST up to BACKOFF_MAX.
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 30.0
@@ -109,6 +111,9 @@ class PoolListener(Protocol):
 
     def start_failed(self, pool: WorkerPool, reason: str, attempt: int, retry_in: float) -> None: ...
 
+    def queued(self, pool: WorkerPool) -> int:
+        """Jobs waiting for ``pool``'s workers in the owner's queue."""
+
 
 class WorkerPool:
     """The workers of one generation. Its inputs are explicit: the ``reactor`` it runs on (timers
@@ -133,6 +138,9 @@ class WorkerPool:
         self.credit = config.concurrency
         self.timed = not language.runs_jobs_concurrently
         self.job_time: float | None = None  # seconds of a worker's time per job answered, smoothed
+        # Ready workers that take jobs, the first ones: those the work needs by the job time (_aim).
+        # The others get none and retire when idle-timeout ends. None: all (the job time is unknown).
+        self.target: int | None = None
         self.outbox: dict[PooledWorker, list] = {}
         self.exiting: dict[bytes, PooledWorker] = {}  # told to exit or killed, not yet gone
         self.spawned = 0
@@ -204,15 +212,21 @@ class WorkerPool:
         limit = self.credit if not (self.unready and waiting) else self._share(waiting)
         best = None
         best_load = limit
+        room = self.target or len(self.workers)
         for worker in self.workers.values():
-            load = len(worker.jobs)
-            if load < best_load and worker.ready:
-                if not load:
-                    return worker
-                best, best_load = worker, load
+            if worker.ready:
+                load = len(worker.jobs)
+                if load < best_load:
+                    if not load:
+                        return worker
+                    best, best_load = worker, load
+                room -= 1
+                if not room:
+                    break
         if best is None:
             return None
-        # Only the pick is checked for a stall, unless it is stalled.
+        # Only the pick is checked for a stall, unless it is stalled: then any worker beyond the
+        # target may take the job too.
         stalled_before = self.clock() - STALL_AFTER
         if self._running_since(best) >= stalled_before:
             return best
@@ -220,8 +234,11 @@ class WorkerPool:
         best_load = limit
         for worker in self.workers.values():
             load = len(worker.jobs)
-            if load < best_load and worker.ready and self._running_since(worker) >= stalled_before:
-                best, best_load = worker, load
+            if load < best_load and worker.ready:
+                if not load:
+                    return worker
+                if self._running_since(worker) >= stalled_before:
+                    best, best_load = worker, load
         return best
 
     @staticmethod
@@ -231,6 +248,25 @@ class WorkerPool:
         sent = next(iter(worker.jobs.values())).dispatched_at
         return sent if sent > worker.answered_at else worker.answered_at
 
+    def _aim(self, waiting: int) -> int | None:
+        """Set and return the target: the workers it takes to finish in HORIZON the jobs held and
+        the ``waiting`` ones, by the job time (at least one), and besides them every worker whose
+        running job has already run longer than HORIZON (the job time does not know it yet); None
+        while the job time is unknown."""
+        job_time = self.job_time
+        if job_time is None:
+            return None
+        held = occupied = 0
+        before = self.clock() - HORIZON
+        for worker in self.workers.values():
+            if worker.jobs:
+                held += len(worker.jobs)
+                if self._running_since(worker) < before:
+                    occupied += 1
+        target = int((held + waiting) * job_time / HORIZON) + 1 + occupied
+        self.target = target
+        return target
+
     def _share(self, waiting: int) -> int:
         """Jobs per worker if the ``waiting`` ones and those held were spread over every worker,
         ready or starting (workers that are starting hold none)."""
@@ -239,8 +275,11 @@ class WorkerPool:
 
     def held_back(self) -> int:
         """Jobs that ``concurrency`` would let the ready workers hold and the job time keeps in the
-        engine's queue instead: the queue may be that much longer than ``queue-limit``."""
-        return (self.config.concurrency - self.credit) * (len(self.workers) - self.unready)
+        engine's queue instead (a shallower credit, workers beyond the target): the queue may be
+        that much longer than ``queue-limit``."""
+        ready = len(self.workers) - self.unready
+        taking = ready if self.target is None or self.target > ready else self.target
+        return self.config.concurrency * ready - self.credit * taking
 
     def _timed(self, since: float, now: float, answered: int) -> None:
         """A worker busy since ``since`` answered ``answered`` jobs by ``now``: the time per job it
@@ -255,24 +294,37 @@ class WorkerPool:
         job_time = sample if job_time is None else job_time + JOB_TIME_WEIGHT * (sample - job_time)
         self.job_time = job_time
         # (the epsilon: two jobs of exactly half the horizon are two, whatever the float rounding)
-        credit = int(CREDIT_HORIZON / job_time + 1e-6) if job_time > 0 else self.config.concurrency
+        credit = int(HORIZON / job_time + 1e-6) if job_time > 0 else self.config.concurrency
         self.credit = max(1, min(self.config.concurrency, credit))
+        self._aim(self.listener.queued(self))
 
     def backing_off(self) -> bool:
         return self.broken_reason is not None and self.clock() < self.retry_at
 
     # -- growing ----------------------------------------------------------------------------------
-    def grow(self, waiting: int) -> None:
-        """Start workers for ``waiting`` queued jobs (jobs no ready worker has room for): the first
-        worker at once, then one more for every ``grow-threshold`` jobs waiting, counting those that
-        the workers already starting will take. A burst's workers are started together."""
-        if self.closing or len(self.workers) >= self.config.pool_limit or self.backing_off():
-            return  # a full pool: the common case under load, decided without the loop below
+    def grow(self, waiting: int, waited: float = 0.0) -> bool:
+        """Start workers for ``waiting`` queued jobs (jobs no ready worker has room for), the oldest
+        of them queued ``waited`` seconds ago: the first worker at once, then one more for every
+        ``grow-threshold`` jobs waiting, counting those that the workers already starting will take.
+        A burst's workers are started together. Once the job time is known, no more than the target
+        (more would not finish the work sooner than HORIZON), unless a job has waited longer than
+        that: then the job time is wrong (jobs of several tasks that differ). True if the target
+        held a start back: the owner asks again once the oldest job has waited HORIZON."""
+        if self.closing or self.backing_off():
+            return False
+        target = self._aim(waiting)  # for the workers there are, at least
+        pool_limit = self.config.pool_limit
+        if len(self.workers) >= pool_limit:
+            return False  # a full pool: the common case under load, decided without the loop below
+        if target is not None and waited >= HORIZON:
+            target = self.target = None  # every worker may take jobs until the next estimate
+        limit = pool_limit if target is None or target > pool_limit else target
         threshold = self.config.grow_threshold
         total, starting, count = self.total, self.starting(), 0
-        while total < self.config.pool_limit and (not total or waiting >= threshold * (starting + 1)):
+        while not total or (total < limit and waiting >= threshold * (starting + 1)):
             total, starting, count = total + 1, starting + 1, count + 1
         self.spawn(count)
+        return total < pool_limit and waiting >= threshold * (starting + 1)
 
     def spawn(self, count: int = 1) -> bool:
         """Start ``count`` workers together; True if all of them started."""
