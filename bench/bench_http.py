@@ -48,16 +48,12 @@ import tempfile
 import time
 
 from bench_echo import _free_port, _manage
-from cocaine.core.manifest import EngineConfig
 from loadgen import cpu_seconds, stop_process
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BIN = os.path.dirname(sys.executable)
 CONNECTIONS = 64
 BODY = "0123456789abcdef"
-#: The credit docs/http.md advises for quick handlers behind many keep-alive clients: clients /
-#: pool-limit (the engine's default, 8, keeps the pool growing for handlers that compute).
-QUICK_HANDLER_CREDIT = 32
 SERVERS = {  # name: the option that selects it
     "cocaine": None,
     "uwsgi": "--http-socket",
@@ -205,12 +201,15 @@ def measure(name: str, command: list[str], port: int, duration: float, script: s
 
 
 def run_cocaine(duration: float, script: str, tmp: str, python: str = sys.executable,
-                concurrency: int | None = None, workers: int = 2) -> dict:
+                concurrency: int | None = None, workers: int | None = None) -> dict:
+    """cocained with the engine's defaults, but for ``concurrency`` and, if ``workers``, a pool of
+    exactly that many (``pool-limit`` and ``pool-min``)."""
     management = f"tcp://127.0.0.1:{_free_port()}"
     port = _free_port()
-    manifest = {"type": "python", "args": os.path.join(HERE, "echo_app.py"),
-                "engine": {"backend": "process", "pool-limit": workers, "pool-min": workers, "queue-limit": 10_000,
-                           "concurrency": concurrency or EngineConfig().concurrency},
+    engine = {} if concurrency is None else {"concurrency": concurrency}
+    if workers is not None:
+        engine.update({"pool-limit": workers, "pool-min": workers})
+    manifest = {"type": "python", "args": os.path.join(HERE, "echo_app.py"), "engine": engine,
                 "tasks": {"echo": {"type": "http-server", "endpoint": f"127.0.0.1:{port}"}}}
     command = [python, "-m", "cocaine.core.daemon.main", "--storage-location", f"{tmp}/storage",
                "--runtime-dir", f"{tmp}/run", "--management", management, "--log-level", "warning"]
@@ -241,13 +240,12 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--servers", default="cocaine,uwsgi,uwsgi-http11,uwsgi-router,gunicorn",
                         help=f"which servers to run, comma-separated, of {','.join(SERVERS)} (default: %(default)s)")
-    parser.add_argument("--concurrency", default=str(QUICK_HANDLER_CREDIT),
-                        help="the app's engine.concurrency, jobs in flight per worker (default: %(default)s, "
-                             "clients / pool-limit as docs/http.md advises); more values, comma-separated, "
-                             "add cocaine runs with those")
-    parser.add_argument("--workers", default="1",
-                        help="comma-separated pool-limits: one more cocaine run per value (cocaine itself has 2; "
-                             "default: %(default)s, the daemon and one worker: two processes, as uWSGI's; '' for none)")
+    parser.add_argument("--concurrency", default="",
+                        help="comma-separated values of the app's engine.concurrency (jobs in flight per worker): "
+                             "one more cocaine run per value (cocaine itself has the engine's default)")
+    parser.add_argument("--workers", default="",
+                        help="comma-separated pool sizes: one more cocaine run per value, with that pool-limit "
+                             "and pool-min (2: as many workers as uWSGI's; cocaine itself sizes its pool)")
     parser.add_argument("--reference", metavar="PYTHON",
                         help="also run cocaine from this interpreter (another checkout's venv), alternating "
                              "with ours, for a side-by-side A/B")
@@ -262,8 +260,7 @@ def main() -> None:
         if not os.path.exists(os.path.join(BIN, tool)):
             sys.exit(f"{tool} is needed: {sys.executable} -m pip install pyuwsgi gunicorn")
     servers = {name: SERVERS[name] for name in names}
-    concurrency, *deeper = (int(value) for value in args.concurrency.split(","))
-    for value in deeper:
+    for value in (int(value) for value in args.concurrency.split(",") if value):
         servers[f"cocaine-concurrency-{value}"] = value
         LABELS[f"cocaine-concurrency-{value}"] = f"cocaine, concurrency {value}"
     for value in (int(value) for value in args.workers.split(",") if value):
@@ -283,17 +280,15 @@ def main() -> None:
             for name in order:
                 option = servers[name]
                 if name == "cocaine":
-                    result = run_cocaine(args.duration, script, f"{tmp}/cocaine-{round_}", concurrency=concurrency)
+                    result = run_cocaine(args.duration, script, f"{tmp}/cocaine-{round_}")
                 elif name == "cocaine-close":
-                    result = run_cocaine(args.duration, closing, f"{tmp}/close-{round_}", concurrency=concurrency)
+                    result = run_cocaine(args.duration, closing, f"{tmp}/close-{round_}")
                 elif name.startswith("cocaine-concurrency-"):
                     result = run_cocaine(args.duration, script, f"{tmp}/{name}-{round_}", concurrency=option)
                 elif name.startswith("cocaine-workers-"):
-                    result = run_cocaine(args.duration, script, f"{tmp}/{name}-{round_}", concurrency=concurrency,
-                                         workers=option)
+                    result = run_cocaine(args.duration, script, f"{tmp}/{name}-{round_}", workers=option)
                 elif name == "cocaine-reference":
-                    result = run_cocaine(args.duration, script, f"{tmp}/reference-{round_}", python=option,
-                                          concurrency=concurrency)
+                    result = run_cocaine(args.duration, script, f"{tmp}/reference-{round_}", python=option)
                 elif name.startswith("uwsgi"):
                     result = run_uwsgi(args.duration, script, option)
                 else:
@@ -318,7 +313,7 @@ def main() -> None:
         print(json.dumps({"servers": summary, "rounds": runs, "ratio": ratio}, indent=2))
         return
     print(f"wrk -t2 -c{CONNECTIONS} keep-alive, POST {len(BODY)} bytes echoed, "
-          f"{args.duration:g} s x {args.rounds} round(s), medians; cocaine: concurrency {concurrency}")
+          f"{args.duration:g} s x {args.rounds} round(s), medians")
     for name, r in summary.items():
         print(f"{LABELS.get(name, name):26} {r['rps']:9,.0f} req/s  p50 {r['p50_ms']:7.2f} ms  "
               f"p99 {r['p99_ms']:7.2f} ms  p99.9 {r['p999_ms']:7.2f} ms  mean {r['mean_ms']:6.2f} ms  "
