@@ -267,9 +267,10 @@ class PoolRig:
         self.stats = TaskStats()
         self._job_ids = itertools.count(1)
         language = ConcurrentLanguage(None) if concurrent else NoLanguage(None)
+        self.idle_cores = 0.0  # the machine's, as the pool reads them: none to spare unless a test says so
         self.pool = WorkerPool(EngineConfig(**config), language, self.backend, app="app", generation=1,
                                reactor=self.reactor, zmq_context=context, runtime_dir=runtime_dir,
-                               listener=self.listener, clock=self.clock)
+                               listener=self.listener, clock=self.clock, idle_cpu=lambda: self.idle_cores)
 
     def ready_worker(self) -> MemoryWorker:
         """Start one more worker and let it say hello."""

@@ -6,7 +6,7 @@ import pytest
 
 from cocaine.core import worker_protocol
 from cocaine.core.engine.handle import JobHandle
-from cocaine.core.engine.pool import BACKOFF_FIRST, BACKOFF_MAX, HORIZON, JOB_TIME_CAP, STALL_AFTER
+from cocaine.core.engine.pool import BACKOFF_FIRST, BACKOFF_MAX, HORIZON, JOB_TIME_CAP, SPARE_CPU, STALL_AFTER
 from cocaine.core.errors import Code
 from pool_doubles import PoolRig
 
@@ -372,6 +372,40 @@ def test_a_job_that_waited_longer_than_the_horizon_lets_the_pool_grow_past_the_t
     assert r.pool.total == 1
     assert r.pool.grow(2, waited=HORIZON) is False
     assert r.pool.total == 3 and r.pool.target is None
+
+
+def test_with_a_core_to_spare_the_pool_grows_as_jobs_wait_whatever_the_job_time(rig):
+    # Another worker takes nothing from the busy ones then: it adds throughput.
+    r = rig(pool_limit=4, concurrency=8)
+    worker = r.ready_worker()
+    quick_jobs(r, worker)
+    assert r.pool.target == 1
+    r.idle_cores = SPARE_CPU
+    fill(r.pool, r, 8)
+    r.pool.grow(12)
+    assert r.pool.total == 4 and r.pool.target is None
+    for started in r.backend.workers[1:]:
+        started.hello()
+    r.reactor.round()
+    assert len(set(fill(r.pool, r, 12))) == 3  # the new workers take the jobs waiting
+
+
+def test_with_a_core_to_spare_a_job_for_a_busy_worker_starts_one_more(rig):
+    # A deep credit would otherwise keep quick jobs on few workers while cores idle.
+    r = rig(pool_limit=4, concurrency=8)
+    worker = r.ready_worker()
+    quick_jobs(r, worker)
+    fill(r.pool, r, 1)
+    r.pool.all_busy()
+    assert r.pool.total == 1  # no core to spare
+    r.idle_cores = SPARE_CPU
+    r.pool.all_busy()
+    r.pool.all_busy()
+    assert r.pool.total == 2  # one at a time: none while one starts
+    r.backend.workers[-1].hello()
+    r.reactor.round()
+    r.pool.all_busy()
+    assert r.pool.total == 3
 
 
 def test_pool_min_workers_are_started_by_the_check_and_kept(rig):

@@ -286,6 +286,8 @@ class Engine:
         if not queue:
             worker = pool.least_loaded()
             if worker is not None:
+                if worker.jobs:
+                    pool.all_busy()
                 stats.accepted += 1
                 if job.deadline is not None:
                     self._watch_deadline(job)

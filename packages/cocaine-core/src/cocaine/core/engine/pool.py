@@ -22,6 +22,7 @@ from cocaine.core import worker_protocol
 from cocaine.core.backends import Backend, WorkerHandle
 from cocaine.core.engine import exits
 from cocaine.core.engine.exits import describe_exit
+from cocaine.core.engine.idle_cpu import IDLE_CPU
 from cocaine.core.engine.output import READER, OutputReader, OutputWatch
 from cocaine.core.engine.stream_link import StreamLink
 from cocaine.core.errors import Code, ProtocolError
@@ -48,6 +49,9 @@ OPTIONS_FRAME = worker_protocol.options(STALL_AFTER, reply=True)
 #: Quick jobs go deep on few workers; slow ones wait in the engine's queue, where any worker can take
 #: them and where they make the pool grow.
 HORIZON = 0.01
+#: Idle cores (of the whole machine, idle_cpu.py) from which the pool grows past its target: room
+#: for one more worker.
+SPARE_CPU = 1.0
 #: Each answer's time counts this much in the pool's job time (a moving average).
 JOB_TIME_WEIGHT = 0.25
 #: An answer that took longer counts as this long, so that one long stream does not keep the pool
@@ -122,7 +126,8 @@ class WorkerPool:
 
     def __init__(self, config: EngineConfig, language: Language, backend: Backend, *, app: str, generation: int,
                  reactor: Reactor, zmq_context: zmq.Context, runtime_dir: str, listener: PoolListener,
-                 clock: Callable[[], float] = time.monotonic, output_reader: OutputReader = READER) -> None:
+                 clock: Callable[[], float] = time.monotonic, output_reader: OutputReader = READER,
+                 idle_cpu: Callable[[], float] = IDLE_CPU) -> None:
         self.app = app
         self.config = config
         self.language = language
@@ -132,6 +137,7 @@ class WorkerPool:
         self.listener = listener
         self.clock = clock
         self.output_reader = output_reader
+        self.idle_cpu = idle_cpu
         self.workers: dict[bytes, PooledWorker] = {}
         self.unready = 0  # of the workers, those that have not said hello yet
         # Jobs a ready worker may hold: ``concurrency`` until the job time says fewer (_timed).
@@ -251,10 +257,12 @@ class WorkerPool:
     def _aim(self, waiting: int) -> int | None:
         """Set and return the target: the workers it takes to finish in HORIZON the jobs held and
         the ``waiting`` ones, by the job time (at least one), and besides them every worker whose
-        running job has already run longer than HORIZON (the job time does not know it yet); None
-        while the job time is unknown."""
+        running job has already run longer than HORIZON (the job time does not know it yet). None
+        while the job time is unknown, or while the machine has SPARE_CPU: then another worker can
+        only help."""
         job_time = self.job_time
-        if job_time is None:
+        if job_time is None or self.idle_cpu() >= SPARE_CPU:
+            self.target = None
             return None
         held = occupied = 0
         before = self.clock() - HORIZON
@@ -297,6 +305,14 @@ class WorkerPool:
         credit = int(HORIZON / job_time + 1e-6) if job_time > 0 else self.config.concurrency
         self.credit = max(1, min(self.config.concurrency, credit))
         self._aim(self.listener.queued(self))
+
+    def all_busy(self) -> None:
+        """A job goes to a worker that is already busy: no ready worker is idle. With a core to
+        spare, start one more, so that a deep credit does not keep the work on fewer workers than
+        the machine could run (the pool grows otherwise only for jobs that wait in the queue)."""
+        if (self.job_time is not None and not self.unready and len(self.workers) < self.config.pool_limit
+                and not self.closing and not self.backing_off() and self.idle_cpu() >= SPARE_CPU):
+            self.spawn()
 
     def backing_off(self) -> bool:
         return self.broken_reason is not None and self.clock() < self.retry_at
