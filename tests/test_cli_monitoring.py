@@ -80,8 +80,16 @@ class Lines:
 
 
 def spawn(*args: str, endpoint: str) -> subprocess.Popen:
-    return subprocess.Popen([*CLI, "--endpoint", endpoint, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL, env=admin_env())
+    """The CLI as a terminal starts it: with Ctrl-C at its default. A process started with SIGINT
+    ignored keeps ignoring it (as a shell's background job does), and the test process may have it
+    ignored: under the full suite, an xdist worker had SIGINT and SIGQUIT ignored (/proc status
+    SigIgn), which its children inherit."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen([*CLI, "--endpoint", endpoint, *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=admin_env())
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def stop(proc: subprocess.Popen) -> tuple[int, bytes, bytes]:
