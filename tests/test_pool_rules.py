@@ -374,6 +374,31 @@ def test_a_job_that_waited_longer_than_the_horizon_lets_the_pool_grow_past_the_t
     assert r.pool.total == 3 and r.pool.target is None
 
 
+def test_in_a_full_pool_a_job_that_waited_past_the_horizon_goes_to_a_worker_beyond_the_target(rig):
+    # The target's workers may all be busy with jobs longer than the job time said.
+    r = rig(pool_limit=2, concurrency=8)
+    first, second = r.ready_worker(), r.ready_worker()
+    quick_jobs(r, first)
+    assert r.pool.target == 1
+    assert fill(r.pool, r, 9) == [r.pooled(first)] * 8
+    assert r.pool.grow(1) is True  # held back: the engine asks again
+    assert r.pool.least_loaded(1) is None
+    assert r.pool.grow(1, waited=HORIZON) is False
+    assert r.pool.target is None and r.pool.least_loaded(1) is r.pooled(second)
+
+
+def test_warm_workers_all_take_jobs_whatever_the_target(rig):
+    r = rig(pool_min=2, pool_limit=4, concurrency=8)
+    r.reactor.round()
+    for worker in r.backend.workers:
+        worker.hello()
+    r.reactor.round()
+    first, second = r.backend.workers
+    quick_jobs(r, first)
+    assert r.pool.target == 2  # pool-min: the work alone needs one
+    assert fill(r.pool, r, 2) == [r.pooled(first), r.pooled(second)]
+
+
 def test_with_a_core_to_spare_the_pool_grows_as_jobs_wait_whatever_the_job_time(rig):
     # Another worker takes nothing from the busy ones then: it adds throughput.
     r = rig(pool_limit=4, concurrency=8)

@@ -378,18 +378,21 @@ class Engine:
     def _grow(self) -> None:
         """Jobs wait in the queue that no worker has room for: start workers for them, or answer
         them if the app cannot start any."""
+        if self._regrowing is not None:
+            return  # the pool's target holds: asked again when the timer fires
         pool = self.pool
         queue = self.queue
         if pool.broken_reason is not None and pool.backing_off() and not pool.total:
             self._fail_queue(f"app {self.app!r} is broken: {pool.broken_reason}")
-        elif pool.grow(len(queue), time.monotonic() - queue[0].accepted_at) and self._regrowing is None:
+        elif pool.grow(len(queue), time.monotonic() - queue[0].accepted_at):
             # The pool's target held a start back: ask again when the oldest job has waited too long.
             self._regrowing = self.reactor.call_later(HORIZON, self._regrow)
 
     def _regrow(self) -> None:
         self._regrowing = None
         if self.queue:
-            self._grow()
+            self._grow()  # past HORIZON, the target no longer holds: ready workers may take jobs
+            self.dispatch()
 
     def _fail_queue(self, message: str) -> None:
         """The app is broken: its queued jobs never ran, so a peer may run them (overflow "forward")."""

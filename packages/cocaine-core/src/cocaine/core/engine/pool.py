@@ -52,6 +52,9 @@ HORIZON = 0.01
 #: Idle cores (of the whole machine, idle_cpu.py) from which the pool grows past its target: room
 #: for one more worker.
 SPARE_CPU = 1.0
+#: Answers set the target at most this often: it sums the jobs of every worker, and under load
+#: a worker's answers come one message each.
+AIM_EVERY = 0.001
 #: Each answer's time counts this much in the pool's job time (a moving average).
 JOB_TIME_WEIGHT = 0.25
 #: An answer that took longer counts as this long, so that one long stream does not keep the pool
@@ -147,6 +150,7 @@ class WorkerPool:
         # Ready workers that take jobs, the first ones: those the work needs by the job time (_aim).
         # The others get none and retire when idle-timeout ends. None: all (the job time is unknown).
         self.target: int | None = None
+        self._aimed_at = float("-inf")  # when an answer last set the target
         self.outbox: dict[PooledWorker, list] = {}
         self.exiting: dict[bytes, PooledWorker] = {}  # told to exit or killed, not yet gone
         self.spawned = 0
@@ -256,8 +260,9 @@ class WorkerPool:
 
     def _aim(self, waiting: int) -> int | None:
         """Set and return the target: the workers it takes to finish in HORIZON the jobs held and
-        the ``waiting`` ones, by the job time (at least one), and besides them every worker whose
-        running job has already run longer than HORIZON (the job time does not know it yet). None
+        the ``waiting`` ones, by the job time (at least one, and at least ``pool-min``), and besides
+        them every worker whose running job has already run longer than HORIZON (the job time does
+        not know it yet). None
         while the job time is unknown, or while the machine has SPARE_CPU: then another worker can
         only help."""
         job_time = self.job_time
@@ -272,6 +277,8 @@ class WorkerPool:
                 if self._running_since(worker) < before:
                     occupied += 1
         target = int((held + waiting) * job_time / HORIZON) + 1 + occupied
+        if target < self.config.pool_min:
+            target = self.config.pool_min  # warm workers are kept to work
         self.target = target
         return target
 
@@ -304,7 +311,9 @@ class WorkerPool:
         # (the epsilon: two jobs of exactly half the horizon are two, whatever the float rounding)
         credit = int(HORIZON / job_time + 1e-6) if job_time > 0 else self.config.concurrency
         self.credit = max(1, min(self.config.concurrency, credit))
-        self._aim(self.listener.queued(self))
+        if now - self._aimed_at >= AIM_EVERY:
+            self._aimed_at = now
+            self._aim(self.listener.queued(self))
 
     def all_busy(self) -> None:
         """A job goes to a worker that is already busy: no ready worker is idle. With a core to
@@ -324,16 +333,22 @@ class WorkerPool:
         ``grow-threshold`` jobs waiting, counting those that the workers already starting will take.
         A burst's workers are started together. Once the job time is known, no more than the target
         (more would not finish the work sooner than HORIZON), unless a job has waited longer than
-        that: then the job time is wrong (jobs of several tasks that differ). True if the target
-        held a start back: the owner asks again once the oldest job has waited HORIZON."""
+        that: then the job time is wrong (jobs of several tasks that differ), and every ready worker
+        may take jobs until the next estimate. True if the target held jobs back (a start, or ready
+        workers beyond it): the owner asks again once the oldest job has waited HORIZON."""
         if self.closing or self.backing_off():
             return False
-        target = self._aim(waiting)  # for the workers there are, at least
         pool_limit = self.config.pool_limit
-        if len(self.workers) >= pool_limit:
-            return False  # a full pool: the common case under load, decided without the loop below
+        if len(self.workers) >= pool_limit:  # the common case under load: decided in a few steps
+            if self.target is None:
+                return False
+            if waited >= HORIZON:
+                self.target = None  # every worker may take jobs until the next estimate
+                return False
+            return True  # the target may keep jobs from ready workers: ask again
+        target = self._aim(waiting)
         if target is not None and waited >= HORIZON:
-            target = self.target = None  # every worker may take jobs until the next estimate
+            target = self.target = None
         limit = pool_limit if target is None or target > pool_limit else target
         threshold = self.config.grow_threshold
         total, starting, count = self.total, self.starting(), 0
