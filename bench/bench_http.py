@@ -1,6 +1,7 @@
 """HTTP: the Python echo app over cocaine's ``http-server`` against uWSGI and gunicorn, in one run.
 
-Every server gets 2 worker processes (cocaine also runs with 1: ``--workers``) and the same load:
+uWSGI and gunicorn get 2 worker processes; cocaine sizes its own pool (``--workers`` fixes it). All
+get the same load:
 ``wrk`` (Debian's), keep-alive, 64 connections, 2 threads, POST of a 16-byte body that the app
 echoes. Reported per server:
 requests/s, latency p50/p99/p99.9 and mean as wrk reports them, p99 and mean uncorrected (each
@@ -10,8 +11,9 @@ request, such as reconnecting), non-2xx and socket errors, and the CPU time the 
 process tree (master, workers, cocained) spent per request. Rounds alternate the servers, in
 reversed order every other round; medians.
 
-- **cocaine**: ``cocained`` hosting ``bench/echo_app.py``, process backend, ``pool-limit`` 2, behind
-  ``http-server`` (the daemon is a third process, its reactor thread does the HTTP).
+- **cocaine**: ``cocained`` hosting ``bench/echo_app.py`` behind ``http-server``, with the engine's
+  defaults (the daemon is a process of its own, its reactor thread does the HTTP; the pool takes as
+  many workers as the work needs by the job time: one, for an echo, docs/pools.md).
 - **uwsgi**: ``pyuwsgi`` from PyPI, ``bench/echo_wsgi.py``, ``--processes 2 --master``, with
   ``--http-socket`` (which answers and closes: no keep-alive, wrk reconnects), with
   ``--http11-socket`` (keep-alive, but a worker serves one connection until it closes), and, as
@@ -20,15 +22,13 @@ reversed order every other round; medians.
 - **gunicorn**: sync workers, ``-w 2`` (a sync worker closes each connection after its response).
 - **cocaine-close**: cocaine with ``Connection: close`` on every request, so that wrk reconnects
   after each response as it must with uWSGI ``--http-socket`` (not run unless asked for).
-- ``--concurrency 8,32``: cocaine's ``engine.concurrency`` (the first value; default 32, the credit
-  docs/http.md advises for quick handlers: 64 clients over 2 workers; the engine's default is 8),
-  and one more cocaine server per further value, alternating with the others.
-- ``--workers 1``: one more cocaine server per value, with that ``pool-limit`` (by default 1: the
-  daemon and its worker are then two busy processes, as uWSGI's two workers are; its master idles).
+- ``--concurrency 8,32``: one more cocaine server per value, with that ``engine.concurrency``.
+- ``--workers 1,2``: one more cocaine server per value, with a pool of exactly that many workers
+  (``pool-limit`` and ``pool-min``; 2: as many as uWSGI's).
 - ``--reference PYTHON``: cocaine once more from another checkout's virtualenv, for an A/B.
 
 Usage: .venv/bin/python bench/bench_http.py [--duration 10] [--rounds 1] [--servers cocaine,uwsgi,...]
-       [--concurrency 8[,32,...]] [--workers 1[,...]] [--reference /work/main/.venv/bin/python] [--json]
+       [--concurrency 8[,...]] [--workers 1[,2,...]] [--reference /work/main/.venv/bin/python] [--json]
 (needs ``wrk`` on PATH and ``pip install pyuwsgi gunicorn`` in the venv)
 """
 
@@ -265,7 +265,7 @@ def main() -> None:
         LABELS[f"cocaine-concurrency-{value}"] = f"cocaine, concurrency {value}"
     for value in (int(value) for value in args.workers.split(",") if value):
         servers[f"cocaine-workers-{value}"] = value
-        LABELS[f"cocaine-workers-{value}"] = f"cocaine, pool-limit {value}"
+        LABELS[f"cocaine-workers-{value}"] = f"cocaine, {value} worker(s)"
     if args.reference:
         servers["cocaine-reference"] = args.reference
     runs: dict[str, list[dict]] = {name: [] for name in servers}
