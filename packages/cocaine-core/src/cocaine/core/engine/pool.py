@@ -262,9 +262,8 @@ class WorkerPool:
         """Set and return the target: the workers it takes to finish in HORIZON the jobs held and
         the ``waiting`` ones, by the job time (at least one, and at least ``pool-min``), and besides
         them every worker whose running job has already run longer than HORIZON (the job time does
-        not know it yet). None
-        while the job time is unknown, or while the machine has SPARE_CPU: then another worker can
-        only help."""
+        not know it yet). None while the job time is unknown, or while the machine has SPARE_CPU:
+        then another worker can only help."""
         job_time = self.job_time
         if job_time is None or self.idle_cpu() >= SPARE_CPU:
             self.target = None
