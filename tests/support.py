@@ -119,6 +119,16 @@ def helper_name(pid: int) -> str | None:
     return name if name in ("cocaine-forksrv", "cocaine-spare") else None
 
 
+def dealer(context: zmq.Context, address: str, timeout_ms: int = 20_000) -> zmq.Socket:
+    """A DEALER connected to ``address`` that waits at most ``timeout_ms`` for each message and
+    leaves nothing behind when closed."""
+    sock = context.socket(zmq.DEALER)
+    sock.linger = 0
+    sock.rcvtimeo = timeout_ms
+    sock.connect(address)
+    return sock
+
+
 class Client:
     """A REQ client with a receive timeout, so no test can hang on a silent server. ``curve`` is
     (client public key, client secret key, server public key) for a CURVE server."""

@@ -4,12 +4,11 @@ import json
 
 import msgpack
 import pytest
-import zmq
 
 from cocaine.core.errors import JobError
 from cocaine.drivers import native_protocol
 from cocaine.drivers.native_client import Client
-from support import APP_SLOW_COUNT, APP_WAIT_FOR_FILE, MemoryWatch, endpoint, manifest, python_app, wait_for
+from support import APP_SLOW_COUNT, APP_WAIT_FOR_FILE, MemoryWatch, dealer, endpoint, manifest, python_app, wait_for
 
 APP = APP_WAIT_FOR_FILE + APP_SLOW_COUNT + '''
 import asyncio, json, os, time
@@ -217,14 +216,8 @@ def test_flow_control_keeps_memory_bounded_for_a_large_streamed_request(daemon, 
 
 def test_protocol_errors_are_answered_and_counted(daemon, tmp_path, zmq_context):
     addresses = serve(daemon, tmp_path, "echo", "hold")
-    sock = zmq_context.socket(zmq.DEALER)
-    sock.linger = 0
-    sock.rcvtimeo = 10_000
-    sock.connect(addresses["echo"])
-    hold = zmq_context.socket(zmq.DEALER)
-    hold.linger = 0
-    hold.rcvtimeo = 10_000
-    hold.connect(addresses["hold"])
+    sock = dealer(zmq_context, addresses["echo"], 10_000)
+    hold = dealer(zmq_context, addresses["hold"], 10_000)
     try:
         sock.send_multipart([msgpack.packb([native_protocol.REQUEST, 1, {}]), b"warm-up"])
         assert sock.recv_multipart() == [msgpack.packb([native_protocol.CHUNK, 1]), b"warm-up"]  # the worker is up

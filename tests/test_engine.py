@@ -6,7 +6,7 @@ import signal
 
 import zmq
 
-from support import endpoint, manifest, python_app, wait_for
+from support import dealer, endpoint, manifest, python_app, wait_for
 
 APP = '''
 import os, time
@@ -39,10 +39,7 @@ def server(daemon, tmp_path, task, **engine):
 
 def send_all(daemon, address, bodies):
     """Send every body on its own DEALER-as-REQ frames; return the replies in order of arrival."""
-    sock = daemon.context.socket(zmq.DEALER)
-    sock.linger = 0
-    sock.rcvtimeo = 20_000
-    sock.connect(address)
+    sock = dealer(daemon.context, address)
     try:
         for body in bodies:
             sock.send_multipart([b"", body])
@@ -130,10 +127,7 @@ def test_many_clients_every_request_gets_one_answer(daemon, tmp_path):
 def test_deleting_a_busy_app_answers_its_requests(daemon, tmp_path):
     # The test daemon's --stop-timeout is 5 s: jobs still running or queued then get an error.
     address = server(daemon, tmp_path, "slow", pool_limit=1, concurrency=1)
-    sock = daemon.context.socket(zmq.DEALER)
-    sock.linger = 0
-    sock.rcvtimeo = 20_000
-    sock.connect(address)
+    sock = dealer(daemon.context, address)
     try:
         for _ in range(3):
             sock.send_multipart([b"", b"30"])

@@ -5,10 +5,8 @@ dying with the daemon), and the server's own faults."""
 import os
 import signal
 
-import zmq
-
 from cocaine.core.backends.process import MAX_SPARES
-from support import Subscriber, alive, endpoint, manifest, python_app, wait_for
+from support import Subscriber, alive, dealer, endpoint, manifest, python_app, wait_for
 
 APP = '''
 import logging, os, sys, time
@@ -79,10 +77,7 @@ def worker_pids(daemon):
 
 def two_forked_workers(daemon, context, addresses):
     """Grow a ready app (pool-limit 2, concurrency 1) to two workers with two sleeping jobs."""
-    sock = context.socket(zmq.DEALER)
-    sock.linger = 0
-    sock.rcvtimeo = 20_000
-    sock.connect(addresses["sleep"])
+    sock = dealer(context, addresses["sleep"])
     for _ in range(2):
         sock.send_multipart([b"", b"0.5"])
     assert [sock.recv_multipart()[1:] for _ in range(2)] == [[b"ok", b"slept"]] * 2
@@ -163,10 +158,7 @@ def test_a_killed_fork_server_takes_no_worker_with_it_and_is_started_again(daemo
     # While the first worker is held, a second one starts (by exec: there is no server) and a new
     # server starts; it forks the workers after that. Held until the end, however long the start.
     release = tmp_path / "release"
-    holder = zmq_context.socket(zmq.DEALER)
-    holder.linger = 0
-    holder.rcvtimeo = 30_000
-    holder.connect(addresses["hold"])
+    holder = dealer(zmq_context, addresses["hold"], 30_000)
     holder.send_multipart([b"", str(release).encode()])
     wait_for(lambda: daemon.info("app")["jobs"]["running"] == 1, message="the held job")
     second = int(client.call(b"")[1])
@@ -193,10 +185,7 @@ def test_a_burst_takes_every_spare_and_the_server_forks_new_ones(daemon, tmp_pat
     addresses, _ = create(daemon, tmp_path, pool_limit=limit, concurrency=1)
     fork_server(daemon)
     spares = spares_ready(daemon, MAX_SPARES)
-    sock = zmq_context.socket(zmq.DEALER)
-    sock.linger = 0
-    sock.rcvtimeo = 20_000
-    sock.connect(addresses["sleep"])
+    sock = dealer(zmq_context, addresses["sleep"])
     for _ in range(limit):  # each job needs a worker of its own: the pool asks for all of them at once
         sock.send_multipart([b"", b"0.5"])
     assert [sock.recv_multipart()[1:] for _ in range(limit)] == [[b"ok", b"slept"]] * limit
@@ -214,10 +203,7 @@ def test_the_engine_never_waits_for_the_fork_server(daemon, tmp_path, zmq_contex
     addresses, _ = create(daemon, tmp_path, pool_limit=2, concurrency=1)
     server = fork_server(daemon)
     first = int(daemon.client(addresses["pid"]).call(b"")[1])
-    sock = zmq_context.socket(zmq.DEALER)
-    sock.linger = 0
-    sock.rcvtimeo = 20_000
-    sock.connect(addresses["sleep"])
+    sock = dealer(zmq_context, addresses["sleep"])
     os.kill(server["pid"], signal.SIGSTOP)
     try:
         sock.send_multipart([b"", b"0.3"])  # the first worker's

@@ -35,7 +35,7 @@ from cocaine.core.management.users import Users
 from cocaine.core.manifest import parse_manifest
 from cocaine.core.plugins import Registry
 from cocaine.core.storage.files import FilesStorage
-from support import assert_no_reactor_errors, endpoint, manifest, python_app, wait_for
+from support import assert_no_reactor_errors, dealer, endpoint, manifest, python_app, wait_for
 
 IN_PROCESS = settings(max_examples=300, deadline=None, database=None,
                       suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -293,14 +293,6 @@ class Bystander:
         self.thread.join(30)
 
 
-def dealer(context, address: str) -> zmq.Socket:
-    sock = context.socket(zmq.DEALER)
-    sock.linger = 0
-    sock.rcvtimeo = 10_000
-    sock.connect(address)
-    return sock
-
-
 def assert_dropped(context, address: str, frames: list[bytes]) -> None:
     """A message over the limit gets the peer disconnected (seen on its monitor), nothing else."""
     sock = context.socket(zmq.DEALER)
@@ -349,8 +341,8 @@ fuzzed_frames = st.lists(st.binary(max_size=40) | st.just(b""), min_size=1, max_
 def test_the_daemon_survives_fuzzing_serves_others_and_stays_bounded(target, zmq_context):
     pid = target.proc.pid
     addresses = target.addresses
-    management = dealer(zmq_context, target.management)
-    fuzzed = dealer(zmq_context, addresses["fuzzed"])
+    management = dealer(zmq_context, target.management, 10_000)
+    fuzzed = dealer(zmq_context, addresses["fuzzed"], 10_000)
     evil = target.client(addresses["evil"], timeout=20)
 
     @ON_THE_WIRE
@@ -444,9 +436,9 @@ def test_native_server_and_raw_socket_survive_fuzzing(make_daemon, zmq_context, 
         "raw": {"type": "raw-socket-server", "endpoint": f"127.0.0.1:{port}"},
         "streamed": {"type": "zeromq-server", "endpoint": streamed, "replies": "stream"}}))
     client = Client(native, context=zmq_context, timeout=10)
-    attacker = dealer(zmq_context, native)
+    attacker = dealer(zmq_context, native, 10_000)
     stream_client = StreamClient(streamed, context=zmq_context, timeout=10)
-    stream_attacker = dealer(zmq_context, streamed)
+    stream_attacker = dealer(zmq_context, streamed, 10_000)
 
     @ON_THE_WIRE
     @given(native_messages)

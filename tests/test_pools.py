@@ -10,7 +10,7 @@ import time
 import pytest
 import zmq
 
-from support import alive, endpoint, manifest, python_app, wait_for
+from support import alive, dealer, endpoint, manifest, python_app, wait_for
 
 APP = '''
 import os, sys, threading, time
@@ -152,10 +152,7 @@ def test_a_cold_burst_is_spread_over_every_worker_started_for_it(daemon, tmp_pat
 def test_grow_threshold(daemon, tmp_path, zmq_context):
     flag = tmp_path / "release"
     addresses, _ = create(daemon, tmp_path, ["wait_for_file"], pool_limit=4, concurrency=1, grow_threshold=3)
-    sock = zmq_context.socket(zmq.DEALER)
-    sock.linger = 0
-    sock.rcvtimeo = 20_000
-    sock.connect(addresses["wait_for_file"])
+    sock = dealer(zmq_context, addresses["wait_for_file"])
     try:
         sock.send_multipart([b"", str(flag).encode()])
         wait_for(lambda: daemon.info("app")["jobs"]["running"] == 1, message="the first job to run")
@@ -177,10 +174,7 @@ def test_a_long_job_holds_no_queued_job_hostage(daemon, tmp_path, zmq_context, b
     addresses, _ = create(daemon, tmp_path, ["wait_for_file", "echo"], backend=backend, pool_limit=2,
                           concurrency=8, pool_min=1)
     wait_for(lambda: daemon.info("app")["pool"]["total"] == 1, message="the warm worker")
-    long = zmq_context.socket(zmq.DEALER)
-    long.linger = 0
-    long.rcvtimeo = 20_000
-    long.connect(addresses["wait_for_file"])
+    long = dealer(zmq_context, addresses["wait_for_file"])
     long.send_multipart([b"", str(flag).encode()])
     wait_for(lambda: daemon.info("app")["pool"]["stalled"] == 1, message="the long job to count as stalled")
     # The busy worker has 7 free credits, yet quick jobs must not wait behind its long job:
@@ -256,10 +250,7 @@ def test_request_timeout_answers_504_and_an_expired_job_never_runs(daemon, tmp_p
     assert daemon.client(addresses["slow"]).call(b"0")[:2] in ([b"ok", b"done"], [b"error", b"504"])
     wait_for(lambda: (lambda p: p["total"] == 1 and not p["starting"])(daemon.info("app")["pool"]),
              message="a ready worker")
-    first = daemon.context.socket(zmq.DEALER)
-    first.linger = 0
-    first.rcvtimeo = 10_000
-    first.connect(addresses["slow"])
+    first = dealer(daemon.context, addresses["slow"], 10_000)
     first.send_multipart([b"", b"1.5"])
     wait_for(lambda: daemon.info("app")["jobs"]["running"] == 1, message="the slow job to run")
     started = time.monotonic()
@@ -350,10 +341,7 @@ def test_reload_under_load_drops_nothing_and_takes_effect(daemon, tmp_path, zmq_
 def test_sigterm_lets_running_jobs_finish(make_daemon, tmp_path, zmq_context):
     daemon = make_daemon().start()
     addresses, _ = create(daemon, tmp_path, ["slow"], pool_limit=2, concurrency=2)
-    sock = zmq_context.socket(zmq.DEALER)
-    sock.linger = 0
-    sock.rcvtimeo = 20_000
-    sock.connect(addresses["slow"])
+    sock = dealer(zmq_context, addresses["slow"])
     for _ in range(4):
         sock.send_multipart([b"", b"0.5"])
     wait_for(lambda: daemon.info("app")["jobs"]["running"] >= 2, message="jobs to run")
