@@ -1,7 +1,7 @@
 """The machine's idle cores as a pool reads them (engine/idle_cpu.py), from a /proc/stat written by
 the test and a clock it moves; and from the real /proc/stat."""
 
-from cocaine.core.engine.idle_cpu import READING_WEIGHT, SAMPLE_EVERY, IdleCpu
+from cocaine.core.engine.idle_cpu import READING_WEIGHT, SAMPLE_EVERY, IdleCpu, _read_stat
 
 
 class Clock:
@@ -44,7 +44,9 @@ def test_an_unreadable_stat_leaves_the_figure_as_it_was(tmp_path):
     assert idle_cpu() == 1.5
 
 
-def test_the_real_machine_reads_between_none_and_all_of_its_cores():
+def test_the_real_proc_stat_is_read_and_gives_between_none_and_all_of_the_cores():
+    idle, total = _read_stat("/proc/stat")  # None (unreadable, another layout) fails here
+    assert 0 < idle <= total
     idle_cpu = IdleCpu()
     idle_cpu._at -= SAMPLE_EVERY  # a reading is due
     sum(range(200_000))  # some ticks pass
