@@ -2,16 +2,19 @@
 
 A pool keeps no more workers than its work needs by the job time (pool.HORIZON) only while the
 machine has no core to spare: then another worker would take CPU from the busy ones (the daemon's
-reactor first) and serve no more. With idle cores it grows as work waits. Read from /proc/stat (the
-whole machine, as the scheduler sees it; a container's CPU quota is not), at most once per
-SAMPLE_EVERY, by any engine's thread; a reading is a pair of numbers, replaced at once.
+reactor first) and serve no more. With idle cores it grows as work waits. Read at most once per
+SAMPLE_EVERY, by any engine's thread (a reading is a few numbers, replaced at once), from /proc/stat
+for the CPUs this process may run on (its affinity, as `taskset` or a container's cpuset set it),
+and no more than its cgroup's CPU quota leaves (cpu_quota.py: a container's CPU limit).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+
+from cocaine.core.engine.cpu_quota import CpuQuota, find_cpu_quota
 
 #: A reading covers at least this long: shorter, the clock's ticks (10 ms) would make it jump.
 SAMPLE_EVERY = 0.1
@@ -20,28 +23,43 @@ SAMPLE_EVERY = 0.1
 READING_WEIGHT = 0.25
 
 
-def _read_stat(path: str) -> tuple[int, int] | None:
-    """(idle, total) clock ticks of every CPU since boot; None if unreadable."""
+def _read_stat(path: str, cpus: frozenset[int]) -> tuple[int, int] | None:
+    """(idle, total) clock ticks since boot of the CPUs ``cpus`` (their lines "cpuN ...", which
+    follow the machine's "cpu ..." line); None if unreadable or none of them is there."""
+    idle = total = 0
+    found = False
     try:
         with open(path, "rb") as f:
-            fields = f.readline().split()
-    except OSError:
+            for line in f:
+                if not line.startswith(b"cpu"):
+                    break  # the CPUs' lines come first
+                fields = line.split()
+                number = fields[0][3:]
+                if not number or int(number) not in cpus or len(fields) < 6:
+                    continue
+                ticks = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
+                idle += ticks[3] + ticks[4]
+                total += sum(ticks)
+                found = True
+    except (OSError, ValueError):
         return None
-    if len(fields) < 6 or fields[0] != b"cpu":
-        return None
-    ticks = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
-    return ticks[3] + ticks[4], sum(ticks)
+    return (idle, total) if found else None
 
 
 class IdleCpu:
-    """``idle_cpu()``: the cores idle, a moving average of readings at least SAMPLE_EVERY long."""
+    """``idle_cpu()``: the cores idle, a moving average of readings at least SAMPLE_EVERY long.
+    A reading is the idle share of the CPUs ``cpus`` (default: this process's affinity) times their
+    number, or what ``quota`` leaves unused in that time if that is less."""
 
     def __init__(self, path: str = "/proc/stat", clock: Callable[[], float] = time.monotonic,
-                 cores: int | None = None) -> None:
+                 cpus: Iterable[int] | None = None, quota: CpuQuota | None = None) -> None:
         self.path = path
         self.clock = clock
-        self.cores = cores or os.cpu_count() or 1  # the CPUs /proc/stat counts
-        self._sample = _read_stat(path)
+        self.cpus = frozenset(os.sched_getaffinity(0) if cpus is None else cpus)
+        self.quota = quota
+        self.cores = len(self.cpus) if quota is None else min(len(self.cpus), quota.cores)
+        self._sample = _read_stat(path, self.cpus)
+        self._used = None if quota is None else quota.used()
         self._at = clock()
         # Until a first interval is read: all of them (unreadable: the pool grows as jobs wait).
         self.idle = float(self.cores)
@@ -49,13 +67,24 @@ class IdleCpu:
     def __call__(self) -> float:
         now = self.clock()
         if now - self._at >= SAMPLE_EVERY:
-            sample = _read_stat(self.path)
-            previous, self._sample, self._at = self._sample, sample, now
+            elapsed, self._at = now - self._at, now
+            sample, previous = _read_stat(self.path, self.cpus), self._sample
+            self._sample = sample
+            reading = None
             if sample is not None and previous is not None and sample[1] > previous[1]:
-                reading = (sample[0] - previous[0]) / (sample[1] - previous[1]) * self.cores
-                self.idle += READING_WEIGHT * (reading - self.idle)
+                reading = (sample[0] - previous[0]) / (sample[1] - previous[1]) * len(self.cpus)
+            if self.quota is not None:
+                used, previous_used = self.quota.used(), self._used
+                self._used = used
+                if used is not None and previous_used is not None:
+                    left = self.quota.cores - (used - previous_used) / elapsed
+                    reading = left if reading is None else min(reading, left)
+                elif reading is not None:
+                    reading = min(reading, self.quota.cores)  # its usage unknown: at least no more than it
+            if reading is not None:
+                self.idle += READING_WEIGHT * (max(0.0, reading) - self.idle)
         return self.idle
 
 
 #: The daemon's one reader, shared by its engines.
-IDLE_CPU = IdleCpu()
+IDLE_CPU = IdleCpu(quota=find_cpu_quota())
