@@ -47,6 +47,17 @@ def test_idle_cores_a_moving_average_of_readings(tmp_path):
     assert idle_cpu() == 3.25
 
 
+def test_while_another_thread_reads_the_figure_is_returned_as_it_is(tmp_path):
+    stat, clock = tmp_path / "stat", Clock()
+    write_stat(stat, *[(250, 250, 0)] * 4)
+    idle_cpu = IdleCpu(str(stat), clock, cpus=range(4))
+    write_stat(stat, *[(260, 250, 0)] * 4)
+    clock.now += SAMPLE_EVERY * 1.01
+    with idle_cpu._reading:  # another engine's thread is reading
+        assert idle_cpu() == 4.0
+    assert idle_cpu() == 3.0  # the reading is still due
+
+
 def test_only_the_cpus_the_process_may_run_on_count(tmp_path):
     stat, clock = tmp_path / "stat", Clock()
     write_stat(stat, (0, 0, 0), (0, 0, 0), (0, 0, 0), (0, 0, 0))

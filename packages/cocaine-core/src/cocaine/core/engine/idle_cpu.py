@@ -3,7 +3,7 @@
 A pool keeps no more workers than its work needs by the job time (pool.HORIZON) only while the
 machine has no core to spare: then another worker would take CPU from the busy ones (the daemon's
 reactor first) and serve no more. With idle cores it grows as work waits. Read at most once per
-SAMPLE_EVERY, by any engine's thread (a reading is a few numbers, replaced at once), from /proc/stat
+SAMPLE_EVERY, by whichever engine's thread asks when one is due (one at a time), from /proc/stat
 for the CPUs this process may run on (its affinity, as `taskset` or a container's cpuset set it),
 and no more than its cgroup's CPU quota leaves (cpu_quota.py: a container's CPU limit).
 """
@@ -11,6 +11,7 @@ and no more than its cgroup's CPU quota leaves (cpu_quota.py: a container's CPU 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable
 
@@ -61,29 +62,39 @@ class IdleCpu:
         self._sample = _read_stat(path, self.cpus)
         self._used = None if quota is None else quota.used()
         self._at = clock()
+        self._reading = threading.Lock()  # engines on several threads: one reads, the others go on
         # Until a first interval is read: all of them (unreadable: the pool grows as jobs wait).
         self.idle = float(self.cores)
 
     def __call__(self) -> float:
         now = self.clock()
-        if now - self._at >= SAMPLE_EVERY:
-            elapsed, self._at = now - self._at, now
-            sample, previous = _read_stat(self.path, self.cpus), self._sample
-            self._sample = sample
-            reading = None
-            if sample is not None and previous is not None and sample[1] > previous[1]:
-                reading = (sample[0] - previous[0]) / (sample[1] - previous[1]) * len(self.cpus)
-            if self.quota is not None:
-                used, previous_used = self.quota.used(), self._used
-                self._used = used
-                if used is not None and previous_used is not None:
-                    left = self.quota.cores - (used - previous_used) / elapsed
-                    reading = left if reading is None else min(reading, left)
-                elif reading is not None:
-                    reading = min(reading, self.quota.cores)  # its usage unknown: at least no more than it
-            if reading is not None:
-                self.idle += READING_WEIGHT * (max(0.0, reading) - self.idle)
+        if now - self._at >= SAMPLE_EVERY and self._reading.acquire(blocking=False):
+            try:
+                self._read(now)
+            finally:
+                self._reading.release()
         return self.idle
+
+    def _read(self, now: float) -> None:
+        elapsed = now - self._at
+        if elapsed < SAMPLE_EVERY:
+            return  # another thread has just read
+        self._at = now
+        sample, previous = _read_stat(self.path, self.cpus), self._sample
+        self._sample = sample
+        reading = None
+        if sample is not None and previous is not None and sample[1] > previous[1]:
+            reading = (sample[0] - previous[0]) / (sample[1] - previous[1]) * len(self.cpus)
+        if self.quota is not None:
+            used, previous_used = self.quota.used(), self._used
+            self._used = used
+            if used is not None and previous_used is not None:
+                left = self.quota.cores - (used - previous_used) / elapsed
+                reading = left if reading is None else min(reading, left)
+            elif reading is not None:
+                reading = min(reading, self.quota.cores)  # its usage unknown: no more than the quota
+        if reading is not None:
+            self.idle += READING_WEIGHT * (max(0.0, reading) - self.idle)
 
 
 #: The daemon's one reader, shared by its engines.
