@@ -5,9 +5,9 @@ engine's queue, where the pool grows for it. A JavaScript worker runs its jobs a
 keeps its whole credit."""
 
 import pytest
-import zmq
 
 from runtimes import serve_slow_task
+from support import dealer
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -22,11 +22,8 @@ def test_slow_jobs_get_shallow_credit_and_a_burst_of_them_grows_the_pool(module_
     app = f"credit-{language}-{backend}"
     address = serve_slow_task(module_daemon, app, language, request.getfixturevalue("conformance_app"),
                               {"backend": backend, "pool-limit": 4, "pool-min": 1, "concurrency": 32})
-    client = zmq_context.socket(zmq.DEALER)
-    client.linger = 0
-    client.rcvtimeo = 30_000
+    client = dealer(zmq_context, address, 30_000)
     try:
-        client.connect(address)
         for _ in range(3):  # one at a time: the engine learns how long they take
             client.send_multipart([b"", b"50"])
             assert client.recv_multipart() == [b"", b"ok", b"slept 50"]

@@ -8,9 +8,9 @@ worker were handed back and ran on another."""
 import time
 
 import pytest
-import zmq
 
 from runtimes import serve_slow_task
+from support import dealer
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -28,9 +28,7 @@ def test_quick_jobs_are_answered_while_a_long_job_runs(module_daemon, zmq_contex
     address = serve_slow_task(module_daemon, app, language, request.getfixturevalue("conformance_app"),
                               {"backend": backend, "pool-limit": 2, "pool-min": 1, "concurrency": 8})
     try:
-        client = zmq_context.socket(zmq.DEALER)
-        client.linger = 0
-        client.connect(address)
+        client = dealer(zmq_context, address)
         # An envelope frame names each request: its answer comes back under it.
         client.send_multipart([b"long", b"", b"3000"])
         for i in range(QUICK):

@@ -19,12 +19,14 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class CpuQuota:
     cores: float  # the quota: CPU seconds per second
-    usage_file: str  # the limiting cgroup's CPU time so far
+    usage_file: str | None  # the limiting cgroup's CPU time so far (None: not found)
     usage_unit: float  # seconds per unit of that file's figure
     usage_key: bytes | None = None  # the line of the file that holds it (cgroup v2's cpu.stat)
 
     def used(self) -> float | None:
-        """CPU seconds the limiting cgroup has used so far; None if unreadable."""
+        """CPU seconds the limiting cgroup has used so far; None if unknown."""
+        if self.usage_file is None:
+            return None
         try:
             with open(self.usage_file, "rb") as f:
                 for line in f:
@@ -123,7 +125,7 @@ def _v1_quota(root: str, mounts, memberships: dict[str, str]) -> CpuQuota | None
                     usage = os.path.normpath(os.path.join(root, accounting_point.lstrip("/"), relative,
                                                           "cpuacct.usage"))
                     return CpuQuota(found[0], usage, 1e-9)
-            return CpuQuota(found[0], "", 0.0)  # a quota, but no usage to tell what is left of it
+            return CpuQuota(found[0], None, 0.0)  # a quota, but no usage to tell what is left of it
     return None
 
 

@@ -1,4 +1,5 @@
-"""The machine's idle CPU, in cores: whether one more worker would have a core to run on.
+"""The idle CPU the daemon and its workers could use, in cores: whether one more worker would have
+a core to run on.
 
 A pool keeps no more workers than its work needs by the job time (pool.HORIZON) only while the
 machine has no core to spare: then another worker would take CPU from the busy ones (the daemon's

@@ -49,8 +49,8 @@ OPTIONS_FRAME = worker_protocol.options(STALL_AFTER, reply=True)
 #: Quick jobs go deep on few workers; slow ones wait in the engine's queue, where any worker can take
 #: them and where they make the pool grow.
 HORIZON = 0.01
-#: Idle cores (of the whole machine, idle_cpu.py) from which the pool grows past its target: room
-#: for one more worker.
+#: Idle cores (those the daemon could use, idle_cpu.py) from which the pool grows past its target:
+#: room for one more worker.
 SPARE_CPU = 1.0
 #: Answers set the target at most this often: it sums the jobs of every worker, and under load
 #: a worker's answers come one message each.
